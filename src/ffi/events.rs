@@ -1,0 +1,143 @@
+//! Events as C sees them, and the owned batches `changes`, `range` and `watch_next` return.
+
+use crate::event::Event;
+
+use super::tidemark_bytes;
+
+/// The values of `tidemark_event.kind`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum tidemark_event_kind {
+    TIDEMARK_EVENT_PUT = 1,
+    TIDEMARK_EVENT_DELETE = 2,
+    /// No key; `revision` is the store revision the watch has caught up to.
+    TIDEMARK_EVENT_PROGRESS = 3,
+    /// Terminal: revisions the watch had not seen were compacted; `revision` is the earliest
+    /// retained one, to resync from.
+    TIDEMARK_EVENT_COMPACTED = 4,
+    /// Terminal: the store was closed.
+    TIDEMARK_EVENT_CLOSED = 5,
+}
+
+/// One change. Its pointers are borrowed: from the `tidemark_events` batch that holds it
+/// (valid until `tidemark_events_free`) or, inside a watch callback, valid during the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct tidemark_event {
+    /// This event's revision (for a key event, the key's mod_revision after it).
+    pub revision: u64,
+    /// A `tidemark_event_kind`.
+    pub kind: u32,
+    pub key: tidemark_bytes,
+    /// Empty for DELETE and non-key events.
+    pub value: tidemark_bytes,
+    /// 0 for DELETE and non-key events.
+    pub create_revision: u64,
+    /// The key's version after the event (1 on creation); 0 for DELETE and non-key events.
+    pub version: u64,
+}
+
+impl tidemark_event {
+    /// A view of a core event, borrowing its bytes.
+    pub(crate) fn view(e: &Event) -> tidemark_event {
+        tidemark_event {
+            revision: e.revision,
+            kind: e.kind as u32,
+            key: tidemark_bytes::of(&e.key),
+            value: tidemark_bytes::of(&e.value),
+            create_revision: e.create_revision,
+            version: e.version,
+        }
+    }
+}
+
+/// An owned batch of events. Keys and values are copied into one arena, so a batch is two
+/// allocations however many events it holds, and a binding can read it in bulk.
+pub struct tidemark_events {
+    events: Vec<tidemark_event>,
+    arena: Vec<u8>,
+    has_more: bool,
+    next_revision: u64,
+}
+
+impl tidemark_events {
+    /// Collects events from a visitor-style reader, then points them into the arena.
+    pub(crate) fn collect<E>(
+        read: impl FnOnce(&mut dyn FnMut(&Event)) -> Result<(bool, u64), E>,
+    ) -> Result<Box<tidemark_events>, E> {
+        let mut events = Vec::new();
+        let mut arena = Vec::new();
+        let (has_more, next_revision) = read(&mut |e: &Event| {
+            let mut ev = tidemark_event::view(e);
+            // Offsets for now; made pointers once the arena stops moving.
+            ev.key.ptr = arena.len() as *const u8;
+            arena.extend_from_slice(&e.key);
+            ev.value.ptr = arena.len() as *const u8;
+            arena.extend_from_slice(&e.value);
+            events.push(ev);
+        })?;
+        let base = arena.as_ptr();
+        for ev in &mut events {
+            ev.key.ptr = base.wrapping_add(ev.key.ptr as usize);
+            ev.value.ptr = base.wrapping_add(ev.value.ptr as usize);
+        }
+        Ok(Box::new(tidemark_events { events, arena, has_more, next_revision }))
+    }
+
+    pub(crate) fn from_vec(list: &[Event]) -> Box<tidemark_events> {
+        let next = list.last().map_or(0, |e| e.revision + 1);
+        let r: Result<_, ()> = tidemark_events::collect(|visit| {
+            list.iter().for_each(visit);
+            Ok((false, next))
+        });
+        r.unwrap_or_else(|()| unreachable!())
+    }
+}
+
+/// The number of events in the batch (0 for NULL).
+#[no_mangle]
+pub extern "C" fn tidemark_events_len(events: *const tidemark_events) -> usize {
+    super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.events.len()))
+}
+
+/// The events as a contiguous array of `tidemark_events_len` elements, owned by the batch and
+/// valid until `tidemark_events_free` (NULL for a NULL batch).
+#[no_mangle]
+pub extern "C" fn tidemark_events_data(events: *const tidemark_events) -> *const tidemark_event {
+    super::guard_value(std::ptr::null(), || {
+        unsafe { events.as_ref() }.map_or(std::ptr::null(), |e| e.events.as_ptr())
+    })
+}
+
+/// The one buffer every key and value of the batch points into, for bindings that copy a
+/// whole batch at once instead of field by field. Owned by the batch.
+#[no_mangle]
+pub extern "C" fn tidemark_events_arena(events: *const tidemark_events) -> tidemark_bytes {
+    let empty = tidemark_bytes { ptr: std::ptr::null(), len: 0 };
+    super::guard_value(empty, || unsafe { events.as_ref() }.map_or(empty, |e| tidemark_bytes::of(&e.arena)))
+}
+
+/// For `tidemark_store_changes`: true when the limit stopped the read before `to`; call
+/// again from `tidemark_events_next_revision`. For `tidemark_store_range`: true when keys
+/// were left out. False for NULL.
+#[no_mangle]
+pub extern "C" fn tidemark_events_has_more(events: *const tidemark_events) -> bool {
+    super::guard_value(false, || unsafe { events.as_ref() }.is_some_and(|e| e.has_more))
+}
+
+/// The revision to continue from: after `changes`, the `from` of the next call; after a
+/// watch delivery, the revision after its last event. 0 for `range` and for NULL.
+#[no_mangle]
+pub extern "C" fn tidemark_events_next_revision(events: *const tidemark_events) -> u64 {
+    super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.next_revision))
+}
+
+/// Frees a batch and everything it points to. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_events_free(events: *mut tidemark_events) {
+    super::guard_value((), || {
+        if !events.is_null() {
+            drop(Box::from_raw(events));
+        }
+    })
+}

@@ -1,0 +1,165 @@
+//! Status codes, the per-thread last error, and the panic boundary every export goes through.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::Error;
+
+/// The result of every fallible function. The values are fixed forever; new codes are only
+/// ever appended.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum tidemark_status {
+    TIDEMARK_OK = 0,
+    /// A required pointer argument was NULL (or bytes were NULL with a non-zero length).
+    TIDEMARK_ERR_NULL_ARGUMENT = 1,
+    /// An argument was malformed: empty key, bad selector, bad options JSON, ...
+    TIDEMARK_ERR_INVALID_ARGUMENT = 2,
+    /// The key or watch does not exist.
+    TIDEMARK_ERR_NOT_FOUND = 3,
+    /// The revision was compacted; `tidemark_last_error_revision()` is the earliest retained.
+    TIDEMARK_ERR_COMPACTED = 4,
+    /// The revision is beyond current + 1; `tidemark_last_error_revision()` is the current one.
+    TIDEMARK_ERR_FUTURE_REVISION = 5,
+    /// A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
+    TIDEMARK_ERR_CONFLICT = 6,
+    /// Nothing arrived in time.
+    TIDEMARK_ERR_TIMEOUT = 7,
+    /// The store or watch is closed (or the watch already returned its terminal event).
+    TIDEMARK_ERR_CLOSED = 8,
+    TIDEMARK_ERR_IO = 9,
+    TIDEMARK_ERR_CORRUPT = 10,
+    /// The store directory is open elsewhere.
+    TIDEMARK_ERR_LOCKED = 11,
+    /// A key, value or request exceeds a configured limit.
+    TIDEMARK_ERR_TOO_LARGE = 12,
+    /// A bug inside tidemark was caught at the boundary; the store may be unusable.
+    TIDEMARK_ERR_PANIC = 13,
+}
+
+use tidemark_status::*;
+
+/// A failed call: its status, message and the revision that goes with it.
+pub(crate) struct Failure {
+    status: tidemark_status,
+    message: String,
+    revision: u64,
+}
+
+impl Failure {
+    pub fn null(what: &str) -> Failure {
+        Failure { status: TIDEMARK_ERR_NULL_ARGUMENT, message: format!("{what} must not be NULL"), revision: 0 }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let status = match &e {
+            Error::InvalidArgument(_) => TIDEMARK_ERR_INVALID_ARGUMENT,
+            Error::NotFound(_) => TIDEMARK_ERR_NOT_FOUND,
+            Error::Compacted { .. } => TIDEMARK_ERR_COMPACTED,
+            Error::FutureRevision { .. } => TIDEMARK_ERR_FUTURE_REVISION,
+            Error::Conflict { .. } => TIDEMARK_ERR_CONFLICT,
+            Error::Timeout => TIDEMARK_ERR_TIMEOUT,
+            Error::Closed => TIDEMARK_ERR_CLOSED,
+            Error::Io(_) => TIDEMARK_ERR_IO,
+            Error::Corrupt(_) => TIDEMARK_ERR_CORRUPT,
+            Error::Locked(_) => TIDEMARK_ERR_LOCKED,
+            Error::TooLarge(_) => TIDEMARK_ERR_TOO_LARGE,
+        };
+        Failure { status, message: e.to_string(), revision: e.revision() }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<(CString, u64)> = RefCell::new((CString::default(), 0));
+}
+
+fn record(f: Failure) -> tidemark_status {
+    let message = CString::new(f.message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = (message, f.revision));
+    f.status
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let detail = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("internal error (panic): {detail}")
+}
+
+/// Runs an export's body: maps its error to a status and the thread's last error, and stops
+/// any panic at the boundary.
+pub(crate) fn guard(f: impl FnOnce() -> Result<(), Failure>) -> tidemark_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => TIDEMARK_OK,
+        Ok(Err(failure)) => record(failure),
+        Err(p) => record(Failure { status: TIDEMARK_ERR_PANIC, message: panic_message(&*p), revision: 0 }),
+    }
+}
+
+/// For exports without a status: a panic yields `fallback`.
+pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// The message of the last failed call on the calling thread ("" when there was none).
+/// The string is owned by the library and stays valid until the next failing call on this
+/// thread; copy it if you need it longer. Successful calls leave it unchanged.
+#[no_mangle]
+pub extern "C" fn tidemark_last_error_message() -> *const c_char {
+    guard_value(c"".as_ptr(), || LAST_ERROR.with(|l| l.borrow().0.as_ptr()))
+}
+
+/// The revision that goes with the last failure on the calling thread: the earliest retained
+/// revision after `TIDEMARK_ERR_COMPACTED`, the current revision after
+/// `TIDEMARK_ERR_FUTURE_REVISION`, the key's current mod_revision (0 = absent) after
+/// `TIDEMARK_ERR_CONFLICT`; 0 otherwise.
+#[no_mangle]
+pub extern "C" fn tidemark_last_error_revision() -> u64 {
+    guard_value(0, || LAST_ERROR.with(|l| l.borrow().1))
+}
+
+/// The name of a status as a static string, e.g. "TIDEMARK_ERR_COMPACTED";
+/// "TIDEMARK_ERR_UNKNOWN" for a value that is not a status. Never free it.
+#[no_mangle]
+pub extern "C" fn tidemark_status_name(status: u32) -> *const c_char {
+    let name = match status {
+        0 => c"TIDEMARK_OK",
+        1 => c"TIDEMARK_ERR_NULL_ARGUMENT",
+        2 => c"TIDEMARK_ERR_INVALID_ARGUMENT",
+        3 => c"TIDEMARK_ERR_NOT_FOUND",
+        4 => c"TIDEMARK_ERR_COMPACTED",
+        5 => c"TIDEMARK_ERR_FUTURE_REVISION",
+        6 => c"TIDEMARK_ERR_CONFLICT",
+        7 => c"TIDEMARK_ERR_TIMEOUT",
+        8 => c"TIDEMARK_ERR_CLOSED",
+        9 => c"TIDEMARK_ERR_IO",
+        10 => c"TIDEMARK_ERR_CORRUPT",
+        11 => c"TIDEMARK_ERR_LOCKED",
+        12 => c"TIDEMARK_ERR_TOO_LARGE",
+        13 => c"TIDEMARK_ERR_PANIC",
+        _ => c"TIDEMARK_ERR_UNKNOWN",
+    };
+    name.as_ptr()
+}
+
+/// The library version, e.g. "0.1.0", as a static string. Never free it.
+#[no_mangle]
+pub extern "C" fn tidemark_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// Frees a string the library allocated for the caller (the JSON of
+/// `tidemark_store_status_json`). NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_string_free(string: *mut c_char) {
+    guard_value((), || {
+        if !string.is_null() {
+            drop(CString::from_raw(string));
+        }
+    })
+}

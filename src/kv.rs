@@ -1,0 +1,177 @@
+//! The current state of every key, derived from the log: `apply` is the only way it changes,
+//! whether from a new commit or from replaying a stored log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::event::{empty, Bytes, Event, EventKind};
+use crate::selector::Selector;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Bytes,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+}
+
+/// One operation of an atomic commit, borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+    /// The key's `mod_revision` must equal this (0 = the key must not exist).
+    Require(&'a [u8], u64),
+}
+
+impl Op<'_> {
+    pub fn key(&self) -> &[u8] {
+        match *self {
+            Op::Put(k, _) | Op::Delete(k) | Op::Require(k, _) => k,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Kv {
+    map: BTreeMap<Bytes, Entry>,
+}
+
+impl Kv {
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Computes the events `ops` produce from revision `first` on, without changing anything.
+    /// Every `Require` is checked against the state before the commit; puts and deletes see
+    /// the effect of earlier operations of the same commit.
+    pub fn plan(&self, ops: &[Op<'_>], first: u64, out: &mut Vec<Event>) -> Result<()> {
+        for op in ops {
+            if let Op::Require(key, expected) = *op {
+                let current = self.get(key).map_or(0, |e| e.mod_revision);
+                if current != expected {
+                    return Err(Error::Conflict { key: key.to_vec(), expected, current });
+                }
+            }
+        }
+        // (create_revision, version) of keys written earlier in this commit; None = deleted.
+        let mut overlay: HashMap<&[u8], Option<(u64, u64)>> = HashMap::new();
+        let mut revision = first;
+        for op in ops {
+            let prior = |key: &[u8]| match overlay.get(key) {
+                Some(state) => *state,
+                None => self.get(key).map(|e| (e.create_revision, e.version)),
+            };
+            let event = match *op {
+                Op::Require(..) => continue,
+                Op::Put(key, value) => {
+                    let (create_revision, version) = match prior(key) {
+                        Some((created, version)) => (created, version + 1),
+                        None => (revision, 1),
+                    };
+                    Event {
+                        revision,
+                        kind: EventKind::Put,
+                        key: self.shared_key(key),
+                        value: Arc::from(value),
+                        create_revision,
+                        version,
+                        commit_end: false,
+                    }
+                }
+                Op::Delete(key) => {
+                    if prior(key).is_none() {
+                        return Err(Error::NotFound(format!(
+                            "key {} does not exist",
+                            String::from_utf8_lossy(key)
+                        )));
+                    }
+                    Event {
+                        revision,
+                        kind: EventKind::Delete,
+                        key: self.shared_key(key),
+                        value: empty(),
+                        create_revision: 0,
+                        version: 0,
+                        commit_end: false,
+                    }
+                }
+            };
+            if ops.len() > 1 {
+                let state = (event.kind == EventKind::Put).then_some((event.create_revision, event.version));
+                overlay.insert(op.key(), state);
+            }
+            out.push(event);
+            revision += 1;
+        }
+        if let Some(last) = out.last_mut() {
+            last.commit_end = true;
+        }
+        Ok(())
+    }
+
+    /// Applies one logged event to the key state.
+    pub fn apply(&mut self, e: &Event) {
+        match e.kind {
+            EventKind::Put => {
+                let entry = Entry {
+                    value: e.value.clone(),
+                    create_revision: e.create_revision,
+                    mod_revision: e.revision,
+                    version: e.version,
+                };
+                match self.map.get_mut(&e.key[..]) {
+                    Some(slot) => *slot = entry,
+                    None => {
+                        self.map.insert(e.key.clone(), entry);
+                    }
+                }
+            }
+            EventKind::Delete => {
+                self.map.remove(&e.key[..]);
+            }
+            _ => {}
+        }
+    }
+
+    /// Visits current keys matching `selector` in key order as PUT events, at most `limit`
+    /// (0 = no limit). Returns true when keys were left out because of the limit.
+    pub fn range(&self, selector: &Selector, limit: usize, visit: &mut dyn FnMut(&Event)) -> bool {
+        let (start, end) = selector.bounds();
+        let upper = match &end {
+            Some(e) => Bound::Excluded(&e[..]),
+            None => Bound::Unbounded,
+        };
+        let mut n = 0usize;
+        for (key, entry) in self.map.range::<[u8], _>((Bound::Included(&start[..]), upper)) {
+            if limit != 0 && n == limit {
+                return true;
+            }
+            visit(&Event {
+                revision: entry.mod_revision,
+                kind: EventKind::Put,
+                key: key.clone(),
+                value: entry.value.clone(),
+                create_revision: entry.create_revision,
+                version: entry.version,
+                commit_end: true,
+            });
+            n += 1;
+        }
+        false
+    }
+
+    /// The key as stored, so the log and the index share one allocation per key.
+    fn shared_key(&self, key: &[u8]) -> Bytes {
+        match self.map.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        }
+    }
+}

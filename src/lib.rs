@@ -1,0 +1,23 @@
+//! tidemark: an embeddable change-feed engine. One revision log per store, the key state
+//! derived from it, and a watch registry that pushes or hands out every change from any
+//! revision on, with no gaps, no duplicates and bounded memory. The safe core lives here;
+//! `ffi` is the C ABI over it.
+#![deny(unsafe_code)]
+
+mod error;
+mod event;
+pub mod ffi;
+mod kv;
+mod options;
+mod selector;
+pub mod storage;
+mod store;
+mod watch;
+
+pub use error::{Error, Result};
+pub use event::{Bytes, Event, EventKind};
+pub use kv::{Entry, Op};
+pub use options::Options;
+pub use selector::{prefix_end, Selector};
+pub use store::{Changes, PullWatch, Store, DEFAULT_LIMIT};
+pub use watch::{Callback, WatchOptions, DEFAULT_MAX_QUEUE};

@@ -1,0 +1,83 @@
+//! The in-memory log: a deque of events indexed by `revision - earliest`.
+
+use std::collections::VecDeque;
+
+use super::Storage;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::selector::Selector;
+
+#[derive(Default)]
+pub struct MemoryLog {
+    /// Revision of `entries[0]` (or of the next entry when empty).
+    base: u64,
+    entries: VecDeque<Event>,
+}
+
+impl MemoryLog {
+    pub fn new() -> MemoryLog {
+        MemoryLog { base: 1, entries: VecDeque::new() }
+    }
+}
+
+impl Storage for MemoryLog {
+    fn append(&mut self, commit: &[Event]) -> Result<()> {
+        let expected = self.last_revision() + 1;
+        if commit.first().map(|e| e.revision) != Some(expected) {
+            return Err(Error::InvalidArgument(format!(
+                "commit must start at revision {expected}"
+            )));
+        }
+        self.entries.extend(commit.iter().cloned());
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        selector: &Selector,
+        from: u64,
+        to: u64,
+        limit: usize,
+        visit: &mut dyn FnMut(&Event),
+    ) -> Result<u64> {
+        let from = from.max(1);
+        if from < self.base {
+            return Err(Error::Compacted { requested: from, earliest: self.base });
+        }
+        let to = to.min(self.last_revision());
+        if from > to {
+            return Ok(to + 1);
+        }
+        let start = (from - self.base) as usize;
+        let end = (to - self.base) as usize + 1;
+        let mut matched = 0usize;
+        for e in self.entries.range(start..end) {
+            if selector.matches(&e.key) {
+                visit(e);
+                matched += 1;
+            }
+            if matched >= limit && e.commit_end {
+                return Ok(e.revision + 1);
+            }
+        }
+        Ok(to + 1)
+    }
+
+    fn earliest_revision(&self) -> u64 {
+        self.base
+    }
+
+    fn last_revision(&self) -> u64 {
+        self.base + self.entries.len() as u64 - 1
+    }
+
+    fn compact(&mut self, keep: u64) -> Result<u64> {
+        if keep <= self.base {
+            return Ok(0);
+        }
+        let n = ((keep - self.base) as usize).min(self.entries.len());
+        self.entries.drain(..n);
+        self.base = keep;
+        Ok(n as u64)
+    }
+}

@@ -1,0 +1,175 @@
+//! Finds the watchers whose selector matches a key, in time that follows the number of
+//! matching watchers rather than the number registered (etcd's watcher groups + interval
+//! tree). Exact keys sit in a hash map; prefixes and ranges, as half-open intervals, in a
+//! centered interval tree that is rebuilt lazily: additions since the last build are scanned
+//! linearly and removals are skipped until they are numerous enough to pay for a rebuild.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::Watcher;
+use crate::selector::Selector;
+
+type Bound = Option<Vec<u8>>; // None = no upper bound
+
+struct Interval {
+    start: Vec<u8>,
+    end: Bound,
+    watcher: Arc<Watcher>,
+}
+
+impl Interval {
+    fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_ref().is_none_or(|e| key < e.as_slice())
+    }
+}
+
+struct Node {
+    center: Vec<u8>,
+    /// Intervals containing `center`, by start ascending and by end descending (indices into `all`).
+    by_start: Vec<usize>,
+    by_end: Vec<usize>,
+    left: Option<Box<Node>>,
+    right: Option<Box<Node>>,
+}
+
+#[derive(Default)]
+pub struct Index {
+    exact: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
+    all: Vec<Arc<Watcher>>,
+    /// Every registered interval; `tree` covers `all[..built]`, the rest are scanned linearly.
+    intervals: Vec<Interval>,
+    tree: Option<Box<Node>>,
+    built: usize,
+    /// Ids removed from `intervals[..built]` but still referenced by the tree.
+    removed: HashSet<u64>,
+}
+
+impl Index {
+    pub fn insert(&mut self, w: &Arc<Watcher>) {
+        match &w.selector {
+            Selector::All => self.all.push(w.clone()),
+            Selector::Prefix(p) if p.is_empty() => self.all.push(w.clone()),
+            Selector::Key(k) => self.exact.entry(k.clone()).or_default().push(w.clone()),
+            sel => {
+                let (start, end) = sel.bounds();
+                self.intervals.push(Interval { start, end, watcher: w.clone() });
+            }
+        }
+    }
+
+    pub fn remove(&mut self, w: &Watcher) {
+        let id = w.id;
+        match &w.selector {
+            Selector::All => self.all.retain(|x| x.id != id),
+            Selector::Prefix(p) if p.is_empty() => self.all.retain(|x| x.id != id),
+            Selector::Key(k) => {
+                if let Some(v) = self.exact.get_mut(k) {
+                    v.retain(|x| x.id != id);
+                    if v.is_empty() {
+                        self.exact.remove(k);
+                    }
+                }
+            }
+            _ => {
+                if let Some(pos) = self.intervals[self.built..].iter().position(|i| i.watcher.id == id) {
+                    self.intervals.remove(self.built + pos);
+                } else {
+                    self.removed.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` once for every watcher whose selector matches `key`.
+    pub fn matching(&mut self, key: &[u8], f: &mut dyn FnMut(&Arc<Watcher>)) {
+        self.all.iter().for_each(&mut *f);
+        if let Some(ws) = self.exact.get(key) {
+            ws.iter().for_each(&mut *f);
+        }
+        if self.intervals.is_empty() {
+            return;
+        }
+        self.maybe_rebuild();
+        let removed = &self.removed;
+        let mut hit = |i: &Interval| {
+            if removed.is_empty() || !removed.contains(&i.watcher.id) {
+                f(&i.watcher)
+            }
+        };
+        let mut node = self.tree.as_deref();
+        while let Some(n) = node {
+            if key < n.center.as_slice() {
+                for &i in &n.by_start {
+                    if self.intervals[i].start.as_slice() > key {
+                        break;
+                    }
+                    hit(&self.intervals[i]);
+                }
+                node = n.left.as_deref();
+            } else {
+                for &i in &n.by_end {
+                    if self.intervals[i].end.as_ref().is_some_and(|e| e.as_slice() <= key) {
+                        break;
+                    }
+                    hit(&self.intervals[i]);
+                }
+                node = n.right.as_deref();
+            }
+        }
+        for i in &self.intervals[self.built..] {
+            if i.contains(key) {
+                f(&i.watcher);
+            }
+        }
+    }
+
+    fn maybe_rebuild(&mut self) {
+        let pending = self.intervals.len() - self.built;
+        if pending <= 16 + self.built / 8 && self.removed.len() <= 16 + self.built / 2 {
+            return;
+        }
+        if !self.removed.is_empty() {
+            let removed = std::mem::take(&mut self.removed);
+            let built = self.built;
+            let mut idx = 0;
+            self.intervals.retain(|i| {
+                idx += 1;
+                idx > built || !removed.contains(&i.watcher.id)
+            });
+        }
+        let mut order: Vec<usize> = (0..self.intervals.len()).collect();
+        order.sort_by(|&a, &b| self.intervals[a].start.cmp(&self.intervals[b].start));
+        self.tree = build(&self.intervals, order);
+        self.built = self.intervals.len();
+    }
+}
+
+/// Builds a centered interval tree over `items` (indices sorted by start).
+fn build(all: &[Interval], items: Vec<usize>) -> Option<Box<Node>> {
+    if items.is_empty() {
+        return None;
+    }
+    // The median start: the interval it comes from contains it, so every node holds at least one.
+    let center = all[items[items.len() / 2]].start.clone();
+    let (mut left, mut right, mut here) = (Vec::new(), Vec::new(), Vec::new());
+    for i in items {
+        let iv = &all[i];
+        if iv.start.as_slice() > center.as_slice() {
+            right.push(i);
+        } else if iv.end.as_ref().is_some_and(|e| e.as_slice() <= center.as_slice()) {
+            left.push(i);
+        } else {
+            here.push(i);
+        }
+    }
+    let by_start = here.clone(); // already sorted by start
+    let mut by_end = here;
+    by_end.sort_by(|&a, &b| match (&all[a].end, &all[b].end) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(x),
+    });
+    Some(Box::new(Node { center, by_start, by_end, left: build(all, left), right: build(all, right) }))
+}
