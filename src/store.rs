@@ -438,7 +438,7 @@ impl Inner {
         self.dispatcher.stop();
         if !watch::on_dispatcher_of(self.id) {
             // Threads are joined: drop any callback that never got its turn.
-            for w in &watchers {
+            for w in watchers.iter().filter(|w| w.push) {
                 let mut s = w.state.lock();
                 s.done = true;
                 let callback = s.callback.take();
