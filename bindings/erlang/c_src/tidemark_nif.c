@@ -1,0 +1,1010 @@
+/*
+ * tidemark_nif: the Erlang NIF over the tidemark C API (include/tidemark.h).
+ *
+ * Objects
+ *  - tm_core: one open (or closed) tidemark store plus the read/write lock that keeps every
+ *    call off the store while it is being closed. Reference counted in C (not a resource) so
+ *    that watch handles can outlive the store handle without keeping it alive.
+ *  - store resource: the Erlang handle returned by open/2. Holds one core reference. Its
+ *    destructor closes the store (idempotent), so a garbage-collected store is closed.
+ *  - watch resource: the Erlang `Ref` of a push watch. Holds one core reference, the owner
+ *    pid, the message environment and a monitor on the owner. tidemark holds one resource
+ *    reference as the watch's userdata and gives it back in drop_userdata, exactly once,
+ *    after the last callback.
+ *
+ * Lifetimes (no cycles): store resource -> core <- watch resource <- tidemark (userdata).
+ * The tidemark store owns its dispatcher threads; they only exist while the core is open, and
+ * the core is open only while its store resource is alive (or inside its destructor, or inside
+ * close/1, whose argument keeps it alive). Therefore a dispatcher thread never releases the
+ * last resource of this library, ERTS cannot unload the library while tidemark threads run,
+ * and the store resource destructor never runs on a tidemark thread (no close-from-callback).
+ *
+ * Threads
+ *  - Every call on a store takes the core's read lock; close takes the write lock, so
+ *    tidemark_store_close is always the last call on a store, as the C API requires.
+ *  - Callbacks run on tidemark's threads. They build each message in the watch's own
+ *    process-independent environment and send it with enif_send(NULL, ...); they take no lock
+ *    of ours and call nothing in tidemark, so closing or unwatching (which wait for a running
+ *    callback) cannot deadlock with them.
+ *  - open, close and compact run on dirty I/O schedulers; changes/range with a big limit on
+ *    dirty CPU schedulers (chosen in tidemark.erl).
+ */
+#include <erl_nif.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tidemark.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* atoms                                                                                      */
+
+static ERL_NIF_TERM am_ok, am_error, am_true, am_false, am_undefined, am_all, am_key, am_prefix,
+    am_range, am_infinity, am_put, am_delete, am_require, am_not_found, am_closed, am_timeout,
+    am_compacted, am_conflict, am_future_revision, am_invalid_argument, am_null_argument,
+    am_io, am_corrupt, am_locked, am_too_large, am_panic, am_unknown, am_noproc,
+    am_tidemark_event, am_progress, am_revision, am_type, am_value, am_version,
+    am_create_revision, am_mod_revision, am_events, am_entries, am_has_more, am_next_revision,
+    am_other;
+
+static void init_atoms(ErlNifEnv *env)
+{
+#define A(name) am_##name = enif_make_atom(env, #name)
+    A(ok); A(error); A(true); A(false); A(undefined); A(all); A(key); A(prefix); A(range);
+    A(infinity); A(put); A(delete); A(require); A(not_found); A(closed); A(timeout);
+    A(compacted); A(conflict); A(future_revision); A(invalid_argument); A(null_argument);
+    A(io); A(corrupt); A(locked); A(too_large); A(panic); A(unknown); A(noproc);
+    A(tidemark_event); A(progress); A(revision); A(type); A(value); A(version);
+    A(create_revision); A(mod_revision); A(events); A(entries); A(has_more);
+    A(next_revision); A(other);
+#undef A
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* core: a store and its lock                                                                 */
+
+typedef struct tm_core {
+    ErlNifRWLock *lock;
+    tidemark_store *store; /* NULL once closed; written under the write lock */
+    int refs;              /* atomic */
+    struct tm_core *prev, *next; /* the list of open cores, under open_lock */
+} tm_core;
+
+static ErlNifMutex *open_lock;  /* guards open_list */
+static tm_core open_list;       /* sentinel of the circular list of open cores */
+
+static tm_core *core_new(tidemark_store *store)
+{
+    tm_core *c = enif_alloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->lock = enif_rwlock_create("tidemark_store");
+    if (c->lock == NULL) {
+        enif_free(c);
+        return NULL;
+    }
+    c->store = store;
+    c->refs = 1;
+    enif_mutex_lock(open_lock);
+    c->next = open_list.next;
+    c->prev = &open_list;
+    open_list.next->prev = c;
+    open_list.next = c;
+    enif_mutex_unlock(open_lock);
+    return c;
+}
+
+static void core_keep(tm_core *c)
+{
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+}
+
+static void core_release(tm_core *c)
+{
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        /* Only reachable once closed: the store resource closes before releasing. */
+        enif_rwlock_destroy(c->lock);
+        enif_free(c);
+    }
+}
+
+/* Closes the store if it is still open. Blocks until tidemark has ended every watch (each gets
+ * its CLOSED message, then drop_userdata) and joined its threads. Idempotent. */
+static void core_close(tm_core *c)
+{
+    tidemark_store *s;
+    enif_rwlock_rwlock(c->lock);
+    s = c->store;
+    c->store = NULL;
+    if (s != NULL) {
+        enif_mutex_lock(open_lock);
+        c->prev->next = c->next;
+        c->next->prev = c->prev;
+        c->prev = c->next = c;
+        enif_mutex_unlock(open_lock);
+        tidemark_store_close(s);
+    }
+    enif_rwlock_rwunlock(c->lock);
+}
+
+/* Takes the read lock and returns the store, or NULL (lock released) when closed. */
+static tidemark_store *core_use(tm_core *c)
+{
+    enif_rwlock_rlock(c->lock);
+    if (c->store == NULL) {
+        enif_rwlock_runlock(c->lock);
+        return NULL;
+    }
+    return c->store;
+}
+
+static void core_done(tm_core *c)
+{
+    enif_rwlock_runlock(c->lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* resources                                                                                  */
+
+typedef struct {
+    tm_core *core;
+} tm_store_res;
+
+typedef struct {
+    tm_core *core;
+    ErlNifMutex *mtx;  /* guards id, ended, monitored, mon */
+    uint64_t id;       /* 0 until registered */
+    int ended;         /* drop_userdata ran: tidemark will never call back again */
+    int monitored;
+    ErlNifMonitor mon;
+    ErlNifPid pid;     /* receiver; read-only after creation */
+    ErlNifEnv *msg_env; /* used only by the (single) running callback; freed at drop */
+} tm_watch_res;
+
+static ErlNifResourceType *store_type;
+static ErlNifResourceType *watch_type;
+
+static void store_dtor(ErlNifEnv *env, void *obj)
+{
+    tm_store_res *r = obj;
+    (void)env;
+    if (r->core != NULL) {
+        /* Runs on an ERTS thread (never a tidemark thread: those hold no store handle). */
+        core_close(r->core);
+        core_release(r->core);
+        r->core = NULL;
+    }
+}
+
+static void watch_dtor(ErlNifEnv *env, void *obj)
+{
+    tm_watch_res *w = obj;
+    (void)env;
+    /* The watch has ended: tidemark held a reference until drop_userdata. */
+    if (w->msg_env != NULL) {
+        enif_free_env(w->msg_env);
+        w->msg_env = NULL;
+    }
+    if (w->mtx != NULL) {
+        enif_mutex_destroy(w->mtx);
+        w->mtx = NULL;
+    }
+    if (w->core != NULL) {
+        core_release(w->core);
+        w->core = NULL;
+    }
+}
+
+/* The receiving process died: remove the watch so watcher_count drops. */
+static void watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    tm_watch_res *w = obj;
+    uint64_t id;
+    int ended;
+    (void)env;
+    (void)pid;
+    (void)mon;
+    enif_mutex_lock(w->mtx);
+    w->monitored = 0;
+    id = w->id;
+    ended = w->ended;
+    enif_mutex_unlock(w->mtx);
+    if (ended || id == 0)
+        return;
+    /* Never wait for a close in progress: it ends this watch anyway. */
+    if (enif_rwlock_tryrlock(w->core->lock) != 0)
+        return;
+    if (w->core->store != NULL)
+        (void)tidemark_store_unwatch(w->core->store, id);
+    enif_rwlock_runlock(w->core->lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* helpers                                                                                    */
+
+static ERL_NIF_TERM make_ok(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    return enif_make_tuple2(env, am_ok, t);
+}
+
+static ERL_NIF_TERM make_error(ErlNifEnv *env, ERL_NIF_TERM reason)
+{
+    return enif_make_tuple2(env, am_error, reason);
+}
+
+static ERL_NIF_TERM make_string_bin(ErlNifEnv *env, const char *s)
+{
+    ERL_NIF_TERM t;
+    size_t n = s ? strlen(s) : 0;
+    unsigned char *p = enif_make_new_binary(env, n, &t);
+    if (n)
+        memcpy(p, s, n);
+    return t;
+}
+
+static ERL_NIF_TERM make_bytes(ErlNifEnv *env, tidemark_bytes b)
+{
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, b.len, &t);
+    if (b.len)
+        memcpy(p, b.ptr, b.len);
+    return t;
+}
+
+static ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v)
+{
+    return enif_make_uint64(env, (ErlNifUInt64)v);
+}
+
+/* {error, Reason} for a failed call; must run right after it, on the same thread. */
+static ERL_NIF_TERM status_error(ErlNifEnv *env, tidemark_status st)
+{
+    uint64_t rev = tidemark_last_error_revision();
+    ERL_NIF_TERM msg = make_string_bin(env, tidemark_last_error_message());
+    ERL_NIF_TERM reason;
+    switch (st) {
+    case TIDEMARK_ERR_NOT_FOUND: reason = am_not_found; break;
+    case TIDEMARK_ERR_CLOSED: reason = am_closed; break;
+    case TIDEMARK_ERR_TIMEOUT: reason = am_timeout; break;
+    case TIDEMARK_ERR_COMPACTED: reason = enif_make_tuple2(env, am_compacted, make_u64(env, rev)); break;
+    case TIDEMARK_ERR_CONFLICT: reason = enif_make_tuple2(env, am_conflict, make_u64(env, rev)); break;
+    case TIDEMARK_ERR_FUTURE_REVISION: reason = enif_make_tuple2(env, am_future_revision, make_u64(env, rev)); break;
+    case TIDEMARK_ERR_INVALID_ARGUMENT: reason = enif_make_tuple2(env, am_invalid_argument, msg); break;
+    case TIDEMARK_ERR_NULL_ARGUMENT: reason = enif_make_tuple2(env, am_null_argument, msg); break;
+    case TIDEMARK_ERR_IO: reason = enif_make_tuple2(env, am_io, msg); break;
+    case TIDEMARK_ERR_CORRUPT: reason = enif_make_tuple2(env, am_corrupt, msg); break;
+    case TIDEMARK_ERR_LOCKED: reason = enif_make_tuple2(env, am_locked, msg); break;
+    case TIDEMARK_ERR_TOO_LARGE: reason = enif_make_tuple2(env, am_too_large, msg); break;
+    case TIDEMARK_ERR_PANIC: reason = enif_make_tuple2(env, am_panic, msg); break;
+    default:
+        reason = enif_make_tuple3(env, am_unknown, enif_make_uint(env, (unsigned)st), msg);
+        break;
+    }
+    return make_error(env, reason);
+}
+
+static ERL_NIF_TERM closed_error(ErlNifEnv *env)
+{
+    return make_error(env, am_closed);
+}
+
+/* Bytes from a binary or iolist; valid for the duration of the NIF call. */
+static int get_bytes(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifBinary *b)
+{
+    return enif_inspect_binary(env, t, b) || enif_inspect_iolist_as_binary(env, t, b);
+}
+
+static int get_u64(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *out)
+{
+    ErlNifUInt64 v;
+    if (!enif_get_uint64(env, t, &v))
+        return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+static int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out)
+{
+    return enif_get_resource(env, t, store_type, (void **)out) && (*out)->core != NULL;
+}
+
+/* all | {key, K} | {prefix, P} | {range, Start, End | infinity} */
+static int get_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_selector *sel)
+{
+    const ERL_NIF_TERM *el;
+    int arity;
+    ErlNifBinary a, b;
+    memset(sel, 0, sizeof *sel);
+    if (enif_is_identical(t, am_all)) {
+        sel->kind = TIDEMARK_SELECT_ALL;
+        return 1;
+    }
+    if (!enif_get_tuple(env, t, &arity, &el))
+        return 0;
+    if (arity == 2 && (enif_is_identical(el[0], am_key) || enif_is_identical(el[0], am_prefix))) {
+        if (!get_bytes(env, el[1], &a))
+            return 0;
+        sel->kind = enif_is_identical(el[0], am_key) ? TIDEMARK_SELECT_KEY : TIDEMARK_SELECT_PREFIX;
+        sel->start.ptr = a.data;
+        sel->start.len = a.size;
+        return 1;
+    }
+    if (arity == 3 && enif_is_identical(el[0], am_range)) {
+        if (!get_bytes(env, el[1], &a))
+            return 0;
+        sel->kind = TIDEMARK_SELECT_RANGE;
+        sel->start.ptr = a.data;
+        sel->start.len = a.size;
+        if (enif_is_identical(el[2], am_infinity))
+            return 1;
+        if (!get_bytes(env, el[2], &b))
+            return 0;
+        sel->end.ptr = b.data;
+        sel->end.len = b.size;
+        return 1;
+    }
+    return 0;
+}
+
+/* #{revision, type, key, value, version, create_revision} */
+static ERL_NIF_TERM make_event_map(ErlNifEnv *env, const tidemark_event *e)
+{
+    ERL_NIF_TERM keys[6] = {am_revision, am_type, am_key, am_value, am_version, am_create_revision};
+    ERL_NIF_TERM vals[6];
+    ERL_NIF_TERM map;
+    vals[0] = make_u64(env, e->revision);
+    vals[1] = e->kind == TIDEMARK_EVENT_DELETE ? am_delete : am_put;
+    vals[2] = make_bytes(env, e->key);
+    vals[3] = make_bytes(env, e->value);
+    vals[4] = make_u64(env, e->version);
+    vals[5] = make_u64(env, e->create_revision);
+    enif_make_map_from_arrays(env, keys, vals, 6, &map);
+    return map;
+}
+
+/* #{key, value, create_revision, mod_revision, version} for range results */
+static ERL_NIF_TERM make_entry_map(ErlNifEnv *env, const tidemark_event *e)
+{
+    ERL_NIF_TERM keys[5] = {am_key, am_value, am_create_revision, am_mod_revision, am_version};
+    ERL_NIF_TERM vals[5];
+    ERL_NIF_TERM map;
+    vals[0] = make_bytes(env, e->key);
+    vals[1] = make_bytes(env, e->value);
+    vals[2] = make_u64(env, e->create_revision);
+    vals[3] = make_u64(env, e->revision);
+    vals[4] = make_u64(env, e->version);
+    enif_make_map_from_arrays(env, keys, vals, 5, &map);
+    return map;
+}
+
+/* The body of a watch message for one event. */
+static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
+{
+    switch (e->kind) {
+    case TIDEMARK_EVENT_PUT:
+    case TIDEMARK_EVENT_DELETE:
+        return make_event_map(env, e);
+    case TIDEMARK_EVENT_PROGRESS:
+        return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
+    case TIDEMARK_EVENT_COMPACTED:
+        return enif_make_tuple2(env, am_compacted, make_u64(env, e->revision));
+    case TIDEMARK_EVENT_CLOSED:
+        return am_closed;
+    default: /* kinds of later features */
+        return enif_make_tuple3(env, am_other, enif_make_uint(env, e->kind), make_event_map(env, e));
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* open / close / status                                                                      */
+
+/* open_nif(Path :: binary() (<<>> = memory), OptionsJson :: binary() (<<>> = none)) */
+static ERL_NIF_TERM open_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifBinary path, opts;
+    char *cpath = NULL, *copts = NULL;
+    tidemark_store *store = NULL;
+    tidemark_status st;
+    tm_store_res *r;
+    ERL_NIF_TERM term;
+    (void)argc;
+    if (!enif_inspect_binary(env, argv[0], &path) || !enif_inspect_binary(env, argv[1], &opts))
+        return enif_make_badarg(env);
+    if (memchr(path.data, 0, path.size) || memchr(opts.data, 0, opts.size))
+        return enif_make_badarg(env);
+    if (path.size) {
+        cpath = enif_alloc(path.size + 1);
+        memcpy(cpath, path.data, path.size);
+        cpath[path.size] = 0;
+    }
+    if (opts.size) {
+        copts = enif_alloc(opts.size + 1);
+        memcpy(copts, opts.data, opts.size);
+        copts[opts.size] = 0;
+    }
+    st = tidemark_store_open(cpath, copts, &store);
+    if (cpath)
+        enif_free(cpath);
+    if (copts)
+        enif_free(copts);
+    if (st != TIDEMARK_OK)
+        return status_error(env, st);
+    r = enif_alloc_resource(store_type, sizeof *r);
+    r->core = core_new(store);
+    if (r->core == NULL) {
+        tidemark_store_close(store);
+        enif_release_resource(r);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    term = enif_make_resource(env, r);
+    enif_release_resource(r);
+    return make_ok(env, term);
+}
+
+static ERL_NIF_TERM close_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    (void)argc;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    core_close(r->core);
+    return am_ok;
+}
+
+static ERL_NIF_TERM status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    char *json = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_status_json(s, &json);
+    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
+    core_done(r->core);
+    tidemark_string_free(json);
+    return result;
+}
+
+/* current_revision | earliest_revision | watcher_count: which = 0 | 1 | 2 */
+static ERL_NIF_TERM counter(ErlNifEnv *env, const ERL_NIF_TERM argv[], int which)
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    uint64_t v;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    v = which == 0 ? tidemark_store_current_revision(s)
+      : which == 1 ? tidemark_store_earliest_revision(s)
+                   : (uint64_t)tidemark_store_watcher_count(s);
+    core_done(r->core);
+    return make_u64(env, v);
+}
+
+static ERL_NIF_TERM current_revision_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return counter(env, argv, 0);
+}
+
+static ERL_NIF_TERM earliest_revision_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return counter(env, argv, 1);
+}
+
+static ERL_NIF_TERM watcher_count_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return counter(env, argv, 2);
+}
+
+static ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    return make_string_bin(env, tidemark_version());
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* keys                                                                                       */
+
+/* put_nif(Store, Key, Value, Expected :: -1 (unconditional) | N) */
+static ERL_NIF_TERM put_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    ErlNifBinary k, v;
+    ErlNifSInt64 expected;
+    uint64_t rev = 0;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k) || !get_bytes(env, argv[2], &v)
+        || !enif_get_int64(env, argv[3], &expected) || expected < -1)
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    if (expected < 0)
+        st = tidemark_store_put(s, k.data, k.size, v.data, v.size, &rev);
+    else
+        st = tidemark_store_put_if(s, k.data, k.size, v.data, v.size, (uint64_t)expected, &rev);
+    result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, rev)) : status_error(env, st);
+    core_done(r->core);
+    return result;
+}
+
+static ERL_NIF_TERM get_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    ErlNifBinary k;
+    tidemark_entry *e = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_get(s, k.data, k.size, &e);
+    if (st == TIDEMARK_OK) {
+        ERL_NIF_TERM keys[4] = {am_value, am_create_revision, am_mod_revision, am_version};
+        ERL_NIF_TERM vals[4];
+        ERL_NIF_TERM map;
+        vals[0] = make_bytes(env, tidemark_entry_value(e));
+        vals[1] = make_u64(env, tidemark_entry_create_revision(e));
+        vals[2] = make_u64(env, tidemark_entry_mod_revision(e));
+        vals[3] = make_u64(env, tidemark_entry_version(e));
+        enif_make_map_from_arrays(env, keys, vals, 4, &map);
+        result = make_ok(env, map);
+    } else {
+        result = status_error(env, st);
+    }
+    core_done(r->core);
+    tidemark_entry_free(e);
+    return result;
+}
+
+static ERL_NIF_TERM delete_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    ErlNifBinary k;
+    uint64_t rev = 0;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_delete(s, k.data, k.size, &rev);
+    result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, rev)) : status_error(env, st);
+    core_done(r->core);
+    return result;
+}
+
+/* batch_nif(Store, [{put, K, V} | {delete, K} | {require, K, Rev}]) */
+static ERL_NIF_TERM batch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    tidemark_batch *b;
+    ERL_NIF_TERM list = argv[1], head, result;
+    uint64_t first = 0;
+    tidemark_status st = TIDEMARK_OK;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !enif_is_list(env, list))
+        return enif_make_badarg(env);
+    b = tidemark_batch_new();
+    while (enif_get_list_cell(env, list, &head, &list)) {
+        const ERL_NIF_TERM *el;
+        int arity;
+        ErlNifBinary k, v;
+        uint64_t rev;
+        if (!enif_get_tuple(env, head, &arity, &el))
+            goto badarg;
+        if (arity == 3 && enif_is_identical(el[0], am_put) && get_bytes(env, el[1], &k)
+            && get_bytes(env, el[2], &v))
+            st = tidemark_batch_put(b, k.data, k.size, v.data, v.size);
+        else if (arity == 2 && enif_is_identical(el[0], am_delete) && get_bytes(env, el[1], &k))
+            st = tidemark_batch_delete(b, k.data, k.size);
+        else if (arity == 3 && enif_is_identical(el[0], am_require) && get_bytes(env, el[1], &k)
+                 && get_u64(env, el[2], &rev))
+            st = tidemark_batch_require(b, k.data, k.size, rev);
+        else
+            goto badarg;
+        if (st != TIDEMARK_OK) {
+            result = status_error(env, st);
+            tidemark_batch_free(b);
+            return result;
+        }
+    }
+    if ((s = core_use(r->core)) == NULL) {
+        tidemark_batch_free(b);
+        return closed_error(env);
+    }
+    st = tidemark_store_commit(s, b, &first);
+    result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, first)) : status_error(env, st);
+    core_done(r->core);
+    tidemark_batch_free(b);
+    return result;
+badarg:
+    tidemark_batch_free(b);
+    return enif_make_badarg(env);
+}
+
+/* range_nif(Store, Selector, Limit) -> {ok, #{entries := [...], has_more := bool()}} */
+static ERL_NIF_TERM range_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    tidemark_selector sel;
+    uint64_t limit;
+    tidemark_events *evs = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !get_u64(env, argv[2], &limit)
+        || limit > SIZE_MAX)
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_range(s, &sel, (size_t)limit, &evs);
+    if (st == TIDEMARK_OK) {
+        size_t n = tidemark_events_len(evs), i = n;
+        const tidemark_event *data = tidemark_events_data(evs);
+        ERL_NIF_TERM list = enif_make_list(env, 0);
+        ERL_NIF_TERM keys[2] = {am_entries, am_has_more};
+        ERL_NIF_TERM vals[2];
+        ERL_NIF_TERM map;
+        while (i > 0) {
+            i--;
+            list = enif_make_list_cell(env, make_entry_map(env, &data[i]), list);
+        }
+        vals[0] = list;
+        vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
+        enif_make_map_from_arrays(env, keys, vals, 2, &map);
+        result = make_ok(env, map);
+    } else {
+        result = status_error(env, st);
+    }
+    core_done(r->core);
+    tidemark_events_free(evs);
+    return result;
+}
+
+/* changes_nif(Store, Selector, From, To, Limit)
+ *   -> {ok, #{events := [...], has_more := bool(), next_revision := N}} */
+static ERL_NIF_TERM changes_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    tidemark_selector sel;
+    uint64_t from, to, limit;
+    tidemark_events *evs = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !get_u64(env, argv[2], &from)
+        || !get_u64(env, argv[3], &to) || !get_u64(env, argv[4], &limit) || limit > SIZE_MAX)
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_changes(s, &sel, from, to, (size_t)limit, &evs);
+    if (st == TIDEMARK_OK) {
+        size_t n = tidemark_events_len(evs), i = n;
+        const tidemark_event *data = tidemark_events_data(evs);
+        ERL_NIF_TERM list = enif_make_list(env, 0);
+        ERL_NIF_TERM keys[3] = {am_events, am_has_more, am_next_revision};
+        ERL_NIF_TERM vals[3];
+        ERL_NIF_TERM map;
+        while (i > 0) {
+            i--;
+            list = enif_make_list_cell(env, make_event_map(env, &data[i]), list);
+        }
+        vals[0] = list;
+        vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
+        vals[2] = make_u64(env, tidemark_events_next_revision(evs));
+        enif_make_map_from_arrays(env, keys, vals, 3, &map);
+        result = make_ok(env, map);
+    } else {
+        result = status_error(env, st);
+    }
+    core_done(r->core);
+    tidemark_events_free(evs);
+    return result;
+}
+
+static ERL_NIF_TERM compact_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    uint64_t keep, removed = 0;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_u64(env, argv[1], &keep))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_compact(s, keep, &removed);
+    result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, removed)) : status_error(env, st);
+    core_done(r->core);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* push watches                                                                               */
+
+/* Runs on a tidemark thread, never on two threads at once for the same watch. */
+static void watch_callback(void *userdata, const tidemark_event *events, size_t count)
+{
+    tm_watch_res *w = userdata;
+    ErlNifEnv *env = w->msg_env;
+    size_t i;
+    for (i = 0; i < count; i++) {
+        ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_event, enif_make_resource(env, w),
+                                            make_watch_body(env, &events[i]));
+        /* A dead receiver is not an error here: its monitor removes the watch. */
+        (void)enif_send(NULL, &w->pid, env, msg);
+        enif_clear_env(env);
+    }
+}
+
+/* Called exactly once, after the last callback. */
+static void watch_drop(void *userdata)
+{
+    tm_watch_res *w = userdata;
+    enif_mutex_lock(w->mtx);
+    w->ended = 1;
+    enif_mutex_unlock(w->mtx);
+    if (w->msg_env != NULL) {
+        enif_free_env(w->msg_env);
+        w->msg_env = NULL;
+    }
+    /* Not the last reference of the library while a dispatcher thread runs (see the top). */
+    enif_release_resource(w);
+}
+
+/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs) */
+static ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    tidemark_selector sel;
+    tidemark_watch_options opts = tidemark_watch_options_default();
+    ErlNifPid pid;
+    uint64_t start, credit, max_queue, progress;
+    uint64_t id = 0;
+    tm_watch_res *w;
+    tidemark_status st;
+    ERL_NIF_TERM term;
+    int mon;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !enif_get_local_pid(env, argv[2], &pid)
+        || !get_u64(env, argv[3], &start) || !get_u64(env, argv[4], &credit) || !get_u64(env, argv[5], &max_queue)
+        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX)
+        return enif_make_badarg(env);
+    opts.start_revision = start;
+    opts.credit = credit;
+    opts.max_queue = (size_t)max_queue;
+    opts.progress_interval_ms = (uint32_t)progress;
+
+    w = enif_alloc_resource(watch_type, sizeof *w);
+    memset(w, 0, sizeof *w);
+    w->core = r->core;
+    core_keep(w->core);
+    w->pid = pid;
+    w->mtx = enif_mutex_create("tidemark_watch");
+    w->msg_env = enif_alloc_env();
+    if (w->mtx == NULL || w->msg_env == NULL) {
+        enif_release_resource(w);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    if ((s = core_use(r->core)) == NULL) {
+        enif_release_resource(w);
+        return closed_error(env);
+    }
+    enif_keep_resource(w); /* tidemark's reference, given back in watch_drop */
+    st = tidemark_store_watch(s, &sel, &opts, watch_callback, w, watch_drop, &id);
+    if (st != TIDEMARK_OK) {
+        /* watch_drop has already run and released tidemark's reference. */
+        ERL_NIF_TERM err = status_error(env, st);
+        core_done(r->core);
+        enif_release_resource(w);
+        return err;
+    }
+    enif_mutex_lock(w->mtx);
+    w->id = id;
+    mon = enif_monitor_process(env, w, &pid, &w->mon);
+    w->monitored = mon == 0;
+    enif_mutex_unlock(w->mtx);
+    if (mon != 0) {
+        /* The receiver is already dead. */
+        (void)tidemark_store_unwatch(s, id);
+        core_done(r->core);
+        enif_release_resource(w);
+        return make_error(env, am_noproc);
+    }
+    core_done(r->core);
+    term = enif_make_resource(env, w);
+    enif_release_resource(w);
+    return make_ok(env, term);
+}
+
+static int get_watch(ErlNifEnv *env, ERL_NIF_TERM t, tm_watch_res **out)
+{
+    return enif_get_resource(env, t, watch_type, (void **)out);
+}
+
+/* unwatch_nif(Store, Ref) */
+static ERL_NIF_TERM unwatch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tm_watch_res *w;
+    tidemark_store *s;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    uint64_t id;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_watch(env, argv[1], &w) || w->core != r->core)
+        return enif_make_badarg(env);
+    enif_mutex_lock(w->mtx);
+    id = w->id;
+    enif_mutex_unlock(w->mtx);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_unwatch(s, id);
+    result = st == TIDEMARK_OK ? am_ok : status_error(env, st);
+    core_done(r->core);
+    if (st == TIDEMARK_OK) {
+        enif_mutex_lock(w->mtx);
+        if (w->monitored) {
+            (void)enif_demonitor_process(env, w, &w->mon);
+            w->monitored = 0;
+        }
+        enif_mutex_unlock(w->mtx);
+    }
+    return result;
+}
+
+/* activate_nif(Ref, N): grants N more events (flow control) */
+static ERL_NIF_TERM activate_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_watch_res *w;
+    tidemark_store *s;
+    uint64_t n, id;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_watch(env, argv[0], &w) || !get_u64(env, argv[1], &n))
+        return enif_make_badarg(env);
+    enif_mutex_lock(w->mtx);
+    id = w->id;
+    enif_mutex_unlock(w->mtx);
+    if ((s = core_use(w->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_watch_credit(s, id, n);
+    result = st == TIDEMARK_OK ? am_ok : status_error(env, st);
+    core_done(w->core);
+    return result;
+}
+
+/* watch_info_nif(Ref) -> #{pid, ended} (used by tests and for introspection) */
+static ERL_NIF_TERM watch_ended_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_watch_res *w;
+    int ended;
+    (void)argc;
+    if (!get_watch(env, argv[0], &w))
+        return enif_make_badarg(env);
+    enif_mutex_lock(w->mtx);
+    ended = w->ended;
+    enif_mutex_unlock(w->mtx);
+    return ended ? am_true : am_false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* load / upgrade / unload                                                                    */
+
+static int initialized = 0;
+
+static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
+{
+    ErlNifResourceTypeInit store_init = {0};
+    ErlNifResourceTypeInit watch_init = {0};
+    store_init.dtor = store_dtor;
+    watch_init.dtor = watch_dtor;
+    watch_init.down = watch_down;
+    store_type = enif_open_resource_type_x(env, "tidemark_store", &store_init, flags, NULL);
+    watch_type = enif_open_resource_type_x(env, "tidemark_watch", &watch_init, flags, NULL);
+    return store_type != NULL && watch_type != NULL;
+}
+
+static int init_globals(void)
+{
+    if (initialized)
+        return 1;
+    open_lock = enif_mutex_create("tidemark_open_list");
+    if (open_lock == NULL)
+        return 0;
+    open_list.next = open_list.prev = &open_list;
+    initialized = 1;
+    return 1;
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
+{
+    (void)priv;
+    (void)info;
+    init_atoms(env);
+    if (!init_globals())
+        return 1;
+    return open_types(env, ERL_NIF_RT_CREATE) ? 0 : 1;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info)
+{
+    (void)priv;
+    (void)old_priv;
+    (void)info;
+    init_atoms(env);
+    if (!init_globals())
+        return 1;
+    return open_types(env, ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER) ? 0 : 1;
+}
+
+/* ERTS calls unload only when no resource of this library is left, so normally every store is
+ * closed already; close any that is not, so no tidemark thread outlives the code. */
+static void unload(ErlNifEnv *env, void *priv)
+{
+    (void)env;
+    (void)priv;
+    if (!initialized)
+        return;
+    for (;;) {
+        tm_core *c;
+        enif_mutex_lock(open_lock);
+        c = open_list.next == &open_list ? NULL : open_list.next;
+        if (c != NULL)
+            core_keep(c);
+        enif_mutex_unlock(open_lock);
+        if (c == NULL)
+            break;
+        core_close(c);
+        core_release(c);
+    }
+}
+
+static ErlNifFunc nif_funcs[] = {
+    {"open_nif", 2, open_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"close_nif", 1, close_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"status_nif", 1, status_nif, 0},
+    {"current_revision_nif", 1, current_revision_nif, 0},
+    {"earliest_revision_nif", 1, earliest_revision_nif, 0},
+    {"watcher_count_nif", 1, watcher_count_nif, 0},
+    {"version_nif", 0, version_nif, 0},
+    {"put_nif", 4, put_nif, 0},
+    {"get_nif", 2, get_nif, 0},
+    {"delete_nif", 2, delete_nif, 0},
+    {"batch_nif", 2, batch_nif, 0},
+    {"range_nif", 3, range_nif, 0},
+    {"range_dirty_nif", 3, range_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"changes_nif", 5, changes_nif, 0},
+    {"changes_dirty_nif", 5, changes_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"compact_nif", 2, compact_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"watch_nif", 7, watch_nif, 0},
+    {"unwatch_nif", 2, unwatch_nif, 0},
+    {"activate_nif", 2, activate_nif, 0},
+    {"watch_ended_nif", 1, watch_ended_nif, 0},
+};
+
+ERL_NIF_INIT(tidemark, nif_funcs, load, NULL, upgrade, unload)

@@ -1,0 +1,389 @@
+%% @doc tidemark: an embeddable change-feed engine (revision log + watch registry).
+%%
+%% A store is opened with {@link open/2}; every mutation gets the next revision (unique,
+%% gap-free, from 1). Readers pull what changed with {@link changes/4}, or are pushed every
+%% change as messages with {@link watch/3}:
+%%
+%% ```
+%% {ok, S} = tidemark:open(memory, #{}),
+%% {ok, Ref} = tidemark:watch(S, {prefix, <<"/tasks/">>}),
+%% {ok, 1} = tidemark:put(S, <<"/tasks/1">>, <<"todo">>),
+%% receive {tidemark_event, Ref, #{revision := 1, type := put}} -> ok end.
+%% '''
+%%
+%% Watch messages, all `{tidemark_event, Ref, Body}':
+%% <ul>
+%% <li>`#{revision, type => put | delete, key, value, version, create_revision}': one change,
+%%     in revision order, gap-free; a batch's events are never split by flow control;</li>
+%% <li>`{progress, Revision}': the watch has seen everything up to `Revision' (only with
+%%     `progress_interval_ms');</li>
+%% <li>`{compacted, Earliest}': compaction removed revisions the watch had not delivered
+%%     yet; the watch has ended; resync from `Earliest' with {@link range/3} and
+%%     {@link changes/4};</li>
+%% <li>`closed': the store was closed (or garbage-collected); the watch has ended.</li>
+%% </ul>
+%%
+%% Flow control works like `{active, N}' on sockets: with `active => N' the watch delivers
+%% at most N events (plus the rest of a commit it started) and then waits, keeping the rest in
+%% the store's log, until {@link activate/2} grants more. Nothing is lost and the mailbox stays
+%% bounded.
+-module(tidemark).
+
+-export([open/2, close/1, version/0,
+         put/3, put/4, get/2, delete/2, batch/2,
+         range/3, changes/3, changes/4,
+         compact/2, earliest_revision/1, current_revision/1, status/1,
+         watch/2, watch/3, unwatch/2, activate/2, watcher_count/1]).
+
+%% Exported for the tests only.
+-export([watch_ended/1, encode_json/1, decode_json/1]).
+
+-on_load(init/0).
+
+-export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0]).
+
+-opaque store() :: reference().
+-type watch_ref() :: reference().
+-type key() :: iodata().
+-type revision() :: non_neg_integer().
+-type selector() :: all | {key, key()} | {prefix, key()} | {range, key(), key() | infinity}.
+-type event() :: #{revision := revision(), type := put | delete, key := binary(),
+                   value := binary(), version := non_neg_integer(),
+                   create_revision := revision()}.
+-type error() :: {error, not_found | closed | noproc
+                        | {compacted, Earliest :: revision()}
+                        | {conflict, CurrentModRevision :: revision()}
+                        | {future_revision, Current :: revision()}
+                        | {invalid_argument | locked | io | corrupt | too_large | panic, binary()}}.
+
+%% changes/range limits above this run on a dirty CPU scheduler.
+-define(DIRTY_LIMIT, 1000).
+-define(U64_MAX, 18446744073709551615).
+
+init() ->
+    Priv = case code:priv_dir(tidemark) of
+               {error, _} ->
+                   filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+               Dir ->
+                   Dir
+           end,
+    erlang:load_nif(filename:join(Priv, "tidemark_nif"), 0).
+
+-define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
+
+%%% Stores
+
+%% @doc Opens a store: `memory' for an in-memory store, or a directory path for a durable
+%% store. `Opts' is a map of store options (`dispatch_threads', `max_key_size',
+%% `max_value_size', ...) passed to the C API as a JSON object.
+-spec open(memory | file:filename_all(), map()) -> {ok, store()} | error().
+open(memory, Opts) when is_map(Opts) ->
+    open_nif(<<>>, options_json(Opts));
+open(Path, Opts) when (is_list(Path) orelse is_binary(Path)), is_map(Opts) ->
+    case unicode:characters_to_binary(Path) of
+        Bin when is_binary(Bin), Bin =/= <<>> -> open_nif(Bin, options_json(Opts));
+        _ -> erlang:error(badarg)
+    end;
+open(_, _) ->
+    erlang:error(badarg).
+
+%% @doc Closes the store: every watch receives `closed' and ends. Idempotent. A store that is
+%% garbage-collected is closed the same way.
+-spec close(store()) -> ok.
+close(Store) -> close_nif(Store).
+
+%% @doc The version of the tidemark library.
+-spec version() -> binary().
+version() -> version_nif().
+
+%% @doc The store's state (`revision', `earliest_revision', `keys', `watchers', ...).
+-spec status(store()) -> {ok, map()} | error().
+status(Store) ->
+    case status_nif(Store) of
+        {ok, Json} -> {ok, decode_json(Json)};
+        Error -> Error
+    end.
+
+-spec current_revision(store()) -> revision() | {error, closed}.
+current_revision(Store) -> current_revision_nif(Store).
+
+-spec earliest_revision(store()) -> revision() | {error, closed}.
+earliest_revision(Store) -> earliest_revision_nif(Store).
+
+%% @doc Push watches that have not ended.
+-spec watcher_count(store()) -> non_neg_integer() | {error, closed}.
+watcher_count(Store) -> watcher_count_nif(Store).
+
+%%% Keys
+
+%% @doc Sets `Key' to `Value'; returns the new revision.
+-spec put(store(), key(), iodata()) -> {ok, revision()} | error().
+put(Store, Key, Value) -> put_nif(Store, Key, Value, -1).
+
+%% @doc Like {@link put/3}; with `#{expected_mod_revision => N}' only if the key's
+%% mod_revision is `N' (0 = the key must not exist), otherwise `{error, {conflict, Current}}'.
+-spec put(store(), key(), iodata(), #{expected_mod_revision => revision()}) ->
+          {ok, revision()} | error().
+put(Store, Key, Value, #{expected_mod_revision := N} = Opts)
+  when is_integer(N), N >= 0, map_size(Opts) =:= 1 ->
+    put_nif(Store, Key, Value, N);
+put(Store, Key, Value, Opts) when Opts =:= #{} ->
+    put_nif(Store, Key, Value, -1);
+put(_, _, _, _) ->
+    erlang:error(badarg).
+
+-spec get(store(), key()) ->
+          {ok, #{value := binary(), create_revision := revision(),
+                 mod_revision := revision(), version := pos_integer()}} | error().
+get(Store, Key) -> get_nif(Store, Key).
+
+%% @doc Deletes `Key'; returns the delete's revision. A missing key is `{error, not_found}'.
+-spec delete(store(), key()) -> {ok, revision()} | error().
+delete(Store, Key) -> delete_nif(Store, Key).
+
+%% @doc Applies operations atomically at consecutive revisions, all or nothing; returns the
+%% first write's revision (0 if there were only requirements). `{require, K, Rev}' demands
+%% that K's mod_revision is Rev (0 = K must not exist), else `{error, {conflict, Current}}'.
+-spec batch(store(), [{put, key(), iodata()} | {delete, key()} | {require, key(), revision()}]) ->
+          {ok, revision()} | error().
+batch(Store, Ops) -> batch_nif(Store, Ops).
+
+%% @doc The current keys matching `Selector', in byte order, at most `Limit' (0 = all).
+-spec range(store(), selector(), non_neg_integer()) ->
+          {ok, #{entries := [#{key := binary(), value := binary(),
+                               create_revision := revision(), mod_revision := revision(),
+                               version := pos_integer()}],
+                 has_more := boolean()}} | error().
+range(Store, Selector, Limit) when is_integer(Limit), Limit >= 0 ->
+    case Limit =:= 0 orelse Limit > ?DIRTY_LIMIT of
+        true -> range_dirty_nif(Store, Selector, Limit);
+        false -> range_nif(Store, Selector, Limit)
+    end;
+range(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc The changes with revision in `[From, To]' (`To' 0 = current), at most 1000.
+%% @equiv changes(Store, From, To, #{})
+-spec changes(store(), revision(), revision()) ->
+          {ok, #{events := [event()], has_more := boolean(), next_revision := revision()}}
+              | error().
+changes(Store, From, To) -> changes(Store, From, To, #{}).
+
+%% @doc The changes matching `selector' (default `all') with revision in `[From, To]'
+%% (`To' 0 = current), ascending, at most about `limit' (default 1000; a commit is never
+%% split). When `has_more' is true, call again from `next_revision'. `From' below the
+%% earliest retained revision is `{error, {compacted, Earliest}}'; beyond current + 1,
+%% `{error, {future_revision, Current}}'.
+-spec changes(store(), revision(), revision(),
+              #{limit => pos_integer(), selector => selector()}) ->
+          {ok, #{events := [event()], has_more := boolean(), next_revision := revision()}}
+              | error().
+changes(Store, From, To, Opts) when is_map(Opts) ->
+    Limit = maps:get(limit, Opts, 0),
+    Selector = maps:get(selector, Opts, all),
+    check_keys(Opts, [limit, selector]),
+    case Limit > ?DIRTY_LIMIT of
+        true -> changes_dirty_nif(Store, Selector, From, To, Limit);
+        false -> changes_nif(Store, Selector, From, To, Limit)
+    end;
+changes(_, _, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Drops log entries below `Keep' (the keys' current state is kept); returns how many.
+%% A watch that had not yet delivered a dropped event it matches ends with
+%% `{compacted, Earliest}'.
+-spec compact(store(), revision()) -> {ok, non_neg_integer()} | error().
+compact(Store, Keep) -> compact_nif(Store, Keep).
+
+%%% Watches
+
+%% @equiv watch(Store, Selector, #{})
+-spec watch(store(), selector()) -> {ok, watch_ref()} | error().
+watch(Store, Selector) -> watch(Store, Selector, #{}).
+
+%% @doc Sends every change matching `Selector' to `pid' (default: the caller) as
+%% `{tidemark_event, Ref, Body}' messages. Options:
+%% <ul>
+%% <li>`pid': the receiver; it is monitored, and the watch ends when it dies;</li>
+%% <li>`start_revision': 0 (default) = only changes after this call; N = replay from N;</li>
+%% <li>`active': `true' (default) or N (a positive integer, or `once' = 1): flow control,
+%%     see {@link activate/2};</li>
+%% <li>`max_queue': events buffered in memory before the watch reads from the log instead
+%%     (default 1000);</li>
+%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event.</li>
+%% </ul>
+-spec watch(store(), selector(),
+            #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
+              max_queue => pos_integer(), progress_interval_ms => non_neg_integer()}) ->
+          {ok, watch_ref()} | error().
+watch(Store, Selector, Opts) when is_map(Opts) ->
+    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms]),
+    Pid = maps:get(pid, Opts, self()),
+    Start = maps:get(start_revision, Opts, 0),
+    Credit = case maps:get(active, Opts, true) of
+                 true -> 0;
+                 once -> 1;
+                 N when is_integer(N), N > 0 -> N;
+                 _ -> erlang:error(badarg)
+             end,
+    MaxQueue = maps:get(max_queue, Opts, 0),
+    Progress = maps:get(progress_interval_ms, Opts, 0),
+    watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
+watch(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Ends a watch. When it returns no further message for `Ref' is sent (messages already
+%% in the mailbox stay there). `{error, not_found}' if the watch had already ended.
+-spec unwatch(store(), watch_ref()) -> ok | error().
+unwatch(Store, Ref) -> unwatch_nif(Store, Ref).
+
+%% @doc Lets a watch opened with `active => N' deliver `N' more events (`once' = 1, `true' =
+%% no limit from now on). Like sockets, grant more once you have handled what you were
+%% granted. Has no effect on a watch opened with `active => true'.
+-spec activate(watch_ref(), pos_integer() | once | true) -> ok | error().
+activate(Ref, once) -> activate_nif(Ref, 1);
+activate(Ref, true) -> activate_nif(Ref, ?U64_MAX);
+activate(Ref, N) when is_integer(N), N > 0 -> activate_nif(Ref, N);
+activate(_, _) -> erlang:error(badarg).
+
+%% @private True once the watch has ended (its last message was sent).
+-spec watch_ended(watch_ref()) -> boolean().
+watch_ended(Ref) -> watch_ended_nif(Ref).
+
+%%% Internals
+
+check_keys(Map, Known) ->
+    case maps:keys(maps:without(Known, Map)) of
+        [] -> ok;
+        _ -> erlang:error(badarg)
+    end.
+
+options_json(Opts) when map_size(Opts) =:= 0 -> <<>>;
+options_json(Opts) -> encode_json(Opts).
+
+%% @private A small JSON encoder for store options: maps (atom or binary keys), lists,
+%% integers, floats, booleans, null, binaries and atoms (as strings).
+-spec encode_json(term()) -> binary().
+encode_json(Term) -> iolist_to_binary(enc(Term)).
+
+enc(true) -> <<"true">>;
+enc(false) -> <<"false">>;
+enc(null) -> <<"null">>;
+enc(I) when is_integer(I) -> integer_to_binary(I);
+enc(F) when is_float(F) -> float_to_binary(F, [short]);
+enc(A) when is_atom(A) -> enc_string(atom_to_binary(A, utf8));
+enc(B) when is_binary(B) -> enc_string(B);
+enc(L) when is_list(L) -> [$[, join([enc(E) || E <- L]), $]];
+enc(M) when is_map(M) ->
+    [${, join([[enc_key(K), $:, enc(V)] || {K, V} <- lists:sort(maps:to_list(M))]), $}];
+enc(_) -> erlang:error(badarg).
+
+enc_key(K) when is_atom(K) -> enc_string(atom_to_binary(K, utf8));
+enc_key(K) when is_binary(K) -> enc_string(K);
+enc_key(K) when is_list(K) -> enc_string(unicode:characters_to_binary(K));
+enc_key(_) -> erlang:error(badarg).
+
+enc_string(B) -> [$", [esc(C) || <<C>> <= B], $"].
+
+esc($") -> <<"\\\"">>;
+esc($\\) -> <<"\\\\">>;
+esc($\n) -> <<"\\n">>;
+esc($\r) -> <<"\\r">>;
+esc($\t) -> <<"\\t">>;
+esc(C) when C < 16#20 -> io_lib:format("\\u~4.16.0b", [C]);
+esc(C) -> C.
+
+join([]) -> [];
+join([H | T]) -> [H | [[$, | E] || E <- T]].
+
+%% @private A small JSON decoder for status: objects become maps with atom keys.
+-spec decode_json(binary()) -> term().
+decode_json(Bin) ->
+    {Value, Rest} = dec(skip_ws(Bin)),
+    <<>> = skip_ws(Rest),
+    Value.
+
+dec(<<${, R/binary>>) -> dec_object(skip_ws(R), #{});
+dec(<<$[, R/binary>>) -> dec_array(skip_ws(R), []);
+dec(<<$", R/binary>>) -> dec_string(R, <<>>);
+dec(<<"true", R/binary>>) -> {true, R};
+dec(<<"false", R/binary>>) -> {false, R};
+dec(<<"null", R/binary>>) -> {null, R};
+dec(B) -> dec_number(B).
+
+dec_object(<<$}, R/binary>>, M) -> {M, R};
+dec_object(<<$", R0/binary>>, M) ->
+    {K, R1} = dec_string(R0, <<>>),
+    <<$:, R2/binary>> = skip_ws(R1),
+    {V, R3} = dec(skip_ws(R2)),
+    M1 = M#{binary_to_atom(K, utf8) => V},
+    case skip_ws(R3) of
+        <<$,, R4/binary>> -> dec_object(skip_ws(R4), M1);
+        <<$}, R4/binary>> -> {M1, R4}
+    end.
+
+dec_array(<<$], R/binary>>, Acc) -> {lists:reverse(Acc), R};
+dec_array(B, Acc) ->
+    {V, R1} = dec(B),
+    case skip_ws(R1) of
+        <<$,, R2/binary>> -> dec_array(skip_ws(R2), [V | Acc]);
+        <<$], R2/binary>> -> {lists:reverse([V | Acc]), R2}
+    end.
+
+dec_string(<<$", R/binary>>, Acc) -> {Acc, R};
+dec_string(<<$\\, C, R/binary>>, Acc) when C =/= $u ->
+    Ch = case C of $n -> $\n; $t -> $\t; $r -> $\r; $b -> $\b; $f -> $\f; _ -> C end,
+    dec_string(R, <<Acc/binary, Ch>>);
+dec_string(<<$\\, $u, H:4/binary, R/binary>>, Acc) ->
+    Cp = binary_to_integer(H, 16),
+    dec_string(R, <<Acc/binary, Cp/utf8>>);
+dec_string(<<C, R/binary>>, Acc) -> dec_string(R, <<Acc/binary, C>>).
+
+dec_number(B) ->
+    {Num, R} = take_number(B, <<>>),
+    V = case binary:match(Num, [<<".">>, <<"e">>, <<"E">>]) of
+            nomatch -> binary_to_integer(Num);
+            _ -> binary_to_float(normalize_float(Num))
+        end,
+    {V, R}.
+
+take_number(<<C, R/binary>>, Acc)
+  when (C >= $0 andalso C =< $9) orelse C =:= $- orelse C =:= $+ orelse C =:= $.
+       orelse C =:= $e orelse C =:= $E ->
+    take_number(R, <<Acc/binary, C>>);
+take_number(R, Acc) -> {Acc, R}.
+
+%% binary_to_float/1 wants digits on both sides of the point and a point before an exponent.
+normalize_float(Num) ->
+    case binary:match(Num, <<".">>) of
+        nomatch ->
+            [M, E] = binary:split(Num, [<<"e">>, <<"E">>]),
+            <<M/binary, ".0e", E/binary>>;
+        _ -> Num
+    end.
+
+skip_ws(<<C, R/binary>>) when C =:= $\s; C =:= $\t; C =:= $\n; C =:= $\r -> skip_ws(R);
+skip_ws(B) -> B.
+
+%%% NIF stubs
+
+open_nif(_Path, _OptsJson) -> ?NIF.
+close_nif(_Store) -> ?NIF.
+status_nif(_Store) -> ?NIF.
+current_revision_nif(_Store) -> ?NIF.
+earliest_revision_nif(_Store) -> ?NIF.
+watcher_count_nif(_Store) -> ?NIF.
+version_nif() -> ?NIF.
+put_nif(_Store, _Key, _Value, _Expected) -> ?NIF.
+get_nif(_Store, _Key) -> ?NIF.
+delete_nif(_Store, _Key) -> ?NIF.
+batch_nif(_Store, _Ops) -> ?NIF.
+range_nif(_Store, _Selector, _Limit) -> ?NIF.
+range_dirty_nif(_Store, _Selector, _Limit) -> ?NIF.
+changes_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
+changes_dirty_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
+compact_nif(_Store, _Keep) -> ?NIF.
+watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs) -> ?NIF.
+unwatch_nif(_Store, _Ref) -> ?NIF.
+activate_nif(_Ref, _N) -> ?NIF.
+watch_ended_nif(_Ref) -> ?NIF.
