@@ -9,11 +9,21 @@ pub enum Error {
     InvalidArgument(String),
     NotFound(String),
     /// The requested revision was compacted away; `earliest` is the first one still retained.
-    Compacted { requested: u64, earliest: u64 },
+    Compacted {
+        requested: u64,
+        earliest: u64,
+    },
     /// The requested revision is beyond `current + 1`.
-    FutureRevision { requested: u64, current: u64 },
+    FutureRevision {
+        requested: u64,
+        current: u64,
+    },
     /// A condition failed; `current` is the key's `mod_revision` now (0 = absent).
-    Conflict { key: Vec<u8>, expected: u64, current: u64 },
+    Conflict {
+        key: Vec<u8>,
+        expected: u64,
+        current: u64,
+    },
     Timeout,
     Closed,
     Io(String),
@@ -46,10 +56,9 @@ impl fmt::Display for Error {
                 f,
                 "revision {requested} has been compacted; the earliest retained revision is {earliest}"
             ),
-            Error::FutureRevision { requested, current } => write!(
-                f,
-                "revision {requested} is in the future; the current revision is {current}"
-            ),
+            Error::FutureRevision { requested, current } => {
+                write!(f, "revision {requested} is in the future; the current revision is {current}")
+            }
             Error::Conflict { key, expected, current } => write!(
                 f,
                 "conflict on key {}: expected mod_revision {expected}, current is {current}",

@@ -148,8 +148,7 @@ impl Kv {
             Some(e) => Bound::Excluded(&e[..]),
             None => Bound::Unbounded,
         };
-        let mut n = 0usize;
-        for (key, entry) in self.map.range::<[u8], _>((Bound::Included(&start[..]), upper)) {
+        for (n, (key, entry)) in self.map.range::<[u8], _>((Bound::Included(&start[..]), upper)).enumerate() {
             if limit != 0 && n == limit {
                 return true;
             }
@@ -162,7 +161,6 @@ impl Kv {
                 version: entry.version,
                 commit_end: true,
             });
-            n += 1;
         }
         false
     }

@@ -47,12 +47,16 @@ fn many_writers_many_watchers_exact_delivery() {
         let got = Arc::new(Mutex::new(Vec::<u64>::new()));
         let g = got.clone();
         let slow = i % 2 == 1;
-        s.watch(sel.clone(), &opts(0, if slow { 16 } else { 1000 }), Box::new(move |evs: &[Event]| {
-            if slow {
-                thread::sleep(Duration::from_micros(300));
-            }
-            g.lock().unwrap().extend(evs.iter().filter(|e| e.kind == EventKind::Put).map(|e| e.revision));
-        }))
+        s.watch(
+            sel.clone(),
+            &opts(0, if slow { 16 } else { 1000 }),
+            Box::new(move |evs: &[Event]| {
+                if slow {
+                    thread::sleep(Duration::from_micros(300));
+                }
+                g.lock().unwrap().extend(evs.iter().filter(|e| e.kind == EventKind::Put).map(|e| e.revision));
+            }),
+        )
         .unwrap();
         push.push((sel.clone(), 1u64, got));
     }
@@ -66,7 +70,9 @@ fn many_writers_many_watchers_exact_delivery() {
             let mut got = Vec::new();
             loop {
                 match w.next(Duration::from_millis(50)) {
-                    Ok(evs) => got.extend(evs.iter().filter(|e| e.kind == EventKind::Put).map(|e| e.revision)),
+                    Ok(evs) => {
+                        got.extend(evs.iter().filter(|e| e.kind == EventKind::Put).map(|e| e.revision))
+                    }
                     Err(Error::Timeout) if stop.load(Ordering::SeqCst) => return got,
                     Err(Error::Timeout) => {}
                     Err(e) => panic!("{e}"),
@@ -81,10 +87,12 @@ fn many_writers_many_watchers_exact_delivery() {
     for (i, sel) in selectors.iter().enumerate() {
         pulls.push(spawn_pull(&s, sel.clone(), 0, if i % 2 == 0 { 8 } else { 1000 }, i % 3 == 0));
     }
-    let writers: Vec<_> = (0..WRITERS).map(|t| {
-        let s = s.clone();
-        thread::spawn(move || write_load(&s, t))
-    }).collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let s = s.clone();
+            thread::spawn(move || write_load(&s, t))
+        })
+        .collect();
     // Watchers joining mid-stream, replaying from the start and from a later revision.
     thread::sleep(Duration::from_millis(5));
     pulls.push(spawn_pull(&s, Selector::All, 1, 32, false));
@@ -93,7 +101,12 @@ fn many_writers_many_watchers_exact_delivery() {
     pulls.push(spawn_pull(&s, Selector::All, mid, 64, false));
     let late_push = Arc::new(Mutex::new(Vec::<u64>::new()));
     let lp = late_push.clone();
-    s.watch(prefix("w2/"), &opts(1, 8), Box::new(move |evs: &[Event]| lp.lock().unwrap().extend(evs.iter().map(|e| e.revision)))).unwrap();
+    s.watch(
+        prefix("w2/"),
+        &opts(1, 8),
+        Box::new(move |evs: &[Event]| lp.lock().unwrap().extend(evs.iter().map(|e| e.revision))),
+    )
+    .unwrap();
     push.push((prefix("w2/"), 1, late_push));
 
     for w in writers {
@@ -131,6 +144,7 @@ fn compaction_overtaking_paused_watchers_under_concurrent_writes() {
             loop {
                 match keeping_up.next(Duration::from_millis(50)) {
                     Ok(evs) => got.extend(evs),
+                    Err(Error::Closed) => return got, // overtaken: COMPACTED came first
                     Err(Error::Timeout) if stop.load(Ordering::SeqCst) => return got,
                     Err(Error::Timeout) => {}
                     Err(e) => panic!("{e}"),
@@ -138,14 +152,16 @@ fn compaction_overtaking_paused_watchers_under_concurrent_writes() {
             }
         })
     };
-    let writers: Vec<_> = (0..2).map(|t| {
-        let s = s.clone();
-        thread::spawn(move || {
-            for i in 0..500 {
-                s.put(format!("t{t}/{}", i % 10).as_bytes(), b"v").unwrap();
-            }
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let s = s.clone();
+            thread::spawn(move || {
+                for i in 0..500 {
+                    s.put(format!("t{t}/{}", i % 10).as_bytes(), b"v").unwrap();
+                }
+            })
         })
-    }).collect();
+        .collect();
     // Compact repeatedly behind the writers.
     for _ in 0..20 {
         thread::sleep(Duration::from_millis(1));

@@ -54,7 +54,10 @@ fn size_limits_give_too_large_and_change_nothing() {
     let s = Store::memory(Some(r#"{"max_key_size": 4, "max_value_size": 8}"#)).unwrap();
     assert!(matches!(s.put(b"12345", b"v"), Err(Error::TooLarge(_))));
     assert!(matches!(s.put(b"k", b"123456789"), Err(Error::TooLarge(_))));
-    assert!(matches!(s.commit(&[Op::Put(b"k", b"1"), Op::Put(b"k2", b"123456789")]), Err(Error::TooLarge(_))));
+    assert!(matches!(
+        s.commit(&[Op::Put(b"k", b"1"), Op::Put(b"k2", b"123456789")]),
+        Err(Error::TooLarge(_))
+    ));
     assert_eq!(s.current_revision(), 0);
     assert_eq!(s.put(b"1234", b"12345678").unwrap(), 1);
 }
@@ -78,7 +81,8 @@ fn conditional_writes_report_the_current_revision() {
 fn batches_are_atomic_and_consecutive() {
     let s = store();
     s.put(b"x", b"0").unwrap();
-    let first = s.commit(&[Op::Put(b"a", b"1"), Op::Put(b"b", b"2"), Op::Delete(b"x"), Op::Put(b"a", b"3")]).unwrap();
+    let first =
+        s.commit(&[Op::Put(b"a", b"1"), Op::Put(b"b", b"2"), Op::Delete(b"x"), Op::Put(b"a", b"3")]).unwrap();
     assert_eq!(first, 2);
     assert_eq!(s.current_revision(), 5);
     let a = s.get(b"a").unwrap();
@@ -90,7 +94,10 @@ fn batches_are_atomic_and_consecutive() {
 
     // A failing requirement or delete applies nothing.
     let before = s.current_revision();
-    assert!(matches!(s.commit(&[Op::Put(b"c", b"1"), Op::Require(b"a", 1)]), Err(Error::Conflict { current: 5, .. })));
+    assert!(matches!(
+        s.commit(&[Op::Put(b"c", b"1"), Op::Require(b"a", 1)]),
+        Err(Error::Conflict { current: 5, .. })
+    ));
     assert!(matches!(s.commit(&[Op::Put(b"c", b"1"), Op::Delete(b"nope")]), Err(Error::NotFound(_))));
     assert!(matches!(s.get(b"c"), Err(Error::NotFound(_))));
     assert_eq!(s.current_revision(), before);
@@ -184,7 +191,9 @@ fn range_lists_current_keys_in_order() {
 
 #[test]
 fn options_are_validated() {
-    assert!(matches!(Store::memory(Some(r#"{"bogus": 1}"#)), Err(Error::InvalidArgument(m)) if m.contains("bogus")));
+    assert!(
+        matches!(Store::memory(Some(r#"{"bogus": 1}"#)), Err(Error::InvalidArgument(m)) if m.contains("bogus"))
+    );
     assert!(matches!(Store::memory(Some("not json")), Err(Error::InvalidArgument(_))));
     assert!(Store::memory(Some("")).is_ok());
 }

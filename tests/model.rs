@@ -74,7 +74,11 @@ impl Model {
     }
 
     /// Applies ops all or nothing; returns the first revision, or the error kind.
-    fn commit(&mut self, ops: &[(bool, Vec<u8>, Vec<u8>)], req: Option<(Vec<u8>, u64)>) -> Result<u64, &'static str> {
+    fn commit(
+        &mut self,
+        ops: &[(bool, Vec<u8>, Vec<u8>)],
+        req: Option<(Vec<u8>, u64)>,
+    ) -> Result<u64, &'static str> {
         if let Some((k, r)) = &req {
             if self.mod_rev(k) != *r {
                 return Err("conflict");
@@ -93,7 +97,14 @@ impl Model {
                 if kv.remove(k).is_none() {
                     return Err("not found");
                 }
-                evs.push(Ev { revision: rev, put: false, key: k.clone(), value: vec![], create: 0, version: 0 });
+                evs.push(Ev {
+                    revision: rev,
+                    put: false,
+                    key: k.clone(),
+                    value: vec![],
+                    create: 0,
+                    version: 0,
+                });
             }
         }
         self.kv = kv;
@@ -128,10 +139,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let s = Store::memory(None).unwrap();
     let mut m = Model { earliest: 1, ..Default::default() };
     let watched = Selector::Prefix(b"a".to_vec());
-    let w = s.watch_pull(watched.clone(), &WatchOptions { start_revision: 0, max_queue: 3, ..Default::default() }).unwrap();
+    let w = s
+        .watch_pull(watched.clone(), &WatchOptions { start_revision: 0, max_queue: 3, ..Default::default() })
+        .unwrap();
     let mut received: Vec<Ev> = Vec::new();
     let mut terminal: Option<u64> = None;
-    let mut drain = |received: &mut Vec<Ev>, terminal: &mut Option<u64>| {
+    let drain = |received: &mut Vec<Ev>, terminal: &mut Option<u64>| {
         while terminal.is_none() {
             match w.next(Duration::ZERO) {
                 Ok(evs) => {
@@ -162,10 +175,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::PutIf(k, v, e) => {
                 let expected = e.unwrap_or_else(|| m.mod_rev(key(k)));
                 let r = s.put_if(key(k), &[v], expected).map_err(|e| kind(&e));
-                prop_assert_eq!(r, m.commit(&[(true, key(k).to_vec(), vec![v])], Some((key(k).to_vec(), expected))));
+                prop_assert_eq!(
+                    r,
+                    m.commit(&[(true, key(k).to_vec(), vec![v])], Some((key(k).to_vec(), expected)))
+                );
             }
             Step::Batch(ops, req) => {
-                let owned: Vec<(bool, Vec<u8>, Vec<u8>)> = ops.iter().map(|(p, k, v)| (*p, key(*k).to_vec(), vec![*v])).collect();
+                let owned: Vec<(bool, Vec<u8>, Vec<u8>)> =
+                    ops.iter().map(|(p, k, v)| (*p, key(*k).to_vec(), vec![*v])).collect();
                 let req = req.map(|(k, e)| (key(k).to_vec(), e.unwrap_or_else(|| m.mod_rev(key(k)))));
                 let mut list: Vec<Op> = Vec::new();
                 if let Some((k, r)) = &req {
@@ -209,28 +226,47 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 } else {
                     let r = r.unwrap();
                     let end = if to == 0 { current } else { to.min(current) };
-                    let all: Vec<Ev> = m.log[(from1 - 1) as usize..end as usize].iter().filter(|e| sel.matches(&e.key)).cloned().collect();
+                    let all: Vec<Ev> = m.log[(from1 - 1) as usize..end as usize]
+                        .iter()
+                        .filter(|e| sel.matches(&e.key))
+                        .cloned()
+                        .collect();
                     let got: Vec<Ev> = r.events.iter().map(to_ev).collect();
                     let want = all.len().min(if limit == 0 { 1000 } else { limit });
                     prop_assert!(got.len() >= want, "short page");
                     prop_assert_eq!(&got[..], &all[..got.len()]);
                     prop_assert_eq!(r.has_more, r.next_revision <= end);
-                    let rest: Vec<&Ev> = m.log[(r.next_revision - 1) as usize..end as usize].iter().filter(|e| sel.matches(&e.key)).collect();
-                    prop_assert_eq!(rest.len(), all.len() - got.len(), "paging continues exactly after this batch");
+                    let rest: Vec<&Ev> = m.log[(r.next_revision - 1) as usize..end as usize]
+                        .iter()
+                        .filter(|e| sel.matches(&e.key))
+                        .collect();
+                    prop_assert_eq!(
+                        rest.len(),
+                        all.len() - got.len(),
+                        "paging continues exactly after this batch"
+                    );
                 }
             }
             Step::Range(sel, l) => {
                 let sel = selector(sel);
                 let limit = usize::from(l % 4);
                 let (evs, more) = s.range(&sel, limit).unwrap();
-                let all: Vec<(Vec<u8>, Vec<u8>, u64)> = m.kv.iter().filter(|(k, _)| sel.matches(k)).map(|(k, v)| (k.clone(), v.0.clone(), v.2)).collect();
+                let all: Vec<(Vec<u8>, Vec<u8>, u64)> =
+                    m.kv.iter()
+                        .filter(|(k, _)| sel.matches(k))
+                        .map(|(k, v)| (k.clone(), v.0.clone(), v.2))
+                        .collect();
                 let n = if limit == 0 { all.len() } else { all.len().min(limit) };
-                let got: Vec<(Vec<u8>, Vec<u8>, u64)> = evs.iter().map(|e| (e.key.to_vec(), e.value.to_vec(), e.revision)).collect();
+                let got: Vec<(Vec<u8>, Vec<u8>, u64)> =
+                    evs.iter().map(|e| (e.key.to_vec(), e.value.to_vec(), e.revision)).collect();
                 prop_assert_eq!(&got[..], &all[..n]);
                 prop_assert_eq!(more, n < all.len());
             }
             Step::Get(k) => match (s.get(key(k)), m.kv.get(key(k))) {
-                (Ok(e), Some(v)) => prop_assert_eq!((e.value.to_vec(), e.create_revision, e.mod_revision, e.version), v.clone()),
+                (Ok(e), Some(v)) => prop_assert_eq!(
+                    (e.value.to_vec(), e.create_revision, e.mod_revision, e.version),
+                    v.clone()
+                ),
                 (Err(Error::NotFound(_)), None) => {}
                 (a, b) => prop_assert!(false, "get mismatch {:?} vs {:?}", a, b),
             },

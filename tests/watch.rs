@@ -32,12 +32,21 @@ fn start_zero_sees_only_the_future_and_bad_starts_are_refused() {
     assert!(matches!(w.next(Duration::ZERO), Err(Error::Timeout)));
     s.put(b"b", b"1").unwrap();
     assert_eq!(revisions(&pull_until(&w, 1)), vec![2]);
-    assert!(matches!(s.watch_pull(Selector::All, &opts(4, 0)), Err(Error::FutureRevision { current: 2, .. })));
+    assert!(matches!(
+        s.watch_pull(Selector::All, &opts(4, 0)),
+        Err(Error::FutureRevision { current: 2, .. })
+    ));
     assert!(s.watch_pull(Selector::All, &opts(3, 0)).is_ok(), "current + 1 is the future, allowed");
     s.compact(2).unwrap();
     assert!(matches!(s.watch_pull(Selector::All, &opts(1, 0)), Err(Error::Compacted { earliest: 2, .. })));
-    assert!(matches!(s.watch(Selector::All, &opts(1, 0), Sink::default().callback()), Err(Error::Compacted { earliest: 2, .. })));
-    assert!(matches!(s.watch_pull(Selector::Range(b"b".to_vec(), b"a".to_vec()), &opts(0, 0)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.watch(Selector::All, &opts(1, 0), Sink::default().callback()),
+        Err(Error::Compacted { earliest: 2, .. })
+    ));
+    assert!(matches!(
+        s.watch_pull(Selector::Range(b"b".to_vec(), b"a".to_vec()), &opts(0, 0)),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -75,7 +84,14 @@ fn a_slow_pull_consumer_overflows_its_queue_without_losing_anything() {
     for i in 0..100u32 {
         s.put(format!("k{}", i % 7).as_bytes(), i.to_string().as_bytes()).unwrap();
     }
-    s.commit(&[Op::Put(b"b1", b"x"), Op::Put(b"b2", b"x"), Op::Put(b"b3", b"x"), Op::Put(b"b4", b"x"), Op::Put(b"b5", b"x")]).unwrap();
+    s.commit(&[
+        Op::Put(b"b1", b"x"),
+        Op::Put(b"b2", b"x"),
+        Op::Put(b"b3", b"x"),
+        Op::Put(b"b4", b"x"),
+        Op::Put(b"b5", b"x"),
+    ])
+    .unwrap();
     let mut got = Vec::new();
     while got.len() < 105 {
         let batch = w.next(Duration::from_secs(10)).unwrap();
@@ -124,7 +140,10 @@ fn progress_events_report_the_revision_an_idle_watch_has_seen() {
     let s = store();
     s.put(b"other", b"1").unwrap();
     let w = s
-        .watch_pull(prefix("p"), &WatchOptions { progress_interval: Some(Duration::from_millis(20)), ..Default::default() })
+        .watch_pull(
+            prefix("p"),
+            &WatchOptions { progress_interval: Some(Duration::from_millis(20)), ..Default::default() },
+        )
         .unwrap();
     s.put(b"other", b"2").unwrap();
     let got = w.next(Duration::from_secs(10)).unwrap();
@@ -133,7 +152,12 @@ fn progress_events_report_the_revision_an_idle_watch_has_seen() {
     assert!(got[0].key.is_empty());
 
     let sink = Sink::default();
-    s.watch(prefix("p"), &WatchOptions { progress_interval: Some(Duration::from_millis(20)), ..Default::default() }, sink.callback()).unwrap();
+    s.watch(
+        prefix("p"),
+        &WatchOptions { progress_interval: Some(Duration::from_millis(20)), ..Default::default() },
+        sink.callback(),
+    )
+    .unwrap();
     let evs = sink.wait_for(|e| e.iter().filter(|e| e.kind == EventKind::Progress).count() >= 2);
     assert!(evs.iter().filter(|e| e.kind == EventKind::Progress).count() >= 2);
     assert!(evs.iter().all(|e| e.revision == 2));
@@ -182,7 +206,13 @@ fn a_slow_callback_never_blocks_writers_and_loses_nothing() {
 fn credit_limits_deliveries_until_more_is_granted() {
     let s = store();
     let sink = Sink::default();
-    let id = s.watch(Selector::All, &WatchOptions { credit: Some(3), max_queue: 4, ..Default::default() }, sink.callback()).unwrap();
+    let id = s
+        .watch(
+            Selector::All,
+            &WatchOptions { credit: Some(3), max_queue: 4, ..Default::default() },
+            sink.callback(),
+        )
+        .unwrap();
     for i in 0..20u32 {
         s.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
@@ -214,11 +244,15 @@ fn unwatch_stops_calls_and_drops_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let (c, guard) = (calls.clone(), DropCounter(drops.clone()));
     let id = s
-        .watch(Selector::All, &Default::default(), Box::new(move |_: &[Event]| {
-            let _keep = &guard;
-            c.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(5));
-        }))
+        .watch(
+            Selector::All,
+            &Default::default(),
+            Box::new(move |_: &[Event]| {
+                let _keep = &guard;
+                c.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }),
+        )
         .unwrap();
     assert_eq!(s.watcher_count(), 1);
     for i in 0..50u32 {
@@ -242,22 +276,27 @@ fn a_callback_can_put_read_and_unwatch_itself() {
     let drops = Arc::new(AtomicUsize::new(0));
     let my_id = Arc::new(Mutex::new(0u64));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (s2, id2, seen2, guard) = (Arc::downgrade(&s), my_id.clone(), seen.clone(), DropCounter(drops.clone()));
+    let (s2, id2, seen2, guard) =
+        (Arc::downgrade(&s), my_id.clone(), seen.clone(), DropCounter(drops.clone()));
     let id = s
-        .watch(prefix("ping"), &Default::default(), Box::new(move |evs: &[Event]| {
-            let _keep = &guard;
-            let Some(s) = s2.upgrade() else { return };
-            for e in evs {
-                seen2.lock().unwrap().push(e.revision);
-                let n: u32 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
-                assert_eq!(s.get(&e.key).unwrap().mod_revision >= e.revision, true);
-                if n < 5 {
-                    s.put(b"ping", (n + 1).to_string().as_bytes()).unwrap();
-                } else {
-                    s.unwatch(*id2.lock().unwrap()).unwrap();
+        .watch(
+            prefix("ping"),
+            &Default::default(),
+            Box::new(move |evs: &[Event]| {
+                let _keep = &guard;
+                let Some(s) = s2.upgrade() else { return };
+                for e in evs {
+                    seen2.lock().unwrap().push(e.revision);
+                    let n: u32 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
+                    assert!(s.get(&e.key).unwrap().mod_revision >= e.revision);
+                    if n < 5 {
+                        s.put(b"ping", (n + 1).to_string().as_bytes()).unwrap();
+                    } else {
+                        s.unwatch(*id2.lock().unwrap()).unwrap();
+                    }
                 }
-            }
-        }))
+            }),
+        )
         .unwrap();
     *my_id.lock().unwrap() = id;
     s.put(b"ping", b"0").unwrap();
@@ -279,10 +318,14 @@ fn closing_a_store_ends_every_watch() {
     for sink in &sinks {
         let (cb, guard) = (sink.callback(), DropCounter(drops.clone()));
         let mut cb = cb;
-        s.watch(Selector::All, &Default::default(), Box::new(move |e: &[Event]| {
-            let _keep = &guard;
-            cb(e)
-        }))
+        s.watch(
+            Selector::All,
+            &Default::default(),
+            Box::new(move |e: &[Event]| {
+                let _keep = &guard;
+                cb(e)
+            }),
+        )
         .unwrap();
     }
     let pull = s.watch_pull(Selector::All, &Default::default()).unwrap();

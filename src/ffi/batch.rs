@@ -29,7 +29,12 @@ impl tidemark_batch {
     }
 }
 
-fn add(batch: *mut tidemark_batch, key: *const u8, key_len: usize, op: impl FnOnce(Vec<u8>) -> Result<Owned, Failure>) -> tidemark_status {
+fn add(
+    batch: *mut tidemark_batch,
+    key: *const u8,
+    key_len: usize,
+    op: impl FnOnce(Vec<u8>) -> Result<Owned, Failure>,
+) -> tidemark_status {
     guard(|| {
         need(batch, "batch")?;
         let key = unsafe { bytes_in(key, key_len, "key")? };
@@ -64,7 +69,11 @@ pub unsafe extern "C" fn tidemark_batch_put(
 /// Adds a delete of `key`; at commit, a key that does not exist (counting the batch's earlier
 /// operations) fails the whole batch with `TIDEMARK_ERR_NOT_FOUND`.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_batch_delete(batch: *mut tidemark_batch, key: *const u8, key_len: usize) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_batch_delete(
+    batch: *mut tidemark_batch,
+    key: *const u8,
+    key_len: usize,
+) -> tidemark_status {
     add(batch, key, key_len, |k| Ok(Owned::Delete(k)))
 }
 
@@ -83,7 +92,7 @@ pub unsafe extern "C" fn tidemark_batch_require(
 
 /// The number of operations in the batch (0 for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_batch_len(batch: *const tidemark_batch) -> usize {
+pub unsafe extern "C" fn tidemark_batch_len(batch: *const tidemark_batch) -> usize {
     super::guard_value(0, || unsafe { batch.as_ref() }.map_or(0, |b| b.ops.len()))
 }
 

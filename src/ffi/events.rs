@@ -96,14 +96,14 @@ impl tidemark_events {
 
 /// The number of events in the batch (0 for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_events_len(events: *const tidemark_events) -> usize {
+pub unsafe extern "C" fn tidemark_events_len(events: *const tidemark_events) -> usize {
     super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.events.len()))
 }
 
 /// The events as a contiguous array of `tidemark_events_len` elements, owned by the batch and
 /// valid until `tidemark_events_free` (NULL for a NULL batch).
 #[no_mangle]
-pub extern "C" fn tidemark_events_data(events: *const tidemark_events) -> *const tidemark_event {
+pub unsafe extern "C" fn tidemark_events_data(events: *const tidemark_events) -> *const tidemark_event {
     super::guard_value(std::ptr::null(), || {
         unsafe { events.as_ref() }.map_or(std::ptr::null(), |e| e.events.as_ptr())
     })
@@ -112,7 +112,7 @@ pub extern "C" fn tidemark_events_data(events: *const tidemark_events) -> *const
 /// The one buffer every key and value of the batch points into, for bindings that copy a
 /// whole batch at once instead of field by field. Owned by the batch.
 #[no_mangle]
-pub extern "C" fn tidemark_events_arena(events: *const tidemark_events) -> tidemark_bytes {
+pub unsafe extern "C" fn tidemark_events_arena(events: *const tidemark_events) -> tidemark_bytes {
     let empty = tidemark_bytes { ptr: std::ptr::null(), len: 0 };
     super::guard_value(empty, || unsafe { events.as_ref() }.map_or(empty, |e| tidemark_bytes::of(&e.arena)))
 }
@@ -121,14 +121,14 @@ pub extern "C" fn tidemark_events_arena(events: *const tidemark_events) -> tidem
 /// again from `tidemark_events_next_revision`. For `tidemark_store_range`: true when keys
 /// were left out. False for NULL.
 #[no_mangle]
-pub extern "C" fn tidemark_events_has_more(events: *const tidemark_events) -> bool {
+pub unsafe extern "C" fn tidemark_events_has_more(events: *const tidemark_events) -> bool {
     super::guard_value(false, || unsafe { events.as_ref() }.is_some_and(|e| e.has_more))
 }
 
 /// The revision to continue from: after `changes`, the `from` of the next call; after a
 /// watch delivery, the revision after its last event. 0 for `range` and for NULL.
 #[no_mangle]
-pub extern "C" fn tidemark_events_next_revision(events: *const tidemark_events) -> u64 {
+pub unsafe extern "C" fn tidemark_events_next_revision(events: *const tidemark_events) -> u64 {
     super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.next_revision))
 }
 

@@ -49,7 +49,11 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub fn null(what: &str) -> Failure {
-        Failure { status: TIDEMARK_ERR_NULL_ARGUMENT, message: format!("{what} must not be NULL"), revision: 0 }
+        Failure {
+            status: TIDEMARK_ERR_NULL_ARGUMENT,
+            message: format!("{what} must not be NULL"),
+            revision: 0,
+        }
     }
 }
 

@@ -5,7 +5,10 @@ use std::ffi::{c_char, CString};
 use crate::kv::Entry;
 use crate::store::Store;
 
-use super::{bytes_in, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch, tidemark_bytes, tidemark_events, tidemark_selector, tidemark_status};
+use super::{
+    bytes_in, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch, tidemark_bytes,
+    tidemark_events, tidemark_selector, tidemark_status,
+};
 
 /// A store (opaque). Every function taking a store is thread-safe, except
 /// `tidemark_store_close`, which must be the last call on it.
@@ -31,7 +34,11 @@ pub(crate) fn store_ref<'a>(store: *const tidemark_store) -> Result<&'a Store, s
 /// and bad values are `TIDEMARK_ERR_INVALID_ARGUMENT`. Close the store with
 /// `tidemark_store_close`.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_open(path: *const c_char, options_json: *const c_char, out: *mut *mut tidemark_store) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_open(
+    path: *const c_char,
+    options_json: *const c_char,
+    out: *mut *mut tidemark_store,
+) -> tidemark_status {
     guard(|| {
         need(out, "out")?;
         let path = str_in(path, "path")?;
@@ -58,14 +65,14 @@ pub unsafe extern "C" fn tidemark_store_close(store: *mut tidemark_store) {
 
 /// The revision of the last commit (0 for a new store, and for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_store_current_revision(store: *const tidemark_store) -> u64 {
+pub unsafe extern "C" fn tidemark_store_current_revision(store: *const tidemark_store) -> u64 {
     guard_value(0, || store_ref(store).map_or(0, |s| s.current_revision()))
 }
 
 /// The first revision still in the log (1 for a new store; current + 1 when everything was
 /// compacted; 0 for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_store_earliest_revision(store: *const tidemark_store) -> u64 {
+pub unsafe extern "C" fn tidemark_store_earliest_revision(store: *const tidemark_store) -> u64 {
     guard_value(0, || store_ref(store).map_or(0, |s| s.earliest_revision()))
 }
 
@@ -115,7 +122,12 @@ pub unsafe extern "C" fn tidemark_store_put_if(
 /// Deletes `key`, writing the delete's revision to `*revision_out` (may be NULL). A missing
 /// key is `TIDEMARK_ERR_NOT_FOUND` and takes no revision.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_delete(store: *mut tidemark_store, key: *const u8, key_len: usize, revision_out: *mut u64) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_delete(
+    store: *mut tidemark_store,
+    key: *const u8,
+    key_len: usize,
+    revision_out: *mut u64,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         put_out(revision_out, s.delete(bytes_in(key, key_len, "key")?)?);
@@ -126,7 +138,12 @@ pub unsafe extern "C" fn tidemark_store_delete(store: *mut tidemark_store, key: 
 /// Reads `key` into a new entry at `*out` (free it with `tidemark_entry_free`). A missing
 /// key is `TIDEMARK_ERR_NOT_FOUND`.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_get(store: *const tidemark_store, key: *const u8, key_len: usize, out: *mut *mut tidemark_entry) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_get(
+    store: *const tidemark_store,
+    key: *const u8,
+    key_len: usize,
+    out: *mut *mut tidemark_entry,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         need(out, "out")?;
@@ -145,25 +162,25 @@ fn entry_field<T: Copy>(entry: *const tidemark_entry, fallback: T, f: impl FnOnc
 
 /// The entry's value, owned by the entry (valid until `tidemark_entry_free`).
 #[no_mangle]
-pub extern "C" fn tidemark_entry_value(entry: *const tidemark_entry) -> tidemark_bytes {
+pub unsafe extern "C" fn tidemark_entry_value(entry: *const tidemark_entry) -> tidemark_bytes {
     entry_field(entry, tidemark_bytes { ptr: std::ptr::null(), len: 0 }, |e| tidemark_bytes::of(&e.value))
 }
 
 /// The revision that created the key (since its last delete).
 #[no_mangle]
-pub extern "C" fn tidemark_entry_create_revision(entry: *const tidemark_entry) -> u64 {
+pub unsafe extern "C" fn tidemark_entry_create_revision(entry: *const tidemark_entry) -> u64 {
     entry_field(entry, 0, |e| e.create_revision)
 }
 
 /// The revision of the key's last change.
 #[no_mangle]
-pub extern "C" fn tidemark_entry_mod_revision(entry: *const tidemark_entry) -> u64 {
+pub unsafe extern "C" fn tidemark_entry_mod_revision(entry: *const tidemark_entry) -> u64 {
     entry_field(entry, 0, |e| e.mod_revision)
 }
 
 /// The key's version: 1 on creation, +1 per put.
 #[no_mangle]
-pub extern "C" fn tidemark_entry_version(entry: *const tidemark_entry) -> u64 {
+pub unsafe extern "C" fn tidemark_entry_version(entry: *const tidemark_entry) -> u64 {
     entry_field(entry, 0, |e| e.version)
 }
 
@@ -183,7 +200,11 @@ pub unsafe extern "C" fn tidemark_entry_free(entry: *mut tidemark_entry) {
 /// requirement is `TIDEMARK_ERR_CONFLICT`, a delete of a missing key
 /// `TIDEMARK_ERR_NOT_FOUND`; either way nothing is applied. The batch stays the caller's.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_commit(store: *mut tidemark_store, batch: *const tidemark_batch, first_revision_out: *mut u64) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_commit(
+    store: *mut tidemark_store,
+    batch: *const tidemark_batch,
+    first_revision_out: *mut u64,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         need(batch, "batch")?;
@@ -196,12 +217,18 @@ pub unsafe extern "C" fn tidemark_store_commit(store: *mut tidemark_store, batch
 /// = mod_revision), at most `limit` of them (0 = no limit); `tidemark_events_has_more` tells
 /// whether keys were left out. Free `*out` with `tidemark_events_free`.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_range(store: *const tidemark_store, selector: *const tidemark_selector, limit: usize, out: *mut *mut tidemark_events) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_range(
+    store: *const tidemark_store,
+    selector: *const tidemark_selector,
+    limit: usize,
+    out: *mut *mut tidemark_events,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         need(out, "out")?;
         let sel = selector_in(selector)?;
-        let events = tidemark_events::collect(|visit| s.range_visit(&sel, limit, visit).map(|more| (more, 0)))?;
+        let events =
+            tidemark_events::collect(|visit| s.range_visit(&sel, limit, visit).map(|more| (more, 0)))?;
         put_out(out, Box::into_raw(events));
         Ok(())
     })
@@ -227,7 +254,9 @@ pub unsafe extern "C" fn tidemark_store_changes(
         let s = store_ref(store)?;
         need(out, "out")?;
         let sel = selector_in(selector)?;
-        let events = tidemark_events::collect(|visit| s.changes_visit(&sel, from_revision, to_revision, limit, visit))?;
+        let events = tidemark_events::collect(|visit| {
+            s.changes_visit(&sel, from_revision, to_revision, limit, visit)
+        })?;
         put_out(out, Box::into_raw(events));
         Ok(())
     })
@@ -238,7 +267,11 @@ pub unsafe extern "C" fn tidemark_store_changes(
 /// current + 1 is `TIDEMARK_ERR_FUTURE_REVISION`. A watch that had not yet read a dropped
 /// event it matches ends with a `TIDEMARK_EVENT_COMPACTED` event.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_compact(store: *mut tidemark_store, keep_revision: u64, removed_out: *mut u64) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_compact(
+    store: *mut tidemark_store,
+    keep_revision: u64,
+    removed_out: *mut u64,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         put_out(removed_out, s.compact(keep_revision)?);
@@ -249,7 +282,10 @@ pub unsafe extern "C" fn tidemark_store_compact(store: *mut tidemark_store, keep
 /// The store's state as a JSON object (`revision`, `earliest_revision`, `keys`, `watchers`,
 /// `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_store_status_json(store: *const tidemark_store, out: *mut *mut c_char) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_status_json(
+    store: *const tidemark_store,
+    out: *mut *mut c_char,
+) -> tidemark_status {
     guard(|| {
         let s = store_ref(store)?;
         need(out, "out")?;

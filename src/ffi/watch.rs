@@ -7,7 +7,10 @@ use crate::event::Event;
 use crate::store::PullWatch;
 use crate::watch::{WatchOptions, DEFAULT_MAX_QUEUE};
 
-use super::{guard, guard_value, need, put_out, selector_in, store::store_ref, tidemark_event, tidemark_events, tidemark_selector, tidemark_status, tidemark_store};
+use super::{
+    guard, guard_value, need, put_out, selector_in, store::store_ref, tidemark_event, tidemark_events,
+    tidemark_selector, tidemark_status, tidemark_store,
+};
 
 /// How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
 #[repr(C)]
@@ -34,7 +37,8 @@ pub struct tidemark_watch_options {
 /// never on two threads at once for the same watch. It may call any store function, including
 /// `tidemark_store_put` and `tidemark_store_unwatch` of its own watch, but not
 /// `tidemark_store_close` of its store while other threads still use it.
-pub type tidemark_watch_callback = Option<unsafe extern "C" fn(userdata: *mut c_void, events: *const tidemark_event, count: usize)>;
+pub type tidemark_watch_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, events: *const tidemark_event, count: usize)>;
 
 /// Called exactly once with the watch's `userdata`, after its last callback, when the watch
 /// ends for any reason (unwatch, terminal event, store close, or a failed registration).
@@ -43,7 +47,12 @@ pub type tidemark_drop_callback = Option<unsafe extern "C" fn(userdata: *mut c_v
 /// The defaults: start_revision 0, max_queue 1000, no progress events, unlimited credit.
 #[no_mangle]
 pub extern "C" fn tidemark_watch_options_default() -> tidemark_watch_options {
-    tidemark_watch_options { start_revision: 0, max_queue: DEFAULT_MAX_QUEUE, progress_interval_ms: 0, credit: 0 }
+    tidemark_watch_options {
+        start_revision: 0,
+        max_queue: DEFAULT_MAX_QUEUE,
+        progress_interval_ms: 0,
+        credit: 0,
+    }
 }
 
 fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
@@ -51,7 +60,8 @@ fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
     WatchOptions {
         start_revision: o.start_revision,
         max_queue: o.max_queue,
-        progress_interval: (o.progress_interval_ms > 0).then(|| Duration::from_millis(o.progress_interval_ms.into())),
+        progress_interval: (o.progress_interval_ms > 0)
+            .then(|| Duration::from_millis(o.progress_interval_ms.into())),
         credit: (o.credit > 0).then_some(o.credit),
     }
 }
@@ -116,20 +126,27 @@ pub unsafe extern "C" fn tidemark_store_watch(
 /// thread) finishes first, then `drop_userdata` runs. Unknown or ended ids:
 /// `TIDEMARK_ERR_NOT_FOUND`.
 #[no_mangle]
-pub extern "C" fn tidemark_store_unwatch(store: *mut tidemark_store, watch_id: u64) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_unwatch(
+    store: *mut tidemark_store,
+    watch_id: u64,
+) -> tidemark_status {
     guard(|| Ok(store_ref(store)?.unwatch(watch_id)?))
 }
 
 /// Grants a push watch opened with a non-zero `credit` `n` more events (flow control like
 /// Erlang's `{active, N}`). Unknown or ended ids: `TIDEMARK_ERR_NOT_FOUND`.
 #[no_mangle]
-pub extern "C" fn tidemark_store_watch_credit(store: *mut tidemark_store, watch_id: u64, n: u64) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_store_watch_credit(
+    store: *mut tidemark_store,
+    watch_id: u64,
+    n: u64,
+) -> tidemark_status {
     guard(|| Ok(store_ref(store)?.add_credit(watch_id, n)?))
 }
 
 /// The number of push and pull watches that have not ended (0 for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_store_watcher_count(store: *const tidemark_store) -> usize {
+pub unsafe extern "C" fn tidemark_store_watcher_count(store: *const tidemark_store) -> usize {
     guard_value(0, || store_ref(store).map_or(0, |s| s.watcher_count()))
 }
 
@@ -162,7 +179,11 @@ pub unsafe extern "C" fn tidemark_watch_open(
 /// terminal event. `TIDEMARK_ERR_TIMEOUT` when nothing came; `TIDEMARK_ERR_CLOSED` once the
 /// terminal event has been returned. Blocks the calling thread; call from one thread at a time.
 #[no_mangle]
-pub unsafe extern "C" fn tidemark_watch_next(watch: *mut tidemark_watch, timeout_ms: u32, out: *mut *mut tidemark_events) -> tidemark_status {
+pub unsafe extern "C" fn tidemark_watch_next(
+    watch: *mut tidemark_watch,
+    timeout_ms: u32,
+    out: *mut *mut tidemark_events,
+) -> tidemark_status {
     guard(|| {
         need(watch, "watch")?;
         need(out, "out")?;
@@ -174,7 +195,7 @@ pub unsafe extern "C" fn tidemark_watch_next(watch: *mut tidemark_watch, timeout
 
 /// The watch's id (0 for NULL).
 #[no_mangle]
-pub extern "C" fn tidemark_watch_id(watch: *const tidemark_watch) -> u64 {
+pub unsafe extern "C" fn tidemark_watch_id(watch: *const tidemark_watch) -> u64 {
     guard_value(0, || unsafe { watch.as_ref() }.map_or(0, |w| w.watch.id()))
 }
 

@@ -68,7 +68,12 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(threads: usize) -> Dispatcher {
-        Dispatcher { threads, queue: Mutex::new(Queue::default()), cond: Condvar::new(), handles: Mutex::new(Vec::new()) }
+        Dispatcher {
+            threads,
+            queue: Mutex::new(Queue::default()),
+            cond: Condvar::new(),
+            handles: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn schedule(&self, w: Arc<Watcher>) {

@@ -38,7 +38,12 @@ pub struct WatchOptions {
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { start_revision: 0, max_queue: DEFAULT_MAX_QUEUE, progress_interval: None, credit: None }
+        WatchOptions {
+            start_revision: 0,
+            max_queue: DEFAULT_MAX_QUEUE,
+            progress_interval: None,
+            credit: None,
+        }
     }
 }
 
@@ -79,7 +84,14 @@ pub(crate) struct WatchState {
 }
 
 impl Watcher {
-    pub fn new(id: u64, selector: Selector, opts: &WatchOptions, callback: Option<Callback>, start: u64, synced: bool) -> Watcher {
+    pub fn new(
+        id: u64,
+        selector: Selector,
+        opts: &WatchOptions,
+        callback: Option<Callback>,
+        start: u64,
+        synced: bool,
+    ) -> Watcher {
         let push = callback.is_some();
         Watcher {
             id,
