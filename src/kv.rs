@@ -1,7 +1,7 @@
 //! The current state of every key, derived from the log: `apply` is the only way it changes,
 //! whether from a new commit or from replaying a stored log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -34,9 +34,13 @@ impl Op<'_> {
     }
 }
 
+/// Point reads and writes go through a hash map; the ordered set of keys, needed only by
+/// range reads, changes only when a key is created or deleted, so overwriting a key (the
+/// common write) costs two hash lookups instead of two ordered searches.
 #[derive(Default)]
 pub struct Kv {
-    map: BTreeMap<Bytes, Entry>,
+    map: HashMap<Bytes, Entry>,
+    order: BTreeSet<Bytes>,
 }
 
 impl Kv {
@@ -64,29 +68,36 @@ impl Kv {
         let mut overlay: HashMap<&[u8], Option<(u64, u64)>> = HashMap::new();
         let mut revision = first;
         for op in ops {
-            let prior = |key: &[u8]| match overlay.get(key) {
-                Some(state) => *state,
-                None => self.get(key).map(|e| (e.create_revision, e.version)),
-            };
-            let event = match *op {
+            let (key, put) = match *op {
                 Op::Require(..) => continue,
-                Op::Put(key, value) => {
-                    let (create_revision, version) = match prior(key) {
+                Op::Put(key, value) => (key, Some(value)),
+                Op::Delete(key) => (key, None),
+            };
+            // One lookup gives both the prior state and the stored key to share.
+            let stored = self.map.get_key_value(key);
+            let prior = match overlay.get(key) {
+                Some(state) => *state,
+                None => stored.map(|(_, e)| (e.create_revision, e.version)),
+            };
+            let key_bytes = stored.map_or_else(|| Arc::from(key), |(k, _)| k.clone());
+            let event = match put {
+                Some(value) => {
+                    let (create_revision, version) = match prior {
                         Some((created, version)) => (created, version + 1),
                         None => (revision, 1),
                     };
                     Event {
                         revision,
                         kind: EventKind::Put,
-                        key: self.shared_key(key),
+                        key: key_bytes,
                         value: Arc::from(value),
                         create_revision,
                         version,
                         commit_end: false,
                     }
                 }
-                Op::Delete(key) => {
-                    if prior(key).is_none() {
+                None => {
+                    if prior.is_none() {
                         return Err(Error::NotFound(format!(
                             "key {} does not exist",
                             String::from_utf8_lossy(key)
@@ -95,7 +106,7 @@ impl Kv {
                     Event {
                         revision,
                         kind: EventKind::Delete,
-                        key: self.shared_key(key),
+                        key: key_bytes,
                         value: empty(),
                         create_revision: 0,
                         version: 0,
@@ -130,11 +141,14 @@ impl Kv {
                     Some(slot) => *slot = entry,
                     None => {
                         self.map.insert(e.key.clone(), entry);
+                        self.order.insert(e.key.clone());
                     }
                 }
             }
             EventKind::Delete => {
-                self.map.remove(&e.key[..]);
+                if self.map.remove(&e.key[..]).is_some() {
+                    self.order.remove(&e.key[..]);
+                }
             }
             _ => {}
         }
@@ -148,10 +162,11 @@ impl Kv {
             Some(e) => Bound::Excluded(&e[..]),
             None => Bound::Unbounded,
         };
-        for (n, (key, entry)) in self.map.range::<[u8], _>((Bound::Included(&start[..]), upper)).enumerate() {
+        for (n, key) in self.order.range::<[u8], _>((Bound::Included(&start[..]), upper)).enumerate() {
             if limit != 0 && n == limit {
                 return true;
             }
+            let entry = &self.map[&key[..]];
             visit(&Event {
                 revision: entry.mod_revision,
                 kind: EventKind::Put,
@@ -163,13 +178,5 @@ impl Kv {
             });
         }
         false
-    }
-
-    /// The key as stored, so the log and the index share one allocation per key.
-    fn shared_key(&self, key: &[u8]) -> Bytes {
-        match self.map.get_key_value(key) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(key),
-        }
     }
 }

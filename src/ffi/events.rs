@@ -1,5 +1,7 @@
 //! Events as C sees them, and the owned batches `changes`, `range` and `watch_next` return.
 
+use std::cell::RefCell;
+
 use crate::event::Event;
 
 use super::tidemark_bytes;
@@ -60,13 +62,42 @@ pub struct tidemark_events {
     next_revision: u64,
 }
 
+/// Buffers of freed batches, reused by the next batch built on the same thread: a reader
+/// paging through `changes` then works in warm memory instead of faulting in fresh pages and
+/// regrowing its buffers on every call.
+struct Spare {
+    events: Vec<tidemark_event>,
+    arena: Vec<u8>,
+}
+
+/// Buffers larger than this go back to the allocator instead of the spare slot.
+const SPARE_MAX_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static SPARE: RefCell<Option<Spare>> = const { RefCell::new(None) };
+}
+
+impl Drop for tidemark_events {
+    fn drop(&mut self) {
+        let (mut events, mut arena) = (std::mem::take(&mut self.events), std::mem::take(&mut self.arena));
+        if events.capacity() * std::mem::size_of::<tidemark_event>() + arena.capacity() <= SPARE_MAX_BYTES {
+            events.clear();
+            arena.clear();
+            let _ = SPARE.try_with(|s| *s.borrow_mut() = Some(Spare { events, arena }));
+        }
+    }
+}
+
 impl tidemark_events {
     /// Collects events from a visitor-style reader, then points them into the arena.
     pub(crate) fn collect<E>(
         read: impl FnOnce(&mut dyn FnMut(&Event)) -> Result<(bool, u64), E>,
     ) -> Result<Box<tidemark_events>, E> {
-        let mut events = Vec::new();
-        let mut arena = Vec::new();
+        let Spare { mut events, mut arena } = SPARE
+            .try_with(|s| s.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or(Spare { events: Vec::new(), arena: Vec::new() });
         let (has_more, next_revision) = read(&mut |e: &Event| {
             let mut ev = tidemark_event::view(e);
             // Offsets for now; made pointers once the arena stops moving.
