@@ -1,0 +1,69 @@
+"""Finding the library, typing files, the example."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tidemark
+
+PKG_ROOT = Path(__file__).resolve().parent.parent  # bindings/python
+REPO = PKG_ROOT.parent.parent
+
+
+def _run(code: str, env_update: dict, cwd: Path = PKG_ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("TIDEMARK_LIBRARY", None)
+    env.update(env_update)
+    env["PYTHONPATH"] = str(PKG_ROOT)
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_missing_library_is_an_import_error_saying_how_to_build() -> None:
+    r = _run("import tidemark", {"TIDEMARK_LIBRARY": "/nonexistent/libtidemark.so"})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr
+    assert "cargo build --release" in r.stderr and "TIDEMARK_LIBRARY" in r.stderr
+
+
+def test_found_without_environment_variable_from_a_checkout() -> None:
+    checkout_lib = REPO / "target" / "release" / "libtidemark.so"
+    if not checkout_lib.exists():  # pragma: no cover
+        import pytest
+
+        pytest.skip("no target/release/libtidemark.so in this checkout")
+    r = _run("import tidemark; print(tidemark.library_path)", {}, cwd=Path("/"))
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).resolve() == checkout_lib.resolve()
+
+
+def test_environment_variable_wins() -> None:
+    r = _run("import tidemark; print(tidemark.library_path)", {"TIDEMARK_LIBRARY": tidemark.library_path})
+    assert r.returncode == 0 and r.stdout.strip() == tidemark.library_path
+
+
+def test_typed_package() -> None:
+    assert (PKG_ROOT / "tidemark" / "py.typed").exists()
+    assert tidemark.Store.put.__annotations__
+
+
+def test_quickstart_example_runs() -> None:
+    example = REPO / "examples" / "python" / "quickstart.py"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PKG_ROOT)
+    r = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CompactedError" in r.stdout
+
+
+def test_public_api_is_documented() -> None:
+    for name in tidemark.__all__:
+        obj = getattr(tidemark, name)
+        if callable(obj) and not isinstance(obj, int):
+            assert obj.__doc__, name
+    for cls in (tidemark.Store, tidemark.Batch, tidemark.Watch, tidemark.WatchHandle, tidemark.AsyncWatch):
+        for attr, member in vars(cls).items():
+            if not attr.startswith("_") and callable(member):
+                assert member.__doc__, f"{cls.__name__}.{attr}"
