@@ -13,7 +13,8 @@ use crate::event::{Event, EventKind};
 use crate::kv::{Entry, Kv, Op};
 use crate::options::Options;
 use crate::selector::Selector;
-use crate::storage::{MemoryLog, Storage};
+use crate::storage::group::{WriteGroup, Writer};
+use crate::storage::{FileLog, MemoryLog, Storage};
 use crate::watch::{self, Callback, Dispatcher, Registry, WatchOptions, Watcher};
 
 /// Default and maximum `limit` of a `changes` call.
@@ -38,6 +39,8 @@ pub(crate) struct Inner {
     revision: AtomicU64,
     closed: AtomicBool,
     pub dispatcher: Dispatcher,
+    /// Directory stores: writers share syncs through this write group (group commit).
+    group: Option<WriteGroup>,
 }
 
 /// A batch of changes returned by `changes`.
@@ -58,20 +61,28 @@ impl Store {
     /// Opens an in-memory store.
     pub fn memory(options_json: Option<&str>) -> Result<Store> {
         let opts = Options::from_json(options_json)?;
-        Ok(Store::with_storage(opts, Box::new(MemoryLog::new()), Kv::default()))
+        if opts.read_only {
+            return Err(Error::InvalidArgument(
+                "option \"read_only\" needs a directory store (an in-memory store starts empty)".into(),
+            ));
+        }
+        Ok(Store::with_storage(opts, Box::new(MemoryLog::new()), Kv::default(), None))
     }
 
     /// Opens a store: `None` or an empty path is in memory; otherwise a directory.
     pub fn open(path: Option<&str>, options_json: Option<&str>) -> Result<Store> {
         match path.filter(|p| !p.is_empty()) {
             None => Store::memory(options_json),
-            Some(p) => Err(Error::InvalidArgument(format!(
-                "cannot open {p}: durable (directory) stores are not available in this build yet; open an in-memory store with an empty path"
-            ))),
+            Some(p) => {
+                let opts = Options::from_json(options_json)?;
+                let mut kv = Kv::default();
+                let log = FileLog::open(std::path::Path::new(p), &opts, &mut |e| kv.apply(e))?;
+                Ok(Store::with_storage(opts, Box::new(log), kv, Some(WriteGroup::default())))
+            }
         }
     }
 
-    fn with_storage(opts: Options, log: Box<dyn Storage>, kv: Kv) -> Store {
+    fn with_storage(opts: Options, log: Box<dyn Storage>, kv: Kv, group: Option<WriteGroup>) -> Store {
         let current = log.last_revision();
         let inner = Inner {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
@@ -80,6 +91,7 @@ impl Store {
             state: RwLock::new(State { kv, log, watches: Registry::default(), next_watch_id: 1, scratch: Vec::new() }),
             revision: AtomicU64::new(current),
             closed: AtomicBool::new(false),
+            group,
         };
         Store { inner: Arc::new(inner) }
     }
@@ -242,12 +254,20 @@ impl Store {
     /// The store's state for operators and tools: revisions, sizes, watchers, options.
     pub fn status(&self) -> Result<serde_json::Value> {
         let st = self.inner.read()?;
+        let disk = st.log.stats();
         Ok(serde_json::json!({
             "revision": self.inner.revision(),
             "earliest_revision": st.log.earliest_revision(),
             "keys": st.kv.len(),
             "watchers": st.watches.len(),
-            "durable": false,
+            "durable": disk.durable,
+            "path": disk.path,
+            "bytes_on_disk": disk.bytes_on_disk,
+            "segments": disk.segments,
+            "sync": disk.sync,
+            "read_only": disk.read_only,
+            "last_checkpoint_revision": disk.last_checkpoint_revision,
+            "cached_events": disk.cached_events,
             "dispatch_threads": self.inner.opts.dispatch_threads,
             "max_key_size": self.inner.opts.max_key_size,
             "max_value_size": self.inner.opts.max_value_size,
@@ -305,6 +325,14 @@ impl Inner {
                 }
             }
         }
+        if let Some(group) = &self.group {
+            let me = Writer::new(ops);
+            if group.join(&me) {
+                self.commit_group(&group.take());
+                group.hand_off();
+            }
+            return me.take_result();
+        }
         let mut guard = self.state.write();
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -328,6 +356,94 @@ impl Inner {
         commit.clear();
         st.scratch = commit;
         result
+    }
+
+    /// Commits a write group (see `storage::group`): plans the writers' commits in order
+    /// (each sees the ones before it), writes them with one flush (one sync), and only then
+    /// makes them visible and hands them to watchers; every writer gets its own result.
+    fn commit_group(&self, writers: &[Arc<Writer>]) {
+        let mut guard = self.state.write();
+        let st = &mut *guard;
+        let refused = if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
+        if let Err(e) = refused {
+            drop(guard);
+            for w in writers {
+                w.finish(Err(e.clone()));
+            }
+            return;
+        }
+        let multi = writers.len() > 1;
+        let mut results = Vec::with_capacity(writers.len());
+        let mut commits: Vec<Vec<Event>> = Vec::new();
+        // Later commits of the group are planned against the state the earlier ones make;
+        // the state is applied as the group goes (no reader can see it: the write lock is
+        // held) and restored from here if the flush fails.
+        let mut undo: Vec<(crate::event::Bytes, Option<Entry>)> = Vec::new();
+        for w in writers {
+            let ops = w.ops();
+            let first = st.log.last_revision() + 1;
+            let mut commit = Vec::new();
+            let result = st.kv.plan(&ops, first, &mut commit).and_then(|()| {
+                if commit.is_empty() {
+                    return Ok(0);
+                }
+                st.log.append(&commit)?;
+                if multi {
+                    for e in &commit {
+                        undo.push((e.key.clone(), st.kv.get(&e.key).cloned()));
+                        st.kv.apply(e);
+                    }
+                }
+                commits.push(std::mem::take(&mut commit));
+                Ok(first)
+            });
+            results.push(result);
+        }
+        if !commits.is_empty() {
+            match st.log.flush() {
+                Err(e) => {
+                    for (key, prior) in undo.into_iter().rev() {
+                        st.kv.apply(&match prior {
+                            Some(p) => Event {
+                                revision: p.mod_revision,
+                                kind: EventKind::Put,
+                                key,
+                                value: p.value,
+                                create_revision: p.create_revision,
+                                version: p.version,
+                                commit_end: true,
+                            },
+                            None => Event { key, kind: EventKind::Delete, ..Event::notice(EventKind::Delete, 0) },
+                        });
+                    }
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(e.clone());
+                    }
+                }
+                Ok(()) => {
+                    for commit in &commits {
+                        if !multi {
+                            for e in commit {
+                                st.kv.apply(e);
+                            }
+                        }
+                        st.watches.dispatch(commit, &self.dispatcher);
+                        self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
+                    }
+                    if st.log.wants_checkpoint() {
+                        let kv = &st.kv;
+                        // Best effort: the commits are durable in the log either way.
+                        let _ = st.log.checkpoint(&mut |visit| {
+                            kv.range(&Selector::All, 0, visit);
+                        });
+                    }
+                }
+            }
+        }
+        drop(guard);
+        for (w, r) in writers.iter().zip(results) {
+            w.finish(r);
+        }
     }
 
     fn compact(&self, keep: u64) -> Result<u64> {
@@ -358,7 +474,11 @@ impl Inner {
                 s.next_rev = keep;
             }
         }
-        st.log.compact(keep)
+        let st = &mut *st;
+        let kv = &st.kv;
+        st.log.compact(keep, &mut |visit| {
+            kv.range(&Selector::All, 0, visit);
+        })
     }
 
     fn register(&self, selector: Selector, opts: &WatchOptions, callback: Option<Callback>) -> Result<Arc<Watcher>> {
@@ -429,6 +549,7 @@ impl Inner {
             if self.closed.swap(true, Ordering::AcqRel) {
                 return;
             }
+            st.log.close();
             st.watches.drain()
         };
         let notice = Event::notice(EventKind::Closed, self.revision());

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::Storage;
+use super::{StateVisitor, Storage, StorageStats};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::selector::Selector;
@@ -18,15 +18,48 @@ impl MemoryLog {
     pub fn new() -> MemoryLog {
         MemoryLog { base: 1, entries: VecDeque::new() }
     }
+
+    /// A log whose next entry gets revision `base` (used as the durable log's cache).
+    pub fn starting_at(base: u64) -> MemoryLog {
+        MemoryLog { base, entries: VecDeque::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops the oldest entries, whole commits at a time, while `too_many` says so.
+    pub fn trim_front(&mut self, mut too_many: impl FnMut(&Event) -> bool) {
+        while let Some(first) = self.entries.front() {
+            if !too_many(first) {
+                return;
+            }
+            // Drop the whole commit starting here.
+            while let Some(e) = self.entries.pop_front() {
+                self.base += 1;
+                if e.commit_end {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drops the newest entries above `last`.
+    pub fn truncate_after(&mut self, last: u64) {
+        let keep = last.saturating_sub(self.base - 1) as usize;
+        self.entries.truncate(keep);
+    }
 }
 
 impl Storage for MemoryLog {
     fn append(&mut self, commit: &[Event]) -> Result<()> {
         let expected = self.last_revision() + 1;
         if commit.first().map(|e| e.revision) != Some(expected) {
-            return Err(Error::InvalidArgument(format!(
-                "commit must start at revision {expected}"
-            )));
+            return Err(Error::InvalidArgument(format!("commit must start at revision {expected}")));
         }
         self.entries.extend(commit.iter().cloned());
         Ok(())
@@ -71,7 +104,7 @@ impl Storage for MemoryLog {
         self.base + self.entries.len() as u64 - 1
     }
 
-    fn compact(&mut self, keep: u64) -> Result<u64> {
+    fn compact(&mut self, keep: u64, _state: StateVisitor<'_>) -> Result<u64> {
         if keep <= self.base {
             return Ok(0);
         }
@@ -79,5 +112,9 @@ impl Storage for MemoryLog {
         self.entries.drain(..n);
         self.base = keep;
         Ok(n as u64)
+    }
+
+    fn stats(&self) -> StorageStats {
+        StorageStats { cached_events: self.entries.len() as u64, ..StorageStats::default() }
     }
 }

@@ -1,0 +1,306 @@
+"""Events and their bulk decoding.
+
+A ``tidemark_events`` batch is an array of ``tidemark_event`` (64 bytes each on 64-bit
+platforms) plus one arena every key and value points into. Reading it field by field
+through ctypes costs a few microseconds per event; instead the array and the arena are each
+copied once (``ctypes.string_at``) and decoded column-wise with ``memoryview`` and ``struct``,
+so the per-event cost is the allocation of the Python objects themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+import struct
+from array import array
+from ctypes import string_at
+from itertools import accumulate, repeat
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from . import _ffi
+
+__all__ = ["EventKind", "Event", "Entry", "Page", "PUT", "DELETE", "PROGRESS", "COMPACTED", "CLOSED"]
+
+
+class EventKind(enum.IntEnum):
+    """``tidemark_event_kind``. Compares equal to the C integer values."""
+
+    PUT = 1
+    DELETE = 2
+    #: No key; ``revision`` is the store revision the watch has caught up to.
+    PROGRESS = 3
+    #: Terminal: the watch fell behind compaction; ``revision`` is the earliest retained one.
+    COMPACTED = 4
+    #: Terminal: the store was closed.
+    CLOSED = 5
+
+
+PUT = EventKind.PUT
+DELETE = EventKind.DELETE
+PROGRESS = EventKind.PROGRESS
+COMPACTED = EventKind.COMPACTED
+CLOSED = EventKind.CLOSED
+
+
+class Event(NamedTuple):
+    """One change (a tuple: cheap to build, unpackable, comparable).
+
+    ``key`` and ``value`` are always ``bytes`` (whatever type was written); use
+    :attr:`key_str` / :attr:`value_str` for UTF-8 text. ``kind`` is an :class:`EventKind`
+    (a plain ``int`` for a kind this binding does not know). For ``DELETE`` the value is
+    empty and ``create_revision``/``version`` are 0; ``PROGRESS``, ``COMPACTED`` and ``CLOSED``
+    have no key and carry a revision only.
+    """
+
+    revision: int
+    kind: Union[EventKind, int]
+    key: bytes
+    value: bytes
+    create_revision: int
+    version: int
+
+    @property
+    def key_str(self) -> str:
+        """The key decoded as UTF-8 (``UnicodeDecodeError`` if it is not)."""
+        return self.key.decode("utf-8")
+
+    @property
+    def value_str(self) -> str:
+        """The value decoded as UTF-8 (``UnicodeDecodeError`` if it is not)."""
+        return self.value.decode("utf-8")
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``COMPACTED`` and ``CLOSED``: the watch has ended."""
+        return self.kind == COMPACTED or self.kind == CLOSED
+
+    def __repr__(self) -> str:
+        kind = self.kind.name if isinstance(self.kind, EventKind) else str(self.kind)
+        if kind in ("PUT", "DELETE"):
+            return (
+                f"Event({kind} rev={self.revision} key={self.key!r} value={_short(self.value)} "
+                f"create={self.create_revision} version={self.version})"
+            )
+        return f"Event({kind} rev={self.revision})"
+
+
+def _short(b: bytes) -> str:
+    return repr(b) if len(b) <= 40 else repr(b[:37]) + f"...({len(b)} bytes)"
+
+
+class Entry(NamedTuple):
+    """A key's current state, as returned by :meth:`Store.get`. ``key`` and ``value`` are bytes."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    @property
+    def key_str(self) -> str:
+        return self.key.decode("utf-8")
+
+    @property
+    def value_str(self) -> str:
+        return self.value.decode("utf-8")
+
+
+class Page:
+    """One page of events from :meth:`Store.changes` or :meth:`Store.range`.
+
+    Iterating a page iterates its events; ``len(page)`` and ``page[i]`` work too.
+
+    Attributes:
+        events: the events, in revision order (``changes``) or key order (``range``).
+        has_more: ``changes``: the limit stopped the read before ``to_revision``, call again
+            from ``next_revision``; ``range``: keys were left out.
+        next_revision: ``changes``: the ``from_revision`` of the next call; 0 for ``range``.
+    """
+
+    __slots__ = ("events", "has_more", "next_revision")
+
+    def __init__(self, events: List[Event], has_more: bool, next_revision: int) -> None:
+        self.events = events
+        self.has_more = has_more
+        self.next_revision = next_revision
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.events[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.events)
+
+    def __repr__(self) -> str:
+        return f"Page({len(self.events)} events, has_more={self.has_more}, next_revision={self.next_revision})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk decoding
+
+_KIND_TABLE: List[Any] = [EventKind(i) if i in EventKind._value2member_map_ else i for i in range(256)]
+_kind_of = _KIND_TABLE.__getitem__
+_new = tuple.__new__
+_sub = operator.sub
+_add = operator.add
+
+_E = _ffi.EventStruct
+_SIZE = _ffi.EVENT_SIZE
+_FAST = _SIZE == 64 and _ffi.ctypes.sizeof(_ffi.c_void_p) == 8 and _E.kind.offset == 8 and _E.key.offset == 16
+_CHUNK = 1024  # events per struct.Struct in the uniform-length path (bounds its size)
+_UNIFORM_STRUCTS: Dict[Tuple[int, int, int], struct.Struct] = {}
+_FMT_PIECES = [f"{i}s" for i in range(4096)]
+
+
+def _columns(buf: bytes, n: int) -> Tuple[memoryview, List[int], List[Any], List[int], List[int], List[int], List[int]]:
+    """The event array as columns: (u64 view, revisions, kinds, key lens, value lens, create, version)."""
+    q = memoryview(buf).cast("Q")
+    kinds_raw = memoryview(buf).cast("I")[2::16].tolist()
+    try:
+        kinds = list(map(_kind_of, kinds_raw))
+    except IndexError:
+        kinds = [_kind_of(k) if k < 256 else k for k in kinds_raw]
+    return q, q[0::8].tolist(), kinds, q[3::8].tolist(), q[5::8].tolist(), q[6::8].tolist(), q[7::8].tolist()
+
+
+def _uniform_kv(arena: bytes, base: int, n: int, klen: int, vlen: int, kp: memoryview, vp: memoryview) -> Optional[Tuple[Sequence[bytes], Sequence[bytes]]]:
+    """All keys of one length and all values of one length laid out key, value, key, value...
+    in the arena (checked against every pointer): one ``struct`` call per 1024 events."""
+    step = klen + vlen
+    if not step:
+        return [b""] * n, [b""] * n
+    if kp != memoryview(array("Q", range(base, base + n * step, step))):
+        return None
+    if vp != memoryview(array("Q", range(base + klen, base + klen + n * step, step))):
+        return None
+    if n <= _CHUNK:
+        out = _uniform_struct(klen, vlen, n).unpack_from(arena)
+        return out[0::2], out[1::2]
+    keys: List[bytes] = []
+    values: List[bytes] = []
+    full = _uniform_struct(klen, vlen, _CHUNK)
+    off = 0
+    left = n
+    while left:
+        s = full if left >= _CHUNK else _uniform_struct(klen, vlen, left)
+        out = s.unpack_from(arena, off)
+        keys += out[0::2]
+        values += out[1::2]
+        off += s.size
+        left -= min(left, _CHUNK)
+    return keys, values
+
+
+def _uniform_struct(klen: int, vlen: int, n: int) -> struct.Struct:
+    s = _UNIFORM_STRUCTS.get((klen, vlen, n))
+    if s is None:
+        if len(_UNIFORM_STRUCTS) > 128:
+            _UNIFORM_STRUCTS.clear()
+        s = _UNIFORM_STRUCTS[(klen, vlen, n)] = struct.Struct(f"{klen}s{vlen}s" * n)
+    return s
+
+
+def _general_kv(arena: bytes, base: int, n: int, kp: List[int], kl: List[int], vp: List[int], vl: List[int]) -> Tuple[Sequence[bytes], Sequence[bytes]]:
+    lens = [0] * (2 * n)
+    lens[0::2] = kl
+    lens[1::2] = vl
+    ptrs = [0] * (2 * n)
+    ptrs[0::2] = kp
+    ptrs[1::2] = vp
+    acc = list(accumulate(lens, initial=base))
+    acc.pop()
+    if acc == ptrs and n <= 4 * _CHUNK:
+        # Contiguous in order: one struct call with a format built from the lengths.
+        try:
+            fmt = "".join(map(_FMT_PIECES.__getitem__, lens))
+        except IndexError:
+            fmt = "s".join(map(str, lens)) + "s"
+        out = struct.unpack_from(fmt, arena)
+        return out[0::2], out[1::2]
+    # Any layout: slice the arena at each pointer.
+    get = arena.__getitem__
+    ks = list(map(_sub, kp, repeat(base)))
+    vs = list(map(_sub, vp, repeat(base)))
+    return list(map(get, map(slice, ks, map(_add, ks, kl)))), list(map(get, map(slice, vs, map(_add, vs, vl))))
+
+
+def decode_array(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[Event]:
+    """Decodes ``n`` events from a copy of the C array; keys and values from a copy of the
+    arena at address ``base``, or, when ``arena`` is None, straight from memory (callbacks)."""
+    if not n:
+        return []
+    if not _FAST:  # pragma: no cover - 32-bit or exotic layouts
+        return _decode_slow(buf, n, arena, base)
+    q, revs, kinds, kl, vl, crev, vers = _columns(buf, n)
+    if arena is None:
+        kp = q[2::8].tolist()
+        vp = q[4::8].tolist()
+        keys: Sequence[bytes] = [string_at(p, ln) if ln else b"" for p, ln in zip(kp, kl)]
+        values: Sequence[bytes] = [string_at(p, ln) if ln else b"" for p, ln in zip(vp, vl)]
+    else:
+        kv = None
+        if kl.count(kl[0]) == n and vl.count(vl[0]) == n:
+            kv = _uniform_kv(arena, base, n, kl[0], vl[0], q[2::8], q[4::8])
+        if kv is None:
+            kv = _general_kv(arena, base, n, q[2::8].tolist(), kl, q[4::8].tolist(), vl)
+        keys, values = kv
+    return list(map(_new, repeat(Event), zip(revs, kinds, keys, values, crev, vers)))
+
+
+def _decode_slow(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[Event]:  # pragma: no cover
+    out = []
+    for i in range(n):
+        e = _E.from_buffer_copy(buf, i * _SIZE)
+        if arena is None:
+            key = string_at(e.key.ptr, e.key.len) if e.key.len else b""
+            value = string_at(e.value.ptr, e.value.len) if e.value.len else b""
+        else:
+            ko = (e.key.ptr or base) - base
+            vo = (e.value.ptr or base) - base
+            key = arena[ko : ko + e.key.len]
+            value = arena[vo : vo + e.value.len]
+        kind = _kind_of(e.kind) if e.kind < 256 else e.kind
+        out.append(Event(e.revision, kind, key, value, e.create_revision, e.version))
+    return out
+
+
+def decode_events(handle: int) -> List[Event]:
+    """Decodes a whole ``tidemark_events`` batch (does not free it)."""
+    n = _ffi.events_len(handle)
+    if not n:
+        return []
+    data = _ffi.events_data(handle)
+    arena = _ffi.events_arena(handle)
+    buf = string_at(data, n * _SIZE)
+    alen = arena.len
+    base = arena.ptr or 0
+    return decode_array(buf, n, string_at(base, alen) if alen else b"", base)
+
+
+def decode_callback(events_ptr: int, count: int) -> List[Event]:
+    """Decodes the events a push callback receives (their bytes are valid during the call only)."""
+    if not count:
+        return []
+    return decode_array(string_at(events_ptr, count * _SIZE), count, None, 0)
+
+
+def take_page(handle: int) -> Page:
+    """Decodes and frees a ``tidemark_events`` batch into a :class:`Page`."""
+    try:
+        return Page(decode_events(handle), bool(_ffi.events_has_more(handle)), _ffi.events_next_revision(handle))
+    finally:
+        _ffi.events_free(handle)
+
+
+def take_events(handle: int) -> Tuple[List[Event], int]:
+    """Decodes and frees a watch delivery: (events, next_revision)."""
+    try:
+        return decode_events(handle), _ffi.events_next_revision(handle)
+    finally:
+        _ffi.events_free(handle)

@@ -1,0 +1,297 @@
+"""The low-level layer: finds ``libtidemark``, declares every C function once, maps statuses
+to exceptions. Nothing here is public API; :mod:`tidemark` builds the Python idioms on it.
+
+Library lookup order (first hit wins):
+
+1. ``$TIDEMARK_LIBRARY`` (a path to the shared library; if set, nothing else is tried);
+2. ``<repository>/target/release`` when the package is used from a source checkout
+   (``bindings/python/tidemark`` -> ``../../../target/release``);
+3. the package's own ``_lib/`` directory (where ``pip install`` copies the library);
+4. the system loader (``ctypes.util.find_library("tidemark")``, then the bare file name).
+
+All calls go through ``ctypes.CDLL``, which releases the GIL for the duration of every C
+call: blocking calls (``tidemark_watch_next``, durable writes, ``tidemark_store_close``)
+never stall other Python threads, and push-watch callbacks can take the GIL meanwhile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char_p,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence
+
+from .errors import TidemarkError, error_for_status
+
+__all__ = ["lib", "library_path"]
+
+if sys.platform == "darwin":
+    _LIB_NAME = "libtidemark.dylib"
+elif sys.platform == "win32":
+    _LIB_NAME = "tidemark.dll"
+else:
+    _LIB_NAME = "libtidemark.so"
+
+_PKG_DIR = Path(__file__).resolve().parent
+
+
+def _candidates() -> List[str]:
+    env = os.environ.get("TIDEMARK_LIBRARY")
+    if env:
+        return [env]
+    out = []
+    checkout = _PKG_DIR.parent.parent.parent / "target" / "release" / _LIB_NAME
+    if checkout.exists():
+        out.append(str(checkout))
+    bundled = _PKG_DIR / "_lib" / _LIB_NAME
+    if bundled.exists():
+        out.append(str(bundled))
+    found = ctypes.util.find_library("tidemark")
+    if found:
+        out.append(found)
+    out.append(_LIB_NAME)
+    return out
+
+
+def _load() -> "tuple[ctypes.CDLL, str]":
+    errors = []
+    for cand in _candidates():
+        try:
+            return ctypes.CDLL(cand), cand
+        except OSError as e:
+            errors.append(f"  {cand}: {e}")
+    how = (
+        "tidemark: cannot load the native library libtidemark.\n"
+        "Tried:\n" + "\n".join(errors) + "\n"
+        "Build it with `cargo build --release` at the root of the tidemark repository "
+        "(it produces target/release/" + _LIB_NAME + "), then either run from the checkout, "
+        "`pip install ./bindings/python` (which copies the library into the package), "
+        "or set TIDEMARK_LIBRARY=/path/to/" + _LIB_NAME + "."
+    )
+    raise ImportError(how)
+
+
+lib, library_path = _load()
+
+
+# ---------------------------------------------------------------------------------------------
+# C types
+
+
+class BytesOut(Structure):
+    """``tidemark_bytes`` as returned by the library (pointer read as an integer address)."""
+
+    _fields_ = [("ptr", c_void_p), ("len", c_size_t)]
+
+
+class BytesIn(Structure):
+    """``tidemark_bytes`` as passed in: ``ptr`` takes a Python ``bytes`` (kept alive by the struct)."""
+
+    _fields_ = [("ptr", c_char_p), ("len", c_size_t)]
+
+
+class Selector(Structure):
+    """``tidemark_selector``."""
+
+    _fields_ = [("kind", c_uint32), ("start", BytesIn), ("end", BytesIn)]
+
+
+class WatchOptions(Structure):
+    """``tidemark_watch_options``."""
+
+    _fields_ = [
+        ("start_revision", c_uint64),
+        ("max_queue", c_size_t),
+        ("progress_interval_ms", c_uint32),
+        ("credit", c_uint64),
+    ]
+
+
+class EventStruct(Structure):
+    """``tidemark_event``; only used for its layout (sizes and offsets): events are decoded in bulk."""
+
+    _fields_ = [
+        ("revision", c_uint64),
+        ("kind", c_uint32),
+        ("key", BytesOut),
+        ("value", BytesOut),
+        ("create_revision", c_uint64),
+        ("version", c_uint64),
+    ]
+
+
+WATCH_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+DROP_CALLBACK = CFUNCTYPE(None, c_void_p)
+
+SELECT_ALL, SELECT_KEY, SELECT_PREFIX, SELECT_RANGE = 0, 1, 2, 3
+
+TIMEOUT_STATUS = 7
+CLOSED_STATUS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def _message_and_revision() -> "tuple[str, int]":
+    raw = _last_error_message()
+    message = raw.decode("utf-8", "replace") if raw else ""
+    return message, int(_last_error_revision())
+
+
+def raise_status(status: int, func_name: str = "") -> None:
+    """Raises the exception for ``status``, reading the thread's last error right away."""
+    message, revision = _message_and_revision()
+    if not message:
+        message = f"{func_name} failed with {status_name(status)}"
+    err = error_for_status(status, message, revision)
+    if not err.status_name:
+        err.status_name = status_name(status)
+    raise err
+
+
+def _errcheck(result: int, func: Any, args: Any) -> int:
+    # Runs on the calling thread right after the C call returned (ctypes re-took the GIL),
+    # so the thread-local last error is the one this call set.
+    if result:
+        raise_status(result, func.__name__)
+    return result
+
+
+def status_name(status: int) -> str:
+    return _status_name(status).decode("ascii", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Declarations: one helper sets argtypes, restype and errcheck for every function.
+
+_declared: List[str] = []
+
+
+def declare(
+    name: str,
+    restype: Any,
+    argtypes: Sequence[Any],
+    *,
+    status: bool = False,
+    optional: bool = False,
+) -> Optional[Callable[..., Any]]:
+    """Declares ``name``: ``argtypes`` and ``restype``, and for functions returning a
+    ``tidemark_status`` (``status=True``) an ``errcheck`` that raises the matching
+    :class:`~tidemark.errors.TidemarkError` with the library's message. Functions without a
+    status get no errcheck (there is nothing to check). ``optional`` symbols may be missing
+    from an older library (``None`` is returned)."""
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        if optional:
+            return None
+        raise ImportError(
+            f"tidemark: {library_path} has no symbol {name}: the library is older than this "
+            "binding; rebuild it with `cargo build --release`"
+        ) from None
+    fn.argtypes = list(argtypes)
+    fn.restype = c_uint32 if status else restype
+    if status:
+        fn.errcheck = _errcheck
+    _declared.append(name)
+    return fn
+
+
+_p = c_void_p  # opaque handles travel as integer addresses
+_u64p = POINTER(c_uint64)
+_pp = POINTER(c_void_p)
+
+# errors and strings (declared first: _errcheck uses them)
+_last_error_message = declare("tidemark_last_error_message", c_char_p, [])
+_last_error_revision = declare("tidemark_last_error_revision", c_uint64, [])
+_status_name = declare("tidemark_status_name", c_char_p, [c_uint32])
+version = declare("tidemark_version", c_char_p, [])
+string_free = declare("tidemark_string_free", None, [_p])
+
+# store
+store_open = declare("tidemark_store_open", None, [c_char_p, c_char_p, _pp], status=True)
+store_close = declare("tidemark_store_close", None, [_p])
+store_current_revision = declare("tidemark_store_current_revision", c_uint64, [_p])
+store_earliest_revision = declare("tidemark_store_earliest_revision", c_uint64, [_p])
+store_put = declare("tidemark_store_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t, _u64p], status=True)
+store_put_if = declare(
+    "tidemark_store_put_if", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, _u64p], status=True
+)
+store_delete = declare("tidemark_store_delete", None, [_p, c_char_p, c_size_t, _u64p], status=True)
+store_get = declare("tidemark_store_get", None, [_p, c_char_p, c_size_t, _pp], status=True)
+store_commit = declare("tidemark_store_commit", None, [_p, _p, _u64p], status=True)
+store_range = declare("tidemark_store_range", None, [_p, POINTER(Selector), c_size_t, _pp], status=True)
+store_changes = declare(
+    "tidemark_store_changes", None, [_p, POINTER(Selector), c_uint64, c_uint64, c_size_t, _pp], status=True
+)
+store_compact = declare("tidemark_store_compact", None, [_p, c_uint64, _u64p], status=True)
+store_status_json = declare("tidemark_store_status_json", None, [_p, _pp], status=True)
+store_watcher_count = declare("tidemark_store_watcher_count", c_size_t, [_p])
+
+# entries
+entry_value = declare("tidemark_entry_value", BytesOut, [_p])
+entry_create_revision = declare("tidemark_entry_create_revision", c_uint64, [_p])
+entry_mod_revision = declare("tidemark_entry_mod_revision", c_uint64, [_p])
+entry_version = declare("tidemark_entry_version", c_uint64, [_p])
+entry_free = declare("tidemark_entry_free", None, [_p])
+
+# batches
+batch_new = declare("tidemark_batch_new", _p, [])
+batch_put = declare("tidemark_batch_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t], status=True)
+batch_delete = declare("tidemark_batch_delete", None, [_p, c_char_p, c_size_t], status=True)
+batch_require = declare("tidemark_batch_require", None, [_p, c_char_p, c_size_t, c_uint64], status=True)
+batch_len = declare("tidemark_batch_len", c_size_t, [_p])
+batch_clear = declare("tidemark_batch_clear", None, [_p])
+batch_free = declare("tidemark_batch_free", None, [_p])
+
+# event batches
+events_len = declare("tidemark_events_len", c_size_t, [_p])
+events_data = declare("tidemark_events_data", _p, [_p])
+events_arena = declare("tidemark_events_arena", BytesOut, [_p])
+events_has_more = declare("tidemark_events_has_more", c_bool, [_p])
+events_next_revision = declare("tidemark_events_next_revision", c_uint64, [_p])
+events_free = declare("tidemark_events_free", None, [_p])
+
+# watches
+watch_options_default = declare("tidemark_watch_options_default", WatchOptions, [])
+store_watch = declare(
+    "tidemark_store_watch",
+    None,
+    [_p, POINTER(Selector), POINTER(WatchOptions), WATCH_CALLBACK, _p, DROP_CALLBACK, _u64p],
+    status=True,
+)
+store_unwatch = declare("tidemark_store_unwatch", None, [_p, c_uint64], status=True)
+store_watch_credit = declare("tidemark_store_watch_credit", None, [_p, c_uint64, c_uint64], status=True, optional=True)
+watch_open = declare("tidemark_watch_open", None, [_p, POINTER(Selector), POINTER(WatchOptions), _pp], status=True)
+watch_next = declare("tidemark_watch_next", None, [_p, c_uint32, _pp], status=True)
+watch_id = declare("tidemark_watch_id", c_uint64, [_p])
+watch_close = declare("tidemark_watch_close", None, [_p])
+
+LIBRARY_VERSION: str = version().decode("ascii", "replace")
+
+EVENT_SIZE = ctypes.sizeof(EventStruct)
+
+
+def check_layout() -> None:
+    """Sanity check that the ctypes mirror of ``tidemark_event`` has the C layout on 64-bit."""
+    if ctypes.sizeof(c_void_p) == 8 and EVENT_SIZE != 64:  # pragma: no cover
+        raise ImportError(f"tidemark: unexpected tidemark_event size {EVENT_SIZE}")
+
+
+check_layout()
+
+__all__ += ["TidemarkError"]
