@@ -145,10 +145,8 @@ impl Kv {
                     }
                 }
             }
-            EventKind::Delete => {
-                if self.map.remove(&e.key[..]).is_some() {
-                    self.order.remove(&e.key[..]);
-                }
+            EventKind::Delete if self.map.remove(&e.key[..]).is_some() => {
+                self.order.remove(&e.key[..]);
             }
             _ => {}
         }
