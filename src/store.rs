@@ -88,7 +88,13 @@ impl Store {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             dispatcher: Dispatcher::new(opts.dispatch_threads),
             opts,
-            state: RwLock::new(State { kv, log, watches: Registry::default(), next_watch_id: 1, scratch: Vec::new() }),
+            state: RwLock::new(State {
+                kv,
+                log,
+                watches: Registry::default(),
+                next_watch_id: 1,
+                scratch: Vec::new(),
+            }),
             revision: AtomicU64::new(current),
             closed: AtomicBool::new(false),
             group,
@@ -136,7 +142,12 @@ impl Store {
 
     /// Visits current keys matching `selector` in key order (as PUT events), at most `limit`
     /// (0 = all). Returns true when the limit left keys out.
-    pub fn range_visit(&self, selector: &Selector, limit: usize, visit: &mut dyn FnMut(&Event)) -> Result<bool> {
+    pub fn range_visit(
+        &self,
+        selector: &Selector,
+        limit: usize,
+        visit: &mut dyn FnMut(&Event),
+    ) -> Result<bool> {
         selector.validate()?;
         Ok(self.inner.read()?.kv.range(selector, limit, visit))
     }
@@ -176,7 +187,8 @@ impl Store {
 
     pub fn changes(&self, selector: &Selector, from: u64, to: u64, limit: usize) -> Result<Changes> {
         let mut events = Vec::new();
-        let (has_more, next_revision) = self.changes_visit(selector, from, to, limit, &mut |e| events.push(e.clone()))?;
+        let (has_more, next_revision) =
+            self.changes_visit(selector, from, to, limit, &mut |e| events.push(e.clone()))?;
         Ok(Changes { events, has_more, next_revision })
     }
 
@@ -228,7 +240,11 @@ impl Store {
     /// Grants a push watch `n` more events (see `WatchOptions::credit`).
     pub fn add_credit(&self, id: u64, n: u64) -> Result<()> {
         let st = self.inner.state.read();
-        let w = st.watches.get(id).filter(|w| w.push).ok_or_else(|| Error::NotFound(format!("no push watch with id {id}")))?;
+        let w = st
+            .watches
+            .get(id)
+            .filter(|w| w.push)
+            .ok_or_else(|| Error::NotFound(format!("no push watch with id {id}")))?;
         let mut s = w.state.lock();
         if let Some(c) = s.credit.as_mut() {
             *c = c.saturating_add(n);
@@ -364,7 +380,8 @@ impl Inner {
     fn commit_group(&self, writers: &[Arc<Writer>]) {
         let mut guard = self.state.write();
         let st = &mut *guard;
-        let refused = if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
+        let refused =
+            if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
         if let Err(e) = refused {
             drop(guard);
             for w in writers {
@@ -413,7 +430,9 @@ impl Inner {
                                 version: p.version,
                                 commit_end: true,
                             },
-                            None => Event { key, kind: EventKind::Delete, ..Event::notice(EventKind::Delete, 0) },
+                            None => {
+                                Event { key, kind: EventKind::Delete, ..Event::notice(EventKind::Delete, 0) }
+                            }
                         });
                     }
                     for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -481,7 +500,12 @@ impl Inner {
         })
     }
 
-    fn register(&self, selector: Selector, opts: &WatchOptions, callback: Option<Callback>) -> Result<Arc<Watcher>> {
+    fn register(
+        &self,
+        selector: Selector,
+        opts: &WatchOptions,
+        callback: Option<Callback>,
+    ) -> Result<Arc<Watcher>> {
         selector.validate()?;
         let mut st = self.state.write();
         if self.closed.load(Ordering::Acquire) {
@@ -645,4 +669,3 @@ fn check_key(key: &[u8]) -> Result<()> {
 fn not_found(key: &[u8]) -> Error {
     Error::NotFound(format!("key {} does not exist", String::from_utf8_lossy(key)))
 }
-

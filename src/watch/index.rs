@@ -173,3 +173,58 @@ fn build(all: &[Interval], items: Vec<usize>) -> Option<Box<Node>> {
     });
     Some(Box::new(Node { center, by_start, by_end, left: build(all, left), right: build(all, right) }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::WatchOptions;
+    use proptest::prelude::*;
+
+    fn selector(kind: u8, a: u8, b: u8) -> Selector {
+        let key = |n: u8| vec![b'a' + n % 4, b'a' + (n / 4) % 4];
+        match kind % 5 {
+            0 => Selector::All,
+            1 => Selector::Key(key(a)),
+            2 => Selector::Prefix(key(a)[..1 + (b % 2) as usize].to_vec()),
+            3 => {
+                let (s, e) = (key(a), key(b));
+                if s < e {
+                    Selector::Range(s, e)
+                } else {
+                    Selector::Range(e, Vec::new())
+                }
+            }
+            _ => Selector::Prefix(vec![0xff]),
+        }
+    }
+
+    proptest! {
+        /// Random registrations and removals, queried in between: the index always finds
+        /// exactly the watchers whose selector matches, each once.
+        #[test]
+        fn index_agrees_with_brute_force(steps in proptest::collection::vec((any::<bool>(), any::<u8>(), any::<u8>(), any::<u8>()), 1..300)) {
+            let mut index = Index::default();
+            let mut live: Vec<Arc<Watcher>> = Vec::new();
+            let mut next_id = 1;
+            for (add, k, a, b) in steps {
+                if add || live.is_empty() {
+                    let w = Arc::new(Watcher::new(next_id, selector(k, a, b), &WatchOptions::default(), None, 0, true));
+                    next_id += 1;
+                    index.insert(&w);
+                    live.push(w);
+                } else {
+                    let w = live.remove(a as usize % live.len());
+                    index.remove(&w);
+                }
+                for probe in [vec![b'a' + a % 4, b'a' + b % 4], vec![b'a' + b % 4], vec![0xff, 1]] {
+                    let mut found = Vec::new();
+                    index.matching(&probe, &mut |w| found.push(w.id));
+                    found.sort_unstable();
+                    let mut want: Vec<u64> = live.iter().filter(|w| w.selector.matches(&probe)).map(|w| w.id).collect();
+                    want.sort_unstable();
+                    prop_assert_eq!(found, want, "probe {:?}", probe);
+                }
+            }
+        }
+    }
+}
