@@ -1,0 +1,442 @@
+// tidemark.hpp: a thin, header-only C++17 wrapper over the C API in tidemark.h.
+//
+// It only translates the C API into C++ idioms, and adds no behaviour of its own:
+//  - handles are RAII, move-only objects (store, pull_watch, events, entry, batch);
+//  - a failing call throws tidemark::error, carrying the status, the message and the revision
+//    that goes with it (tidemark_last_error_revision());
+//  - keys and values go in as std::string_view and come out as std::string_view borrowed from
+//    the object that owns them (an events batch, an entry), exactly like the C API's
+//    tidemark_bytes: copy them if they must outlive it;
+//  - push watches take any callable; the std::function is owned by the library and freed
+//    through drop_userdata, so nothing leaks however the watch ends.
+//
+// Link with the tidemark library (libtidemark.a + -lpthread -ldl -lm, or libtidemark.so).
+#ifndef TIDEMARK_HPP
+#define TIDEMARK_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "tidemark.h"
+
+namespace tidemark {
+
+/// A failed call: what() is tidemark_last_error_message() at the time of the failure.
+class error : public std::runtime_error {
+ public:
+  error(tidemark_status status, const char *message, std::uint64_t revision)
+      : std::runtime_error(message ? message : ""), status_(status), revision_(revision) {}
+
+  tidemark_status status() const noexcept { return status_; }
+  /// e.g. "TIDEMARK_ERR_COMPACTED".
+  const char *name() const noexcept { return tidemark_status_name(status_); }
+  /// After COMPACTED: the earliest retained revision. After FUTURE_REVISION: the current
+  /// revision. After CONFLICT: the key's current mod_revision (0 = absent). Otherwise 0.
+  std::uint64_t revision() const noexcept { return revision_; }
+
+ private:
+  tidemark_status status_;
+  std::uint64_t revision_;
+};
+
+namespace detail {
+
+inline void check(tidemark_status status) {
+  if (status != TIDEMARK_OK) throw error(status, tidemark_last_error_message(), tidemark_last_error_revision());
+}
+
+inline const std::uint8_t *bytes(std::string_view s) noexcept {
+  return reinterpret_cast<const std::uint8_t *>(s.data());
+}
+
+inline std::string_view view(tidemark_bytes b) noexcept {
+  return b.len == 0 ? std::string_view() : std::string_view(reinterpret_cast<const char *>(b.ptr), b.len);
+}
+
+template <typename T, void (*Free)(T *)>
+struct deleter {
+  void operator()(T *p) const noexcept { Free(p); }
+};
+
+}  // namespace detail
+
+inline const char *version() noexcept { return tidemark_version(); }
+inline const char *status_name(tidemark_status status) noexcept { return tidemark_status_name(status); }
+
+/// What an event is about (tidemark_event_kind).
+enum class event_kind : std::uint32_t {
+  put = TIDEMARK_EVENT_PUT,
+  del = TIDEMARK_EVENT_DELETE,
+  progress = TIDEMARK_EVENT_PROGRESS,
+  compacted = TIDEMARK_EVENT_COMPACTED,
+  closed = TIDEMARK_EVENT_CLOSED,
+};
+
+inline const char *to_string(event_kind k) noexcept {
+  switch (k) {
+    case event_kind::put: return "PUT";
+    case event_kind::del: return "DELETE";
+    case event_kind::progress: return "PROGRESS";
+    case event_kind::compacted: return "COMPACTED";
+    case event_kind::closed: return "CLOSED";
+  }
+  return "UNKNOWN";
+}
+
+/// A view of one event. Valid as long as what it was taken from: an `events` batch, or,
+/// inside a push-watch callback, the call.
+class event {
+ public:
+  explicit event(const tidemark_event &e) noexcept : e_(&e) {}
+
+  std::uint64_t revision() const noexcept { return e_->revision; }
+  event_kind kind() const noexcept { return static_cast<event_kind>(e_->kind); }
+  std::string_view key() const noexcept { return detail::view(e_->key); }
+  std::string_view value() const noexcept { return detail::view(e_->value); }
+  std::uint64_t create_revision() const noexcept { return e_->create_revision; }
+  std::uint64_t version() const noexcept { return e_->version; }
+  /// COMPACTED or CLOSED: the watch's last event.
+  bool is_terminal() const noexcept { return kind() == event_kind::compacted || kind() == event_kind::closed; }
+  const tidemark_event &c() const noexcept { return *e_; }
+
+ private:
+  const tidemark_event *e_;
+};
+
+/// A contiguous run of events (what a callback receives, and what `events` holds).
+class event_span {
+ public:
+  class iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = event;
+
+    explicit iterator(const tidemark_event *p = nullptr) noexcept : p_(p) {}
+    event operator*() const noexcept { return event(*p_); }
+    event operator[](difference_type n) const noexcept { return event(p_[n]); }
+    iterator &operator++() noexcept { ++p_; return *this; }
+    iterator operator++(int) noexcept { iterator t = *this; ++p_; return t; }
+    iterator &operator--() noexcept { --p_; return *this; }
+    iterator operator--(int) noexcept { iterator t = *this; --p_; return t; }
+    iterator &operator+=(difference_type n) noexcept { p_ += n; return *this; }
+    iterator &operator-=(difference_type n) noexcept { p_ -= n; return *this; }
+    friend iterator operator+(iterator i, difference_type n) noexcept { return i += n; }
+    friend iterator operator+(difference_type n, iterator i) noexcept { return i += n; }
+    friend iterator operator-(iterator i, difference_type n) noexcept { return i -= n; }
+    friend difference_type operator-(iterator a, iterator b) noexcept { return a.p_ - b.p_; }
+    friend bool operator==(iterator a, iterator b) noexcept { return a.p_ == b.p_; }
+    friend bool operator!=(iterator a, iterator b) noexcept { return a.p_ != b.p_; }
+    friend bool operator<(iterator a, iterator b) noexcept { return a.p_ < b.p_; }
+    friend bool operator>(iterator a, iterator b) noexcept { return a.p_ > b.p_; }
+    friend bool operator<=(iterator a, iterator b) noexcept { return a.p_ <= b.p_; }
+    friend bool operator>=(iterator a, iterator b) noexcept { return a.p_ >= b.p_; }
+
+   private:
+    const tidemark_event *p_;
+  };
+
+  event_span() noexcept = default;
+  event_span(const tidemark_event *data, std::size_t size) noexcept : data_(size ? data : nullptr), size_(size) {}
+
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  event operator[](std::size_t i) const noexcept { return event(data_[i]); }
+  event front() const noexcept { return event(data_[0]); }
+  event back() const noexcept { return event(data_[size_ - 1]); }
+  iterator begin() const noexcept { return iterator(data_); }
+  iterator end() const noexcept { return iterator(data_ + size_); }
+  const tidemark_event *data() const noexcept { return data_; }
+
+ private:
+  const tidemark_event *data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// An owned batch of events (from changes, range or a pull watch). Iterate it for `event`s.
+class events {
+ public:
+  explicit events(tidemark_events *raw) noexcept : p_(raw) {}
+
+  std::size_t size() const noexcept { return tidemark_events_len(p_.get()); }
+  bool empty() const noexcept { return size() == 0; }
+  event_span span() const noexcept { return event_span(tidemark_events_data(p_.get()), size()); }
+  event operator[](std::size_t i) const noexcept { return span()[i]; }
+  event_span::iterator begin() const noexcept { return span().begin(); }
+  event_span::iterator end() const noexcept { return span().end(); }
+  /// changes: the limit stopped the read early; range: keys were left out.
+  bool has_more() const noexcept { return tidemark_events_has_more(p_.get()); }
+  /// changes: the `from` of the next page; a watch delivery: the revision after its last event.
+  std::uint64_t next_revision() const noexcept { return tidemark_events_next_revision(p_.get()); }
+  /// The one buffer every key and value points into.
+  std::string_view arena() const noexcept { return detail::view(tidemark_events_arena(p_.get())); }
+  tidemark_events *c() const noexcept { return p_.get(); }
+
+ private:
+  std::unique_ptr<tidemark_events, detail::deleter<tidemark_events, tidemark_events_free>> p_;
+};
+
+/// One key's state, as returned by store::get. A copy: independent of the store.
+class entry {
+ public:
+  explicit entry(tidemark_entry *raw) noexcept : p_(raw) {}
+
+  std::string_view value() const noexcept { return detail::view(tidemark_entry_value(p_.get())); }
+  std::uint64_t create_revision() const noexcept { return tidemark_entry_create_revision(p_.get()); }
+  std::uint64_t mod_revision() const noexcept { return tidemark_entry_mod_revision(p_.get()); }
+  std::uint64_t version() const noexcept { return tidemark_entry_version(p_.get()); }
+
+ private:
+  std::unique_ptr<tidemark_entry, detail::deleter<tidemark_entry, tidemark_entry_free>> p_;
+};
+
+/// An atomic write batch: operations are copied in; commit it with store::commit.
+class batch {
+ public:
+  batch() : p_(tidemark_batch_new()) {
+    if (!p_) throw std::bad_alloc();
+  }
+
+  batch &put(std::string_view key, std::string_view value) {
+    detail::check(tidemark_batch_put(p_.get(), detail::bytes(key), key.size(), detail::bytes(value), value.size()));
+    return *this;
+  }
+  batch &erase(std::string_view key) {
+    detail::check(tidemark_batch_delete(p_.get(), detail::bytes(key), key.size()));
+    return *this;
+  }
+  /// At commit, key's mod_revision must be `expected_mod_revision` (0 = must not exist).
+  batch &require(std::string_view key, std::uint64_t expected_mod_revision) {
+    detail::check(tidemark_batch_require(p_.get(), detail::bytes(key), key.size(), expected_mod_revision));
+    return *this;
+  }
+  std::size_t size() const noexcept { return tidemark_batch_len(p_.get()); }
+  void clear() noexcept { tidemark_batch_clear(p_.get()); }
+  const tidemark_batch *c() const noexcept { return p_.get(); }
+
+ private:
+  std::unique_ptr<tidemark_batch, detail::deleter<tidemark_batch, tidemark_batch_free>> p_;
+};
+
+/// Which keys a read or a watch covers. Owns copies of its bytes.
+class selector {
+ public:
+  /// Every key (like a NULL selector in C).
+  selector() : kind_(TIDEMARK_SELECT_ALL) {}
+  static selector all() { return selector(); }
+  static selector key(std::string_view k) { return selector(TIDEMARK_SELECT_KEY, k, {}); }
+  static selector prefix(std::string_view p) { return selector(TIDEMARK_SELECT_PREFIX, p, {}); }
+  /// [start, end); an empty end means no upper bound.
+  static selector range(std::string_view start, std::string_view end) {
+    return selector(TIDEMARK_SELECT_RANGE, start, end);
+  }
+
+  /// The C view; its bytes point into this selector (valid while it lives, unmodified).
+  tidemark_selector c() const noexcept {
+    tidemark_selector s;
+    s.kind = kind_;
+    s.start = {detail::bytes(start_), start_.size()};
+    s.end = {detail::bytes(end_), end_.size()};
+    return s;
+  }
+
+ private:
+  selector(std::uint32_t kind, std::string_view start, std::string_view end) : kind_(kind), start_(start), end_(end) {}
+  std::uint32_t kind_;
+  std::string start_, end_;
+};
+
+/// How a watch starts and is paced (see tidemark_watch_options).
+struct watch_options {
+  std::uint64_t start_revision = 0;  ///< 0 = only the future; N = replay from N, then live
+  std::size_t max_queue = 0;         ///< 0 = the default (1000)
+  std::chrono::milliseconds progress_interval{0};  ///< 0 = no progress events
+  std::uint64_t credit = 0;          ///< push only: 0 = unlimited
+
+  tidemark_watch_options c() const noexcept {
+    tidemark_watch_options o = tidemark_watch_options_default();
+    o.start_revision = start_revision;
+    if (max_queue) o.max_queue = max_queue;
+    o.progress_interval_ms = static_cast<std::uint32_t>(progress_interval.count());
+    o.credit = credit;
+    return o;
+  }
+};
+
+/// A pull watch: call next() from one thread at a time. Closed (and freed) on destruction;
+/// it may outlive its store, and then reports the CLOSED event and CLOSED errors.
+class pull_watch {
+ public:
+  explicit pull_watch(tidemark_watch *raw) noexcept : p_(raw) {}
+
+  /// Waits up to `timeout` for the next delivery: whole commits, or one PROGRESS event, or
+  /// the terminal event. std::nullopt when nothing came in time. After the terminal event
+  /// was returned, throws error with TIDEMARK_ERR_CLOSED.
+  std::optional<events> next(std::chrono::milliseconds timeout) {
+    tidemark_events *out = nullptr;
+    auto ms = timeout.count() < 0 ? 0 : timeout.count() > UINT32_MAX ? UINT32_MAX : timeout.count();
+    tidemark_status st = tidemark_watch_next(p_.get(), static_cast<std::uint32_t>(ms), &out);
+    if (st == TIDEMARK_ERR_TIMEOUT) return std::nullopt;
+    detail::check(st);
+    return events(out);
+  }
+  std::uint64_t id() const noexcept { return tidemark_watch_id(p_.get()); }
+  void close() noexcept { p_.reset(); }
+
+ private:
+  std::unique_ptr<tidemark_watch, detail::deleter<tidemark_watch, tidemark_watch_close>> p_;
+};
+
+/// The callback type of a push watch. It runs on a thread the store owns, one call at a time
+/// per watch, and may call back into the store. It must not throw: an exception cannot cross
+/// the C ABI, so one escaping the callback calls std::terminate.
+using watch_callback = std::function<void(event_span)>;
+
+/// A store. Closed on destruction (every watch ends first; see tidemark_store_close).
+class store {
+ public:
+  /// An in-memory store (empty path) or a durable one in a directory; options as JSON.
+  static store open(std::string_view path = {}, std::string_view options_json = {}) {
+    std::string p(path), o(options_json);
+    tidemark_store *raw = nullptr;
+    detail::check(tidemark_store_open(p.empty() ? nullptr : p.c_str(), o.empty() ? nullptr : o.c_str(), &raw));
+    return store(raw);
+  }
+
+  store(store &&) noexcept = default;
+  store &operator=(store &&) noexcept = default;
+
+  /// Closes now (the destructor does it otherwise). No other thread may use the store.
+  void close() noexcept { p_.reset(); }
+
+  std::uint64_t current_revision() const noexcept { return tidemark_store_current_revision(p_.get()); }
+  std::uint64_t earliest_revision() const noexcept { return tidemark_store_earliest_revision(p_.get()); }
+  std::size_t watcher_count() const noexcept { return tidemark_store_watcher_count(p_.get()); }
+
+  /// Returns the new revision.
+  std::uint64_t put(std::string_view key, std::string_view value) {
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_put(p_.get(), detail::bytes(key), key.size(), detail::bytes(value), value.size(), &rev));
+    return rev;
+  }
+  /// Puts only if key's mod_revision is `expected_mod_revision` (0 = must not exist);
+  /// otherwise throws error(TIDEMARK_ERR_CONFLICT) whose revision() is the current one.
+  std::uint64_t put_if(std::string_view key, std::string_view value, std::uint64_t expected_mod_revision) {
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_put_if(p_.get(), detail::bytes(key), key.size(), detail::bytes(value), value.size(),
+                                        expected_mod_revision, &rev));
+    return rev;
+  }
+  /// Deletes key; returns the delete's revision. A missing key throws TIDEMARK_ERR_NOT_FOUND.
+  std::uint64_t erase(std::string_view key) {
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_delete(p_.get(), detail::bytes(key), key.size(), &rev));
+    return rev;
+  }
+  /// A missing key throws TIDEMARK_ERR_NOT_FOUND; see find() for the non-throwing form.
+  entry get(std::string_view key) const {
+    tidemark_entry *raw = nullptr;
+    detail::check(tidemark_store_get(p_.get(), detail::bytes(key), key.size(), &raw));
+    return entry(raw);
+  }
+  std::optional<entry> find(std::string_view key) const {
+    tidemark_entry *raw = nullptr;
+    tidemark_status st = tidemark_store_get(p_.get(), detail::bytes(key), key.size(), &raw);
+    if (st == TIDEMARK_ERR_NOT_FOUND) return std::nullopt;
+    detail::check(st);
+    return entry(raw);
+  }
+  /// Applies the batch atomically; returns the first write's revision (0 if it wrote nothing).
+  std::uint64_t commit(const batch &b) {
+    std::uint64_t first = 0;
+    detail::check(tidemark_store_commit(p_.get(), b.c(), &first));
+    return first;
+  }
+  /// Current keys in byte order, as PUT events; limit 0 = all.
+  events range(const selector &sel = selector::all(), std::size_t limit = 0) const {
+    tidemark_events *out = nullptr;
+    tidemark_selector cs = sel.c();
+    detail::check(tidemark_store_range(p_.get(), &cs, limit, &out));
+    return events(out);
+  }
+  /// Changes with revision in [from, to] (to 0 = current), at most about `limit` (0 = 1000).
+  /// Continue from next_revision() while has_more().
+  events changes(std::uint64_t from, std::uint64_t to = 0, std::size_t limit = 0,
+                 const selector &sel = selector::all()) const {
+    tidemark_events *out = nullptr;
+    tidemark_selector cs = sel.c();
+    detail::check(tidemark_store_changes(p_.get(), &cs, from, to, limit, &out));
+    return events(out);
+  }
+  /// Drops log entries below keep_revision; returns how many.
+  std::uint64_t compact(std::uint64_t keep_revision) {
+    std::uint64_t removed = 0;
+    detail::check(tidemark_store_compact(p_.get(), keep_revision, &removed));
+    return removed;
+  }
+  /// The store's state as JSON.
+  std::string status_json() const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_status_json(p_.get(), &raw));
+    std::unique_ptr<char, detail::deleter<char, tidemark_string_free>> owned(raw);
+    return std::string(owned.get());
+  }
+
+  /// Registers a push watch and returns its id. The callable is moved to the heap and owned
+  /// by the library until the watch ends (unwatch, terminal event, store close, or a failed
+  /// registration), when drop_userdata deletes it.
+  std::uint64_t watch(const selector &sel, watch_callback callback, const watch_options &options = {}) {
+    if (!callback) throw std::invalid_argument("tidemark::store::watch: empty callback");
+    tidemark_selector cs = sel.c();
+    tidemark_watch_options o = options.c();
+    std::uint64_t id = 0;
+    auto *fn = new watch_callback(std::move(callback));
+    tidemark_status st = tidemark_store_watch(p_.get(), &cs, &o, &store::trampoline, fn, &store::drop, &id);
+    // A failed registration has already called drop_userdata, except for a NULL store
+    // (a moved-from or closed `store`), which takes nothing over.
+    if (st != TIDEMARK_OK && !p_) delete fn;
+    detail::check(st);
+    return id;
+  }
+  /// Ends a push watch: when this returns the callback will not run again.
+  void unwatch(std::uint64_t watch_id) { detail::check(tidemark_store_unwatch(p_.get(), watch_id)); }
+  /// Grants a push watch opened with a credit `n` more events.
+  void credit(std::uint64_t watch_id, std::uint64_t n) {
+    detail::check(tidemark_store_watch_credit(p_.get(), watch_id, n));
+  }
+  /// Opens a pull watch.
+  pull_watch open_watch(const selector &sel = selector::all(), const watch_options &options = {}) {
+    tidemark_selector cs = sel.c();
+    tidemark_watch_options o = options.c();
+    tidemark_watch *raw = nullptr;
+    detail::check(tidemark_watch_open(p_.get(), &cs, &o, &raw));
+    return pull_watch(raw);
+  }
+
+  tidemark_store *c() const noexcept { return p_.get(); }
+
+ private:
+  explicit store(tidemark_store *raw) noexcept : p_(raw) {}
+
+  static void trampoline(void *userdata, const tidemark_event *events, std::size_t count) noexcept {
+    (*static_cast<watch_callback *>(userdata))(event_span(events, count));
+  }
+  static void drop(void *userdata) noexcept { delete static_cast<watch_callback *>(userdata); }
+
+  std::unique_ptr<tidemark_store, detail::deleter<tidemark_store, tidemark_store_close>> p_;
+};
+
+}  // namespace tidemark
+
+#endif  // TIDEMARK_HPP

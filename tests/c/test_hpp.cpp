@@ -1,0 +1,251 @@
+// tests/c/test_hpp.cpp: a smoke test of the C++ wrapper include/tidemark.hpp, run under
+// AddressSanitizer (so a std::function that drop_userdata fails to free is a leak and fails
+// the run). The C API itself is tested by test_api.c.
+#include "tidemark.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+static int g_passed, g_failed;
+
+#define CHECK(cond)                                                                                         \
+  do {                                                                                                      \
+    if (cond) {                                                                                             \
+      g_passed++;                                                                                           \
+    } else {                                                                                                \
+      g_failed++;                                                                                           \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n    last error: %s\n", __FILE__, __LINE__, #cond,     \
+                   tidemark_last_error_message());                                                          \
+    }                                                                                                       \
+  } while (0)
+
+// Runs `f`, expecting tidemark::error with `status`; returns the error's revision.
+template <typename F>
+static std::uint64_t expect_error(F &&f, tidemark_status status, int line) {
+  try {
+    f();
+  } catch (const tidemark::error &e) {
+    if (e.status() == status && e.what()[0] != '\0') {
+      g_passed++;
+      return e.revision();
+    }
+    std::fprintf(stderr, "%s:%d: threw %s (%s), expected %s\n", __FILE__, line, e.name(), e.what(),
+                 tidemark::status_name(status));
+    g_failed++;
+    return 0;
+  }
+  std::fprintf(stderr, "%s:%d: did not throw, expected %s\n", __FILE__, line, tidemark::status_name(status));
+  g_failed++;
+  return 0;
+}
+#define EXPECT_ERROR(stmt, status) expect_error([&] { stmt; }, status, __LINE__)
+
+template <typename P>
+static bool wait_until(P pred) {
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// Counts how many live copies of itself exist: a leaked std::function keeps one alive.
+struct tracked {
+  static std::atomic<int> alive;
+  tracked() { alive++; }
+  tracked(const tracked &) { alive++; }
+  ~tracked() { alive--; }
+};
+std::atomic<int> tracked::alive{0};
+
+struct seen {
+  std::mutex mu;
+  std::vector<std::uint64_t> revisions;
+  std::vector<std::string> keys;
+  int terminals = 0;
+  tidemark::event_kind last_kind = tidemark::event_kind::put;
+  std::size_t size() {
+    std::lock_guard<std::mutex> g(mu);
+    return revisions.size();
+  }
+};
+
+int main() {
+  std::printf("tidemark %s: C++ wrapper tests\n", tidemark::version());
+
+  EXPECT_ERROR(tidemark::store::open("", "{\"nope\": 1}"), TIDEMARK_ERR_INVALID_ARGUMENT);
+
+  auto s = tidemark::store::open();
+  CHECK(s.current_revision() == 0 && s.earliest_revision() == 1);
+  CHECK(s.put("a", "1") == 1);
+  CHECK(s.put("b", std::string("\0x", 2)) == 2);
+  CHECK(s.get("b").value() == std::string_view("\0x", 2));
+  auto e = s.get("a");
+  CHECK(e.value() == "1" && e.version() == 1 && e.create_revision() == 1 && e.mod_revision() == 1);
+  CHECK(!s.find("zz").has_value());
+  EXPECT_ERROR(s.get("zz"), TIDEMARK_ERR_NOT_FOUND);
+  EXPECT_ERROR(s.erase("zz"), TIDEMARK_ERR_NOT_FOUND);
+  EXPECT_ERROR(s.put("", "v"), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(EXPECT_ERROR(s.put_if("a", "2", 0), TIDEMARK_ERR_CONFLICT) == 1);
+  CHECK(s.put_if("a", "2", 1) == 3);
+  CHECK(s.erase("b") == 4);
+
+  tidemark::batch b;
+  b.put("x", "1").put("y", "1").require("a", 3);
+  CHECK(b.size() == 3);
+  CHECK(s.commit(b) == 5);
+  b.clear();
+  b.require("a", 1).put("z", "1");
+  CHECK(EXPECT_ERROR(s.commit(b), TIDEMARK_ERR_CONFLICT) == 3);
+  CHECK(!s.find("z"));
+
+  // changes with paging; range with selectors
+  std::vector<std::uint64_t> revs;
+  for (std::uint64_t from = 1;;) {
+    auto page = s.changes(from, 0, 2);
+    for (auto ev : page) revs.push_back(ev.revision());
+    if (!page.has_more()) break;
+    from = page.next_revision();
+  }
+  CHECK((revs == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6}));
+  auto r = s.range(tidemark::selector::range("a", "y"));
+  CHECK(r.size() == 2 && r[0].key() == "a" && r[1].key() == "x" && !r.has_more());
+  CHECK(s.range(tidemark::selector::prefix("x")).size() == 1);
+  CHECK(s.range(tidemark::selector::key("y"))[0].kind() == tidemark::event_kind::put);
+  CHECK(s.range({}, 1).has_more());
+  EXPECT_ERROR(s.range(tidemark::selector::range("b", "a")), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(s.status_json().find("\"revision\":6") != std::string::npos);
+
+  // A push watch with a lambda; its std::function is freed by drop_userdata on unwatch.
+  {
+    auto state = std::make_shared<seen>();
+    tracked t;
+    std::uint64_t id = s.watch(tidemark::selector::prefix("w/"), [state, t](tidemark::event_span events) {
+      std::lock_guard<std::mutex> g(state->mu);
+      for (auto ev : events) {
+        if (ev.is_terminal()) {
+          state->terminals++;
+          state->last_kind = ev.kind();
+        } else {
+          state->revisions.push_back(ev.revision());
+          state->keys.emplace_back(ev.key());
+        }
+      }
+    });
+    CHECK(tracked::alive == 2);
+    std::uint64_t first = s.put("w/1", "a");
+    s.put("other", "b");
+    s.put("w/2", "c");
+    CHECK(wait_until([&] { return state->size() == 2; }));
+    {
+      std::lock_guard<std::mutex> g(state->mu);
+      CHECK(state->revisions[0] == first && state->revisions[1] == first + 2);
+      CHECK(state->keys[1] == "w/2");
+    }
+    s.unwatch(id);
+    CHECK(tracked::alive == 1);  // the lambda's copy is gone
+    EXPECT_ERROR(s.unwatch(id), TIDEMARK_ERR_NOT_FOUND);
+    EXPECT_ERROR(s.credit(id, 1), TIDEMARK_ERR_NOT_FOUND);
+  }
+  CHECK(tracked::alive == 0);
+
+  // A failed registration frees the callable too.
+  s.compact(3);
+  {
+    tracked t;
+    tidemark::watch_options o;
+    o.start_revision = 1;
+    CHECK(EXPECT_ERROR(s.watch({}, [t](tidemark::event_span) {}, o), TIDEMARK_ERR_COMPACTED) == 3);
+    EXPECT_ERROR(s.open_watch({}, o), TIDEMARK_ERR_COMPACTED);
+    CHECK(tracked::alive == 1);
+    EXPECT_ERROR(s.changes(1), TIDEMARK_ERR_COMPACTED);
+  }
+
+  // Credit flow control.
+  {
+    auto state = std::make_shared<seen>();
+    tidemark::watch_options o;
+    o.credit = 1;
+    std::uint64_t id = s.watch(tidemark::selector::key("c"), [state](tidemark::event_span events) {
+      std::lock_guard<std::mutex> g(state->mu);
+      for (auto ev : events) state->revisions.push_back(ev.revision());
+    }, o);
+    s.put("c", "1");
+    s.put("c", "2");
+    CHECK(wait_until([&] { return state->size() == 1; }));
+    std::this_thread::sleep_for(50ms);
+    CHECK(state->size() == 1);
+    s.credit(id, 1);
+    CHECK(wait_until([&] { return state->size() == 2; }));
+    s.unwatch(id);
+  }
+
+  // A pull watch: timeout, events, progress.
+  {
+    tidemark::watch_options o;
+    o.progress_interval = 20ms;
+    auto w = s.open_watch(tidemark::selector::all(), o);
+    CHECK(w.id() != 0);
+    std::uint64_t rev = s.put("p", "1");
+    bool got = false;
+    for (int i = 0; i < 100 && !got; i++) {
+      auto evs = w.next(60s);
+      CHECK(evs.has_value());
+      if (evs && (*evs)[0].kind() == tidemark::event_kind::put) {
+        got = (*evs)[0].revision() == rev && (*evs)[0].value() == "1" && evs->next_revision() == rev + 1;
+      }
+    }
+    CHECK(got);
+    auto progress = w.next(60s);
+    CHECK(progress && progress->size() == 1 && (*progress)[0].kind() == tidemark::event_kind::progress);
+    CHECK(progress && (*progress)[0].revision() == s.current_revision());
+  }
+  CHECK(s.watcher_count() == 0);
+
+  // Closing the store ends push watches (CLOSED, then the callable is freed) and pull
+  // watches (CLOSED event, then TIDEMARK_ERR_CLOSED errors).
+  auto state = std::make_shared<seen>();
+  {
+    tracked t;
+    s.watch({}, [state, t](tidemark::event_span events) {
+      std::lock_guard<std::mutex> g(state->mu);
+      for (auto ev : events)
+        if (ev.is_terminal()) state->terminals++, state->last_kind = ev.kind();
+    });
+  }
+  auto w = s.open_watch();
+  CHECK(tracked::alive == 1 && s.watcher_count() == 2);
+  s.close();
+  CHECK(tracked::alive == 0);
+  CHECK(state->terminals == 1 && state->last_kind == tidemark::event_kind::closed);
+  auto last = w.next(60s);
+  CHECK(last && last->size() == 1 && (*last)[0].kind() == tidemark::event_kind::closed);
+  EXPECT_ERROR(w.next(0ms), TIDEMARK_ERR_CLOSED);
+  w.close();
+
+  // A closed (or moved-from) store refuses calls with NULL_ARGUMENT and leaks nothing.
+  {
+    tracked t;
+    EXPECT_ERROR(s.watch({}, [t](tidemark::event_span) {}), TIDEMARK_ERR_NULL_ARGUMENT);
+    EXPECT_ERROR(s.put("k", "v"), TIDEMARK_ERR_NULL_ARGUMENT);
+    CHECK(s.current_revision() == 0);
+  }
+  CHECK(tracked::alive == 0);
+  auto s2 = tidemark::store::open();
+  auto s3 = std::move(s2);
+  CHECK(s3.put("k", "v") == 1);
+  EXPECT_ERROR(s2.put("k", "v"), TIDEMARK_ERR_NULL_ARGUMENT);
+
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
