@@ -220,6 +220,26 @@ fn valid_record_after(path: &Path, from: u64, end: u64, expected: u64) -> Result
     Ok(false)
 }
 
+/// Appends a commit to the in-memory tail of the log, dropping its oldest commits while it
+/// holds more than `limit` bytes.
+fn push_cache(cache: &mut MemoryLog, used: &mut u64, limit: u64, commit: &[Event]) {
+    if limit == 0 {
+        *cache = MemoryLog::starting_at(commit[commit.len() - 1].revision + 1);
+        return;
+    }
+    cache.append(commit).expect("the cache follows the log");
+    *used += commit.iter().map(|e| (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD).sum::<u64>();
+    if *used > limit {
+        cache.trim_front(|e| {
+            let over = *used > limit;
+            if over {
+                *used -= (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD;
+            }
+            over
+        });
+    }
+}
+
 fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
@@ -426,17 +446,86 @@ impl FileLog {
         }
         self.earliest = self.earliest.max(first_base);
 
-        // Replay from the segment holding ckpt_rev + 1.
+        // Replay from the segment holding ckpt_rev + 1. A helper thread reads, checks and
+        // decodes the segments while this one applies the events (and keeps the newest of
+        // them in the cache).
         let start = seg_bases.iter().rposition(|&b| b <= ckpt_rev + 1).expect("first_base <= ckpt_rev + 1");
-        self.cache = MemoryLog::starting_at(ckpt_rev + 1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Event>, bool)>(8);
+        let (mut cache, mut used, limit) = (MemoryLog::new(), 0u64, self.cache_limit);
+        let this = &*self;
+        let scanned = std::thread::scope(|scope| {
+            let producer = std::thread::Builder::new()
+                .name("tidemark-replay".into())
+                .spawn_scoped(scope, move || this.read_segments(&seg_bases, start, ckpt_rev, &tx));
+            let producer = match producer {
+                Ok(p) => p,
+                Err(e) => return Err(Error::Io(format!("cannot start a replay thread: {e}"))),
+            };
+            let mut caching = false;
+            for (batch, cached) in rx {
+                for e in &batch {
+                    apply(e);
+                }
+                if cached {
+                    if !caching {
+                        cache = MemoryLog::starting_at(batch[0].revision);
+                        caching = true;
+                    }
+                    let mut from = 0;
+                    for (n, e) in batch.iter().enumerate() {
+                        if e.commit_end {
+                            push_cache(&mut cache, &mut used, limit, &batch[from..=n]);
+                            from = n + 1;
+                        }
+                    }
+                }
+            }
+            producer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        let (segments, expected) = scanned?;
+        self.segments = segments;
+        self.cache = cache;
+        self.cache_used = used;
+        self.last = expected - 1;
+        if self.last < ckpt_rev {
+            return Err(Error::Corrupt(format!(
+                "{}: the checkpoint is at revision {ckpt_rev} but the log ends at revision {}",
+                self.dir.display(),
+                self.last
+            )));
+        }
+        self.finish_recovery();
+        Ok(())
+    }
+
+    /// Reads the segments from `start` on (`seg_bases[start]` holds `ckpt_rev + 1`): checks
+    /// every record, sends the events after `ckpt_rev` in batches of whole commits (flagged
+    /// when they belong in the cache), cuts a torn tail of the last segment and returns the
+    /// segments with the next revision.
+    fn read_segments(
+        &self,
+        seg_bases: &[u64],
+        start: usize,
+        ckpt_rev: u64,
+        tx: &std::sync::mpsc::SyncSender<(Vec<Event>, bool)>,
+    ) -> Result<(Vec<Segment>, u64)> {
+        const BATCH: usize = 4096;
+        let mut segments = Vec::new();
         let mut expected = seg_bases[start];
         let mut events = Vec::new();
+        let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+        let mut batch_cached = false;
+        // Only about the newest `cache_limit` bytes of log are kept in memory.
+        let mut remaining: u64 = seg_bases[start..]
+            .iter()
+            .map(|&b| fs::metadata(self.dir.join(Segment::name(b))).map_or(0, |m| m.len()))
+            .sum();
         let n = seg_bases.len();
         for (i, &base) in seg_bases.iter().enumerate() {
             let path = self.dir.join(Segment::name(base));
             let file_len = fs::metadata(&path).map_err(|e| io_err("cannot read", &path, e))?.len();
             if i < start {
-                self.segments.push(Segment { base, path, len: file_len, index: Mutex::new(None) });
+                segments.push(Segment { base, path, len: file_len, index: Mutex::new(None) });
                 continue;
             }
             let is_last = i == n - 1;
@@ -457,7 +546,7 @@ impl FileLog {
                 if !self.read_only {
                     self.write_segment_header(&path, base)?;
                 }
-                self.segments.push(Segment {
+                segments.push(Segment {
                     base,
                     path,
                     len: SEGMENT_HEADER as u64,
@@ -475,7 +564,7 @@ impl FileLog {
             let mut valid_len = file_len;
             while let Some((off, frame)) = reader.next().map_err(|e| io_err("cannot read", &path, e))? {
                 let damage = match frame {
-                    Frame::Record(payload, _) => match codec::record_span(payload) {
+                    Frame::Record(payload, len) => match codec::record_span(payload) {
                         Some((first, count)) if first == expected => {
                             if index.is_empty() || off - last_indexed >= INDEX_STRIDE {
                                 index.push((first, off));
@@ -488,19 +577,18 @@ impl FileLog {
                                         path.display()
                                     )));
                                 }
-                                for e in &events {
-                                    if e.revision > ckpt_rev {
-                                        apply(e);
+                                let cached = self.cache_limit > 0 && remaining <= self.cache_limit;
+                                if cached != batch_cached || batch.len() >= BATCH {
+                                    if !batch.is_empty() {
+                                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                                        let _ = tx.send((full, batch_cached));
                                     }
+                                    batch_cached = cached;
                                 }
-                                let keep: &[Event] = if first > ckpt_rev {
-                                    &events
-                                } else {
-                                    &events[(ckpt_rev + 1 - first) as usize..]
-                                };
-                                self.cache_push(keep);
+                                batch.extend(events.drain(..).filter(|e| e.revision > ckpt_rev));
                             }
                             expected = first + count;
+                            remaining = remaining.saturating_sub(len as u64);
                             continue;
                         }
                         Some((first, _)) => {
@@ -530,18 +618,12 @@ impl FileLog {
                     .and_then(|()| f.sync_all())
                     .map_err(|e| io_err("cannot cut the torn tail of", &path, e))?;
             }
-            self.segments.push(Segment { base, path, len: valid_len, index: Mutex::new(Some(index)) });
+            segments.push(Segment { base, path, len: valid_len, index: Mutex::new(Some(index)) });
         }
-        self.last = expected - 1;
-        if self.last < ckpt_rev {
-            return Err(Error::Corrupt(format!(
-                "{}: the checkpoint is at revision {ckpt_rev} but the log ends at revision {}",
-                self.dir.display(),
-                self.last
-            )));
+        if !batch.is_empty() {
+            let _ = tx.send((batch, batch_cached));
         }
-        self.finish_recovery();
-        Ok(())
+        Ok((segments, expected))
     }
 
     fn finish_recovery(&mut self) {
@@ -646,24 +728,7 @@ impl FileLog {
     }
 
     fn cache_push(&mut self, commit: &[Event]) {
-        if self.cache_limit == 0 {
-            self.cache = MemoryLog::starting_at(commit[commit.len() - 1].revision + 1);
-            return;
-        }
-        self.cache.append(commit).expect("the cache follows the log");
-        self.cache_used +=
-            commit.iter().map(|e| (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD).sum::<u64>();
-        if self.cache_used > self.cache_limit {
-            let limit = self.cache_limit;
-            let used = &mut self.cache_used;
-            self.cache.trim_front(|e| {
-                let over = *used > limit;
-                if over {
-                    *used -= (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD;
-                }
-                over
-            });
-        }
+        push_cache(&mut self.cache, &mut self.cache_used, self.cache_limit, commit);
     }
 
     fn discard_staged(&mut self) {
