@@ -206,25 +206,32 @@ pub fn decode_commit(payload: &[u8], out: &mut Vec<Event>) -> Option<()> {
     Some(())
 }
 
-pub fn segment_header(base: u64) -> [u8; SEGMENT_HEADER] {
+/// Segment header flag: the segment was written with `"sync": "always"`, so damage followed
+/// by whole records in it is corruption, never a torn tail.
+pub(crate) const SEGMENT_SYNC_ALWAYS: u32 = 1;
+
+/// `magic | base revision u64 | flags u32 | crc32 of the 20 bytes before`.
+pub fn segment_header(base: u64, flags: u32) -> [u8; SEGMENT_HEADER] {
     let mut h = [0u8; SEGMENT_HEADER];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..16].copy_from_slice(&base.to_le_bytes());
-    let crc = crc32fast::hash(&h[0..16]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h[16..20].copy_from_slice(&flags.to_le_bytes());
+    let crc = crc32fast::hash(&h[0..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// The base revision a segment header names, if it is a valid header.
-pub fn parse_segment_header(h: &[u8]) -> Option<u64> {
+/// The base revision and flags a segment header names, if it is a valid header.
+pub fn parse_segment_header(h: &[u8]) -> Option<(u64, u32)> {
     if h.len() < SEGMENT_HEADER || &h[0..8] != SEGMENT_MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(h[16..20].try_into().ok()?);
-    if crc32fast::hash(&h[0..16]) != crc {
+    let crc = u32::from_le_bytes(h[20..24].try_into().ok()?);
+    if crc32fast::hash(&h[0..20]) != crc {
         return None;
     }
-    Some(u64::from_le_bytes(h[8..16].try_into().ok()?))
+    let base = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    Some((base, u32::from_le_bytes(h[16..20].try_into().ok()?)))
 }
 
 /// A checkpoint: the derived state after `revision`, and the earliest retained revision.

@@ -89,6 +89,8 @@ pub struct FileLog {
     bytes_since_checkpoint: u64,
     /// Set when a sync failed: what reached the disk is unknown, so writing stops.
     failed: Option<String>,
+    /// The active segment's header says it is written with "always".
+    active_always: bool,
     flusher: Option<(Arc<FlushShared>, JoinHandle<()>)>,
     closed: bool,
 }
@@ -325,10 +327,22 @@ impl FileLog {
             checkpoint_size: 0,
             bytes_since_checkpoint: 0,
             failed: None,
+            active_always: true,
             flusher: None,
             closed: false,
         };
         log.recover(apply)?;
+        if !log.read_only && log.active_always != (log.sync == SyncPolicy::Always) {
+            // The active segment's header must tell recovery how it was written.
+            let last = log.segments.last().expect("a writable store has a segment");
+            if last.len > SEGMENT_HEADER as u64 {
+                log.roll_unopened()?;
+            } else {
+                let (path, base) = (last.path.clone(), last.base);
+                log.write_segment_header(&path, base)?;
+                log.active_always = log.sync == SyncPolicy::Always;
+            }
+        }
         if !log.read_only {
             let last = log.segments.last().expect("a writable store has a segment");
             let file = OpenOptions::new()
@@ -482,7 +496,8 @@ impl FileLog {
             }
             producer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         });
-        let (segments, expected) = scanned?;
+        let (segments, expected, last_always) = scanned?;
+        self.active_always = last_always;
         self.segments = segments;
         self.cache = cache;
         self.cache_used = used;
@@ -508,8 +523,9 @@ impl FileLog {
         start: usize,
         ckpt_rev: u64,
         tx: &std::sync::mpsc::SyncSender<(Vec<Event>, bool)>,
-    ) -> Result<(Vec<Segment>, u64)> {
+    ) -> Result<(Vec<Segment>, u64, bool)> {
         const BATCH: usize = 4096;
+        let mut last_always = self.sync == SyncPolicy::Always;
         let mut segments = Vec::new();
         let mut expected = seg_bases[start];
         let mut events = Vec::new();
@@ -554,8 +570,16 @@ impl FileLog {
                 });
                 continue;
             }
-            if codec::parse_segment_header(&header[..got]) != Some(base) {
-                return Err(Error::Corrupt(format!("{}: bad segment header", path.display())));
+            let flags = match codec::parse_segment_header(&header[..got]) {
+                Some((b, flags)) if b == base => flags,
+                _ => return Err(Error::Corrupt(format!("{}: bad segment header", path.display()))),
+            };
+            // Written with "always", everything before the end was synced: damage followed by
+            // whole records is corruption. Otherwise a power loss may leave a hole before data
+            // that had reached the disk: the log is cut at the first damage.
+            let synced = flags & codec::SEGMENT_SYNC_ALWAYS != 0;
+            if is_last {
+                last_always = synced;
             }
             // The records.
             let mut reader = SegmentReader::open(&path, SEGMENT_HEADER as u64, file_len)?;
@@ -599,7 +623,7 @@ impl FileLog {
                     Frame::Incomplete => "incomplete record".to_string(),
                     Frame::Bad(why) => why.to_string(),
                 };
-                if !is_last || valid_record_after(&path, off, file_len, expected)? {
+                if !is_last || (synced && valid_record_after(&path, off, file_len, expected)?) {
                     return Err(Error::Corrupt(format!(
                         "{}: damaged record at byte {off} of {file_len} ({damage}); the log after it cannot be read",
                         path.display()
@@ -623,7 +647,7 @@ impl FileLog {
         if !batch.is_empty() {
             let _ = tx.send((batch, batch_cached));
         }
-        Ok((segments, expected))
+        Ok((segments, expected, last_always))
     }
 
     fn finish_recovery(&mut self) {
@@ -651,7 +675,8 @@ impl FileLog {
             .truncate(true)
             .open(path)
             .map_err(|e| io_err("cannot create", path, e))?;
-        f.write_all_at(&codec::segment_header(base), 0)
+        let flags = if self.sync == SyncPolicy::Always { codec::SEGMENT_SYNC_ALWAYS } else { 0 };
+        f.write_all_at(&codec::segment_header(base, flags), 0)
             .and_then(|()| f.sync_all())
             .map_err(|e| io_err("cannot write", path, e))?;
         sync_dir(&self.dir)?;
@@ -661,6 +686,7 @@ impl FileLog {
     fn create_segment(&mut self, base: u64) -> Result<()> {
         let path = self.dir.join(Segment::name(base));
         let file = self.write_segment_header(&path, base)?;
+        self.active_always = self.sync == SyncPolicy::Always;
         self.segments.push(Segment {
             base,
             path,
@@ -673,6 +699,15 @@ impl FileLog {
         }
         self.active = Some(file);
         Ok(())
+    }
+
+    /// At open, before the active segment is opened: closes it (synced) and starts a new one.
+    fn roll_unopened(&mut self) -> Result<()> {
+        let last = self.segments.last().expect("a segment");
+        File::open(&last.path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err("cannot sync", &last.path, e))?;
+        self.create_segment(self.last + 1)
     }
 
     /// Closes the active segment (synced) and starts a new one at `last + 1`.
