@@ -23,11 +23,12 @@
  *  - Every call on a store takes the core's read lock; close takes the write lock, so
  *    tidemark_store_close is always the last call on a store, as the C API requires.
  *  - Callbacks run on tidemark's threads. They build each message in the watch's own
- *    process-independent environment and send it with enif_send(NULL, ...); they take no lock
- *    of ours and call nothing in tidemark, so closing or unwatching (which wait for a running
- *    callback) cannot deadlock with them.
- *  - open, close and compact run on dirty I/O schedulers; changes/range with a big limit on
- *    dirty CPU schedulers (chosen in tidemark.erl).
+ *    process-independent environment and send it with enif_send(NULL, ...). They call nothing
+ *    in tidemark and take only the watch's mutex, which nobody holds while waiting for a
+ *    callback (activate holds it across tidemark_store_watch_credit, which never waits for
+ *    one), so closing or unwatching (which wait for a running callback) cannot deadlock.
+ *  - open, close, compact and unwatch (which waits for a running callback) run on dirty I/O
+ *    schedulers; changes/range with a big limit on dirty CPU schedulers (see tidemark.erl).
  */
 #include <erl_nif.h>
 
@@ -45,7 +46,7 @@ static ERL_NIF_TERM am_ok, am_error, am_true, am_false, am_undefined, am_all, am
     am_io, am_corrupt, am_locked, am_too_large, am_panic, am_unknown, am_noproc,
     am_tidemark_event, am_progress, am_revision, am_type, am_value, am_version,
     am_create_revision, am_mod_revision, am_events, am_entries, am_has_more, am_next_revision,
-    am_other;
+    am_other, am_tidemark_passive;
 
 static void init_atoms(ErlNifEnv *env)
 {
@@ -56,7 +57,7 @@ static void init_atoms(ErlNifEnv *env)
     A(io); A(corrupt); A(locked); A(too_large); A(panic); A(unknown); A(noproc);
     A(tidemark_event); A(progress); A(revision); A(type); A(value); A(version);
     A(create_revision); A(mod_revision); A(events); A(entries); A(has_more);
-    A(next_revision); A(other);
+    A(next_revision); A(other); A(tidemark_passive);
 #undef A
 }
 
@@ -152,8 +153,15 @@ typedef struct {
 
 typedef struct {
     tm_core *core;
-    ErlNifMutex *mtx;  /* guards id, ended, monitored, mon */
+    ErlNifMutex *mtx;  /* guards id, ended, monitored, mon, limited, credit */
     uint64_t id;       /* 0 until registered */
+    /* Flow control. With `active => N` tidemark counts the watch's credit; this is a mirror
+     * of it, to know when the credit runs out and send {tidemark_passive, Ref}. It never
+     * exceeds tidemark's own count (grants are added to both, deliveries subtracted from
+     * both, saturating), so when tidemark stops delivering, the mirror is at zero and the
+     * owner has been told. */
+    int limited;
+    uint64_t credit;
     int ended;         /* drop_userdata ran: tidemark will never call back again */
     int monitored;
     ErlNifMonitor mon;
@@ -749,13 +757,32 @@ static void watch_callback(void *userdata, const tidemark_event *events, size_t 
 {
     tm_watch_res *w = userdata;
     ErlNifEnv *env = w->msg_env;
+    uint64_t changes = 0;
     size_t i;
     for (i = 0; i < count; i++) {
+        uint32_t kind = events[i].kind;
         ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_event, enif_make_resource(env, w),
                                             make_watch_body(env, &events[i]));
         /* A dead receiver is not an error here: its monitor removes the watch. */
         (void)enif_send(NULL, &w->pid, env, msg);
         enif_clear_env(env);
+        if (kind != TIDEMARK_EVENT_PROGRESS && kind != TIDEMARK_EVENT_COMPACTED && kind != TIDEMARK_EVENT_CLOSED)
+            changes++;
+    }
+    if (changes > 0) {
+        int passive = 0;
+        enif_mutex_lock(w->mtx);
+        if (w->limited && w->credit > 0) {
+            w->credit = w->credit > changes ? w->credit - changes : 0;
+            passive = w->credit == 0;
+        }
+        enif_mutex_unlock(w->mtx);
+        if (passive) {
+            /* After this watch's events, from the same thread: it arrives after them. */
+            ERL_NIF_TERM msg = enif_make_tuple2(env, am_tidemark_passive, enif_make_resource(env, w));
+            (void)enif_send(NULL, &w->pid, env, msg);
+            enif_clear_env(env);
+        }
     }
 }
 
@@ -803,6 +830,8 @@ static ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     w->core = r->core;
     core_keep(w->core);
     w->pid = pid;
+    w->limited = credit > 0;
+    w->credit = credit;
     w->mtx = enif_mutex_create("tidemark_watch");
     w->msg_env = enif_alloc_env();
     if (w->mtx == NULL || w->msg_env == NULL) {
@@ -876,23 +905,30 @@ static ERL_NIF_TERM unwatch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     return result;
 }
 
-/* activate_nif(Ref, N): grants N more events (flow control) */
+/* activate_nif(Ref, N): grants N more events (flow control); N = 2^64-1: no limit any more */
 static ERL_NIF_TERM activate_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tm_watch_res *w;
     tidemark_store *s;
-    uint64_t n, id;
+    uint64_t n;
     tidemark_status st;
     ERL_NIF_TERM result;
     (void)argc;
     if (!get_watch(env, argv[0], &w) || !get_u64(env, argv[1], &n))
         return enif_make_badarg(env);
-    enif_mutex_lock(w->mtx);
-    id = w->id;
-    enif_mutex_unlock(w->mtx);
     if ((s = core_use(w->core)) == NULL)
         return closed_error(env);
-    st = tidemark_store_watch_credit(s, id, n);
+    /* Under the watch's lock, so the mirror and tidemark's count move together with respect
+     * to the callback's decrement. The callback holds no tidemark lock while it waits here. */
+    enif_mutex_lock(w->mtx);
+    st = tidemark_store_watch_credit(s, w->id, n);
+    if (st == TIDEMARK_OK && w->limited) {
+        if (n == UINT64_MAX)
+            w->limited = 0;
+        else
+            w->credit = w->credit > UINT64_MAX - n ? UINT64_MAX : w->credit + n;
+    }
+    enif_mutex_unlock(w->mtx);
     result = st == TIDEMARK_OK ? am_ok : status_error(env, st);
     core_done(w->core);
     return result;
@@ -1002,7 +1038,7 @@ static ErlNifFunc nif_funcs[] = {
     {"changes_dirty_nif", 5, changes_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"compact_nif", 2, compact_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"watch_nif", 7, watch_nif, 0},
-    {"unwatch_nif", 2, unwatch_nif, 0},
+    {"unwatch_nif", 2, unwatch_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* waits for a running callback */
     {"activate_nif", 2, activate_nif, 0},
     {"watch_ended_nif", 1, watch_ended_nif, 0},
 };

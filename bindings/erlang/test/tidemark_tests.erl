@@ -4,7 +4,7 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
--define(WAIT, 20000).
+-define(WAIT, 4000). % below EUnit's 5 s per test, so a failure names its cause
 
 %%% Helpers
 
@@ -18,7 +18,11 @@ with_store(Fun) ->
 
 %% Drops every watch message left in the mailbox (EUnit runs tests in one process).
 flush_all() ->
-    receive {tidemark_event, _, _} -> flush_all() after 0 -> ok end.
+    receive
+        {tidemark_event, _, _} -> flush_all();
+        {tidemark_passive, _} -> flush_all()
+    after 0 -> ok
+    end.
 
 %% The next watch message for Ref (fails the test after ?WAIT instead of hanging).
 next(Ref) ->
@@ -35,8 +39,9 @@ revs(Events) -> [R || #{revision := R} <- Events].
 no_message(Ref) ->
     receive {tidemark_event, Ref, Body} -> error({unexpected, Body}) after 0 -> ok end.
 
-%% tidemark_store_unwatch can return just before drop_userdata has run (a core bug, see
-%% docs/erlang.md), so "the watch has ended" is awaited rather than asserted at once.
+%% tidemark_store_unwatch can return just before drop_userdata has run (a core bug: the
+%% dispatcher drops the callback after waking the unwatcher), and a terminal message is sent
+%% just before drop_userdata runs, so "the watch has ended" is awaited, not asserted at once.
 wait_ended(Ref) -> wait_until(fun() -> tidemark:watch_ended(Ref) end, true).
 
 %% Polls until Fun() returns Expected (the deadline only stops a broken build from hanging).
@@ -494,59 +499,104 @@ write_mixed(S, I, N) ->
     write_mixed(S, I + 1, N).
 
 %% {active, N}: a slow reader's mailbox stays bounded and it still gets everything in order.
+%% The writer finishes all its writes before the reader reads anything, so everything past
+%% the credit must be held by the store, not the mailbox.
 active_flow_control_test_() ->
     {timeout, 60, fun() ->
-        flush_all(),
-        S = store(),
-        Active = 20,
-        N = 20000,
-        {ok, Ref} = tidemark:watch(S, all, #{active => Active, max_queue => 100}),
-        %% Linked, not monitored: the mailbox holds nothing but the watch's messages.
-        _Writer = spawn_link(fun() -> put_n(S, <<"k">>, N) end),
-        {Revs, MaxQueue} = slow_read(Ref, N, Active, Active, [], 0),
-        ?assertEqual(lists:seq(1, N), Revs),
-        %% Never more than the credit (single puts: no commit overshoot) in the mailbox.
-        ?assert(MaxQueue =< Active),
-        tidemark:close(S)
+        flow_control(20, 20000, 1),  % single puts: at most Active messages
+        flow_control(5, 8000, 8)     % batches of 8: a commit is never split
     end}.
 
-slow_read(_Ref, 0, _Active, _Left, Acc, Max) ->
+flow_control(Active, N, BatchSize) ->
+    flush_all(),
+    S = store(),
+    {ok, Ref} = tidemark:watch(S, all, #{active => Active, max_queue => 100}),
+    %% Linked, not monitored: the mailbox holds nothing but the watch's messages.
+    Writer = spawn_link(fun() -> write_batches(S, N, BatchSize) end),
+    wait_until(fun() -> is_process_alive(Writer) end, false),
+    ?assertEqual(N, tidemark:current_revision(S)),
+    %% The credit, the rest of a commit that started within it, and the passive notice.
+    Bound = Active + BatchSize - 1 + 1,
+    {Revs, MaxQueue} = slow_read(Ref, N, Active),
+    ?assertEqual(lists:seq(1, N), Revs),
+    ?assert(MaxQueue =< Bound),
+    tidemark:close(S).
+
+write_batches(S, N, 1) ->
+    put_n(S, <<"k">>, N);
+write_batches(S, N, B) ->
+    [{ok, _} = tidemark:batch(S, [{put, <<"k", (integer_to_binary(I + J))/binary>>, <<"v">>}
+                                  || J <- lists:seq(0, B - 1)])
+     || I <- lists:seq(1, N, B)].
+
+%% Reads slowly; grants Active more whenever the watch reports {tidemark_passive, Ref}.
+slow_read(Ref, N, Active) -> slow_read(Ref, N, Active, [], 0).
+
+slow_read(_Ref, 0, _Active, Acc, Max) ->
     {lists:reverse(Acc), Max};
-slow_read(Ref, N, Active, Left, Acc, Max) ->
+slow_read(Ref, N, Active, Acc, Max) ->
     {message_queue_len, Q} = process_info(self(), message_queue_len),
-    #{revision := R} = next(Ref),
-    N rem 1000 =:= 0 andalso timer:sleep(1), % read slowly
-    case Left - 1 of
-        L when L =< 0 ->
+    receive
+        {tidemark_event, Ref, #{revision := R}} ->
+            N rem 2000 =:= 0 andalso timer:sleep(1), % read slowly
+            slow_read(Ref, N - 1, Active, [R | Acc], max(Max, Q));
+        {tidemark_passive, Ref} ->
             ok = tidemark:activate(Ref, Active),
-            slow_read(Ref, N - 1, Active, Active, [R | Acc], max(Max, Q));
-        L ->
-            slow_read(Ref, N - 1, Active, L, [R | Acc], max(Max, Q))
+            slow_read(Ref, N, Active, Acc, max(Max, Q))
+    after ?WAIT -> error(stalled)
     end.
+
+passive(Ref) ->
+    receive {tidemark_passive, Ref} -> ok
+    after ?WAIT -> error({no_passive, Ref})
+    end.
+
+no_passive(Ref) ->
+    receive {tidemark_passive, Ref} -> error({unexpected_passive, Ref}) after 0 -> ok end.
 
 active_paused_until_activated_test() ->
     with_store(fun(S) ->
         {ok, Ref} = tidemark:watch(S, all, #{active => once}),
         {ok, Other} = tidemark:watch(S, all),
         put_n(S, <<"k">>, 5),
-        %% The unpaced watch has seen all 5; the paced one exactly 1 so far.
+        %% The unpaced watch has seen all 5; the paced one exactly 1, then the passive notice.
         ?assertEqual([1, 2, 3, 4, 5], revs(events(Other, 5))),
         ?assertEqual([1], revs(events(Ref, 1))),
+        passive(Ref),
         {ok, 6} = tidemark:put(S, <<"sync">>, <<>>),
         ?assertMatch(#{revision := 6}, next(Other)),
         no_message(Ref),
+        no_passive(Other),
         ok = tidemark:activate(Ref, 2),
         ?assertEqual([2, 3], revs(events(Ref, 2))),
+        passive(Ref),
         ok = tidemark:activate(Ref, once),
         ?assertEqual([4], revs(events(Ref, 1))),
-        %% A batch is never split: credit 1 still delivers the whole commit.
+        passive(Ref),
+        %% A batch is never split: credit 1 delivers the whole commit, then passive.
         {ok, 7} = tidemark:batch(S, [{put, <<"b", I>>, <<>>} || I <- lists:seq(1, 4)]),
+        ok = tidemark:activate(Ref, 1),
+        ?assertEqual([5], revs(events(Ref, 1))),
+        passive(Ref),
+        ok = tidemark:activate(Ref, 1),
+        ?assertEqual([6], revs(events(Ref, 1))),
+        passive(Ref),
+        ok = tidemark:activate(Ref, 1),
+        ?assertEqual([7, 8, 9, 10], revs(events(Ref, 4))),
+        passive(Ref),
+        %% true lifts the limit for good.
         ok = tidemark:activate(Ref, true),
-        ?assertEqual(lists:seq(5, 10), revs(events(Ref, 6))),
         {ok, 11} = tidemark:put(S, <<"k">>, <<>>),
         ?assertMatch(#{revision := 11}, next(Ref)),
+        {ok, _} = tidemark:batch(S, [{put, <<"c", I>>, <<>>} || I <- lists:seq(1, 4)]),
+        ?assertEqual([12, 13, 14, 15], revs(events(Ref, 4))),
+        {ok, 16} = tidemark:put(S, <<"sync">>, <<>>),
+        ?assertEqual([7, 8, 9, 10, 11, 12, 13, 14, 15, 16], revs(events(Other, 10))),
+        ?assertMatch(#{revision := 16}, next(Ref)),
+        no_passive(Ref),
         %% activate on an unpaced watch is accepted and changes nothing.
-        ?assertEqual(ok, tidemark:activate(Other, 3))
+        ?assertEqual(ok, tidemark:activate(Other, 3)),
+        no_passive(Other)
     end).
 
 active_commit_not_split_test() ->
@@ -555,11 +605,17 @@ active_commit_not_split_test() ->
         {ok, 1} = tidemark:batch(S, [{put, <<"b", I>>, <<>>} || I <- lists:seq(1, 5)]),
         {ok, 6} = tidemark:put(S, <<"after">>, <<>>),
         ?assertEqual([1, 2, 3, 4, 5], revs(events(Ref, 5))),
+        passive(Ref),
         {ok, Other} = tidemark:watch(S, all, #{start_revision => 6}),
         ?assertMatch(#{revision := 6}, next(Other)),
         no_message(Ref),
-        ok = tidemark:activate(Ref, 1),
-        ?assertMatch(#{revision := 6}, next(Ref))
+        ok = tidemark:activate(Ref, 3),
+        ?assertMatch(#{revision := 6}, next(Ref)),
+        {ok, 7} = tidemark:put(S, <<"after">>, <<>>),
+        ?assertMatch(#{revision := 7}, next(Ref)),
+        {ok, 8} = tidemark:put(S, <<"after">>, <<>>),
+        ?assertMatch(#{revision := 8}, next(Ref)),
+        passive(Ref)
     end).
 
 %% A process that dies with live watches: they are removed and watcher_count drops.
@@ -607,7 +663,9 @@ store_gc_closes_test_() ->
         [begin
              ?assertMatch(#{revision := 1}, next(R)),
              ?assertEqual(closed, next(R)),
-             wait_ended(R)
+             wait_ended(R),
+             %% The handle outlives its store.
+             ?assertEqual({error, closed}, tidemark:activate(R, 1))
          end || R <- Refs],
         %% 2. A live process drops its last reference and collects garbage.
         Holder = spawn(fun() ->
