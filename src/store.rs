@@ -211,8 +211,9 @@ impl Store {
     }
 
     /// Ends a push watch. When it returns, the callback is not running and will not run again
-    /// and its owner has been dropped, except when called from a callback of this store: then
-    /// a callback already running (its own included) finishes first and the drop follows it.
+    /// and its owner has been dropped, except when called from inside a watch callback (of
+    /// any store): then a callback already running (its own included) finishes first and the
+    /// drop follows it, so that callbacks unwatching each other cannot deadlock.
     pub fn unwatch(&self, id: u64) -> Result<()> {
         let w = {
             let mut st = self.inner.state.write();
@@ -224,7 +225,9 @@ impl Store {
         };
         let mut s = w.state.lock();
         s.cancelled = true;
-        if s.running.is_some() && watch::on_dispatcher_of(self.inner.id) {
+        // Waiting from inside a callback could wait on ourselves or on a callback that is
+        // waiting on us (two watches unwatching each other, in one store or two).
+        if s.running.is_some() && watch::in_callback() {
             return Ok(());
         }
         while s.running.is_some() {
@@ -485,7 +488,10 @@ impl Inner {
                 continue;
             }
             let mut missed = false;
-            st.log.scan(&w.selector, s.next_rev, keep - 1, 1, &mut |_| missed = true)?;
+            // A watcher whose position is already gone (a read error) missed something too.
+            if st.log.scan(&w.selector, s.next_rev, keep - 1, 1, &mut |_| missed = true).is_err() {
+                missed = true;
+            }
             if missed {
                 s.terminal = Some(Event::notice(EventKind::Compacted, keep));
                 w.wake(&mut s, &self.dispatcher);

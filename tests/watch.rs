@@ -387,3 +387,66 @@ fn fan_out_reaches_exactly_the_matching_watchers_among_many() {
         assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{sel:?}");
     }
 }
+
+#[test]
+fn unwatch_returns_only_after_the_drop_of_a_running_callback() {
+    let s = Arc::new(store());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    struct SlowDrop(Arc<AtomicUsize>);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.store(1, Ordering::SeqCst);
+        }
+    }
+    let (st, guard) = (started.clone(), SlowDrop(dropped.clone()));
+    let id = s
+        .watch(
+            Selector::All,
+            &Default::default(),
+            Box::new(move |_: &[Event]| {
+                let _keep = &guard;
+                st.store(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }),
+        )
+        .unwrap();
+    s.put(b"k", b"v").unwrap();
+    while started.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.unwatch(id).unwrap();
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "drop_userdata ran before unwatch returned");
+}
+
+#[test]
+fn compaction_succeeds_while_a_terminal_notice_is_being_delivered() {
+    let s = Arc::new(store());
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let release = Arc::new(Mutex::new(rx));
+    let in_terminal = Arc::new(AtomicUsize::new(0));
+    let (r, t) = (release.clone(), in_terminal.clone());
+    s.watch(
+        Selector::All,
+        &WatchOptions { credit: Some(1), max_queue: 1, ..Default::default() },
+        Box::new(move |evs: &[Event]| {
+            if evs.iter().any(|e| e.kind == EventKind::Compacted) {
+                t.store(1, Ordering::SeqCst);
+                let _ = r.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            }
+        }),
+    )
+    .unwrap();
+    for _ in 0..6 {
+        s.put(b"a", b"v").unwrap();
+    }
+    s.compact(7).unwrap();
+    while in_terminal.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.put(b"b", b"v").unwrap();
+    assert_eq!(s.compact(8).unwrap(), 1, "the ending watch does not block compaction");
+    assert_eq!(s.earliest_revision(), 8);
+    tx.send(()).unwrap();
+}

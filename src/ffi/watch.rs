@@ -121,9 +121,10 @@ pub unsafe extern "C" fn tidemark_store_watch(
 }
 
 /// Ends a push watch. When it returns, the callback is not running and will not be called
-/// again, and `drop_userdata` has run. Called from inside a callback of the same store, it
-/// returns at once: the running callback (this one, or one of another watch on another store
-/// thread) finishes first, then `drop_userdata` runs. Unknown or ended ids:
+/// again, and `drop_userdata` has run. Called from inside any watch callback (of this store or
+/// another), it does not wait: a callback of the watch that is running at that moment (this
+/// one, or one on another thread) finishes first, then `drop_userdata` runs; no new call
+/// starts. This is what lets callbacks unwatch each other without deadlock. Unknown or ended ids:
 /// `TIDEMARK_ERR_NOT_FOUND`.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_unwatch(

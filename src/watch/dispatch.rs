@@ -30,6 +30,11 @@ pub(crate) fn on_dispatcher_of(id: u64) -> bool {
     DISPATCHING_FOR.with(|c| c.get() == id)
 }
 
+/// True on a dispatcher thread of any store, i.e. inside some watch callback.
+pub(crate) fn in_callback() -> bool {
+    DISPATCHING_FOR.with(|c| c.get() != 0)
+}
+
 struct Timer {
     at: Instant,
     watcher: Arc<Watcher>,
@@ -171,6 +176,9 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
         } else if can_send && !s.synced && s.terminal.is_none() {
             continue; // the catch-up made progress; deliver it next round
         } else if s.terminal.is_some() && (s.queue.is_empty() || !can_send) {
+            // Nothing follows a terminal notice: from here on the watch is done for everyone
+            // else (compaction, credit, new commits), though its callback is still running.
+            s.done = true;
             (vec![s.terminal.take().expect("checked")], true)
         } else if can_send && s.synced && w.progress_due(&s).is_some_and(|at| at <= now) {
             (vec![progress_event(inner.revision())], false)
@@ -194,18 +202,21 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
         // A panic cannot cross into C; a Rust callback that panics just loses this call.
         let _ = catch_unwind(AssertUnwindSafe(|| callback(&batch)));
         let mut s = w.state.lock();
-        s.running = None;
         if last || s.cancelled {
             s.done = true;
             s.scheduled = false;
             drop(s);
-            w.cond.notify_all();
+            // drop_userdata runs before `running` clears, so an unwatch waiting for this
+            // callback returns only after it.
             drop(callback);
+            w.state.lock().running = None;
+            w.cond.notify_all();
             if last {
                 inner.forget(w.id);
             }
             return;
         }
+        s.running = None;
         s.callback = Some(callback);
         drop(s);
         w.cond.notify_all();

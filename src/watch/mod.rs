@@ -8,7 +8,7 @@
 mod dispatch;
 mod index;
 
-pub(crate) use dispatch::{on_dispatcher_of, Dispatcher};
+pub(crate) use dispatch::{in_callback, on_dispatcher_of, Dispatcher};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
