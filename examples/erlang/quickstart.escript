@@ -92,8 +92,9 @@ run() ->
     [{ok, _} = tidemark:put(S, <<"/jobs/", (integer_to_binary(I))/binary>>, <<"job">>)
      || I <- lists:seq(1, 6)],
     Got1 = take(Paced, 2),
-    say("wrote 6 jobs; received ~w; the mailbox holds ~p more (the rest waits in the store)",
-        [revisions(Got1), pending(Paced)]),
+    receive {tidemark_passive, Paced} -> ok after 5000 -> error(no_passive) end,
+    say("wrote 6 jobs; received ~w, then {tidemark_passive, Ref}; the mailbox holds ~p more "
+        "(the rest waits in the store)", [revisions(Got1), pending(Paced)]),
     ok = tidemark:activate(Paced, 4),
     Got2 = take(Paced, 4),
     say("activate(Ref, 4) -> received ~w", [revisions(Got2)]),

@@ -183,20 +183,25 @@ send_n(To, Ref, Value, I, N) ->
     send_n(To, Ref, Value, I + 1, N).
 
 receive_n(Ref, N, unlimited) -> receive_unlimited(Ref, N);
-receive_n(Ref, N, {active, A}) -> receive_active(Ref, N, A, A).
+receive_n(Ref, N, {active, A}) -> receive_active(Ref, N, A).
 
 receive_unlimited(_Ref, 0) -> ok;
 receive_unlimited(Ref, N) ->
     receive {tidemark_event, Ref, #{}} -> receive_unlimited(Ref, N - 1) end.
 
-receive_active(_Ref, 0, _A, _Left) -> ok;
-receive_active(Ref, N, A, Left) when Left =< 0 ->
-    ok = tidemark:activate(Ref, A),
-    receive_active(Ref, N, A, A);
-receive_active(Ref, N, A, Left) ->
-    receive {tidemark_event, Ref, #{}} -> receive_active(Ref, N - 1, A, Left - 1) end.
+receive_active(_Ref, 0, _A) -> ok;
+receive_active(Ref, N, A) ->
+    receive
+        {tidemark_event, Ref, #{}} -> receive_active(Ref, N - 1, A);
+        {tidemark_passive, Ref} -> ok = tidemark:activate(Ref, A), receive_active(Ref, N, A)
+    end.
 
-flush(Ref) -> receive {tidemark_event, Ref, _} -> flush(Ref) after 0 -> ok end.
+flush(Ref) ->
+    receive
+        {tidemark_event, Ref, _} -> flush(Ref);
+        {tidemark_passive, Ref} -> flush(Ref)
+    after 0 -> ok
+    end.
 
 %% The same stream to P processes at once (events/s summed over the receivers).
 watch_fanout(Keys, Value, P) ->

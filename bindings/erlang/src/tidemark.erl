@@ -24,9 +24,9 @@
 %% </ul>
 %%
 %% Flow control works like `{active, N}' on sockets: with `active => N' the watch delivers
-%% at most N events (plus the rest of a commit it started) and then waits, keeping the rest in
-%% the store's log, until {@link activate/2} grants more. Nothing is lost and the mailbox stays
-%% bounded.
+%% at most N events (plus the rest of a commit it started), then sends
+%% `{tidemark_passive, Ref}' and waits, keeping the rest in the store, until
+%% {@link activate/2} grants more. Nothing is lost and the mailbox stays bounded.
 -module(tidemark).
 
 -export([open/2, close/1, version/0,
@@ -238,8 +238,9 @@ watch(_, _, _) ->
 unwatch(Store, Ref) -> unwatch_nif(Store, Ref).
 
 %% @doc Lets a watch opened with `active => N' deliver `N' more events (`once' = 1, `true' =
-%% no limit from now on). Like sockets, grant more once you have handled what you were
-%% granted. Has no effect on a watch opened with `active => true'.
+%% no limit from now on). Like sockets: when the credit runs out the watch sends
+%% `{tidemark_passive, Ref}' after its last event; call `activate' when you receive it.
+%% Has no effect on a watch opened with `active => true'.
 -spec activate(watch_ref(), pos_integer() | once | true) -> ok | error().
 activate(Ref, once) -> activate_nif(Ref, 1);
 activate(Ref, true) -> activate_nif(Ref, ?U64_MAX);

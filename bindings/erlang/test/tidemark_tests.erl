@@ -39,9 +39,9 @@ revs(Events) -> [R || #{revision := R} <- Events].
 no_message(Ref) ->
     receive {tidemark_event, Ref, Body} -> error({unexpected, Body}) after 0 -> ok end.
 
-%% tidemark_store_unwatch can return just before drop_userdata has run (a core bug: the
-%% dispatcher drops the callback after waking the unwatcher), and a terminal message is sent
-%% just before drop_userdata runs, so "the watch has ended" is awaited, not asserted at once.
+%% A terminal message (closed, compacted) is sent just before drop_userdata runs, and a watch
+%% removed because its process died ends on another thread, so "the watch has ended" is
+%% awaited there rather than asserted at once.
 wait_ended(Ref) -> wait_until(fun() -> tidemark:watch_ended(Ref) end, true).
 
 %% Polls until Fun() returns Expected (the deadline only stops a broken build from hanging).
