@@ -464,7 +464,9 @@ impl FileLog {
         // decodes the segments while this one applies the events (and keeps the newest of
         // them in the cache).
         let start = seg_bases.iter().rposition(|&b| b <= ckpt_rev + 1).expect("first_base <= ckpt_rev + 1");
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Event>, bool)>(8);
+        // Batches are raw record payloads (each prefixed by its u32 length): decoding happens
+        // on this thread so the keys and values are allocated where they are later freed.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, bool)>(8);
         let (mut cache, mut used, limit) = (MemoryLog::new(), 0u64, self.cache_limit);
         let this = &*self;
         let scanned = std::thread::scope(|scope| {
@@ -476,25 +478,38 @@ impl FileLog {
                 Err(e) => return Err(Error::Io(format!("cannot start a replay thread: {e}"))),
             };
             let mut caching = false;
+            let mut events = Vec::new();
+            let mut malformed = None;
             for (batch, cached) in rx {
-                for e in &batch {
-                    apply(e);
-                }
-                if cached {
-                    if !caching {
-                        cache = MemoryLog::starting_at(batch[0].revision);
-                        caching = true;
+                let mut r = codec::Reader::new(&batch);
+                while let Some(len) = r.bytes(4) {
+                    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                    let payload = r.bytes(len).expect("whole payloads");
+                    if codec::decode_commit(payload, &mut events).is_none() {
+                        malformed.get_or_insert(codec::record_span(payload).map_or(0, |(first, _)| first));
+                        continue;
                     }
-                    let mut from = 0;
-                    for (n, e) in batch.iter().enumerate() {
-                        if e.commit_end {
-                            push_cache(&mut cache, &mut used, limit, &batch[from..=n]);
-                            from = n + 1;
+                    events.retain(|e| e.revision > ckpt_rev);
+                    for e in &events {
+                        apply(e);
+                    }
+                    if cached && !events.is_empty() {
+                        if !caching {
+                            cache = MemoryLog::starting_at(events[0].revision);
+                            caching = true;
                         }
+                        push_cache(&mut cache, &mut used, limit, &events);
                     }
                 }
             }
-            producer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            let scanned = producer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            match malformed {
+                Some(first) => Err(Error::Corrupt(format!(
+                    "{}: malformed record (revision {first}) with a valid checksum",
+                    this.dir.display()
+                ))),
+                None => Ok(scanned),
+            }
         });
         let (segments, expected, last_always) = scanned?;
         self.active_always = last_always;
@@ -522,14 +537,13 @@ impl FileLog {
         seg_bases: &[u64],
         start: usize,
         ckpt_rev: u64,
-        tx: &std::sync::mpsc::SyncSender<(Vec<Event>, bool)>,
+        tx: &std::sync::mpsc::SyncSender<(Vec<u8>, bool)>,
     ) -> Result<(Vec<Segment>, u64, bool)> {
-        const BATCH: usize = 4096;
+        const BATCH: usize = 512 * 1024;
         let mut last_always = self.sync == SyncPolicy::Always;
         let mut segments = Vec::new();
         let mut expected = seg_bases[start];
-        let mut events = Vec::new();
-        let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+        let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
         let mut batch_cached = false;
         // Only about the newest `cache_limit` bytes of log are kept in memory.
         let mut remaining: u64 = seg_bases[start..]
@@ -595,12 +609,6 @@ impl FileLog {
                                 last_indexed = off;
                             }
                             if first + count - 1 > ckpt_rev {
-                                if codec::decode_commit(payload, &mut events).is_none() {
-                                    return Err(Error::Corrupt(format!(
-                                        "{}: malformed record at byte {off} (revision {first})",
-                                        path.display()
-                                    )));
-                                }
                                 let cached = self.cache_limit > 0 && remaining <= self.cache_limit;
                                 if cached != batch_cached || batch.len() >= BATCH {
                                     if !batch.is_empty() {
@@ -609,7 +617,8 @@ impl FileLog {
                                     }
                                     batch_cached = cached;
                                 }
-                                batch.extend(events.drain(..).filter(|e| e.revision > ckpt_rev));
+                                batch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                                batch.extend_from_slice(payload);
                             }
                             expected = first + count;
                             remaining = remaining.saturating_sub(len as u64);
