@@ -28,7 +28,8 @@
  *    callback (activate holds it across tidemark_store_watch_credit, which never waits for
  *    one), so closing or unwatching (which wait for a running callback) cannot deadlock.
  *  - open, close, compact and unwatch (which waits for a running callback) run on dirty I/O
- *    schedulers; changes/range with a big limit on dirty CPU schedulers (see tidemark.erl).
+ *    schedulers; on a durable store so do put, delete, batch and changes (they may wait on
+ *    the disk); changes/range with a big limit run on dirty CPU schedulers (tidemark.erl).
  */
 #include <erl_nif.h>
 
@@ -67,6 +68,7 @@ static void init_atoms(ErlNifEnv *env)
 typedef struct tm_core {
     ErlNifRWLock *lock;
     tidemark_store *store; /* NULL once closed; written under the write lock */
+    int durable;           /* a directory store: its writes and log reads may wait on disk */
     int refs;              /* atomic */
     struct tm_core *prev, *next; /* the list of open cores, under open_lock */
 } tm_core;
@@ -74,7 +76,7 @@ typedef struct tm_core {
 static ErlNifMutex *open_lock;  /* guards open_list */
 static tm_core open_list;       /* sentinel of the circular list of open cores */
 
-static tm_core *core_new(tidemark_store *store)
+static tm_core *core_new(tidemark_store *store, int durable)
 {
     tm_core *c = enif_alloc(sizeof *c);
     if (c == NULL)
@@ -85,6 +87,7 @@ static tm_core *core_new(tidemark_store *store)
         return NULL;
     }
     c->store = store;
+    c->durable = durable;
     c->refs = 1;
     enif_mutex_lock(open_lock);
     c->next = open_list.next;
@@ -316,6 +319,14 @@ static int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out)
     return enif_get_resource(env, t, store_type, (void **)out) && (*out)->core != NULL;
 }
 
+/* On a durable store, writes (fsync, group commit) and log reads may wait on the disk: such a
+ * call moves itself to a dirty I/O scheduler. In-memory stores stay on the caller's scheduler. */
+#define DIRTY_IF_DURABLE(r, name, fun)                                                        \
+    do {                                                                                      \
+        if ((r)->core->durable && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)         \
+            return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_IO_BOUND, fun, argc, argv); \
+    } while (0)
+
 /* all | {key, K} | {prefix, P} | {range, Start, End | infinity} */
 static int get_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_selector *sel)
 {
@@ -438,7 +449,7 @@ static ERL_NIF_TERM open_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     if (st != TIDEMARK_OK)
         return status_error(env, st);
     r = enif_alloc_resource(store_type, sizeof *r);
-    r->core = core_new(store);
+    r->core = core_new(store, path.size > 0);
     if (r->core == NULL) {
         tidemark_store_close(store);
         enif_release_resource(r);
@@ -533,10 +544,10 @@ static ERL_NIF_TERM put_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     uint64_t rev = 0;
     tidemark_status st;
     ERL_NIF_TERM result;
-    (void)argc;
     if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k) || !get_bytes(env, argv[2], &v)
         || !enif_get_int64(env, argv[3], &expected) || expected < -1)
         return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "put_nif", put_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     if (expected < 0)
@@ -588,9 +599,9 @@ static ERL_NIF_TERM delete_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     uint64_t rev = 0;
     tidemark_status st;
     ERL_NIF_TERM result;
-    (void)argc;
     if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k))
         return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "delete_nif", delete_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     st = tidemark_store_delete(s, k.data, k.size, &rev);
@@ -608,9 +619,9 @@ static ERL_NIF_TERM batch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     ERL_NIF_TERM list = argv[1], head, result;
     uint64_t first = 0;
     tidemark_status st = TIDEMARK_OK;
-    (void)argc;
     if (!get_store(env, argv[0], &r) || !enif_is_list(env, list))
         return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "batch_nif", batch_nif);
     b = tidemark_batch_new();
     while (enif_get_list_cell(env, list, &head, &list)) {
         const ERL_NIF_TERM *el;
@@ -700,10 +711,10 @@ static ERL_NIF_TERM changes_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     tidemark_events *evs = NULL;
     tidemark_status st;
     ERL_NIF_TERM result;
-    (void)argc;
     if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !get_u64(env, argv[2], &from)
         || !get_u64(env, argv[3], &to) || !get_u64(env, argv[4], &limit) || limit > SIZE_MAX)
         return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "changes_nif", changes_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     st = tidemark_store_changes(s, &sel, from, to, (size_t)limit, &evs);

@@ -85,14 +85,17 @@ open_errors_test() ->
     ?assertMatch({error, {invalid_argument, _}}, tidemark:open(memory, #{max_key_size => 0})),
     ?assertMatch({error, {invalid_argument, _}}, tidemark:open(memory, #{max_key_size => <<"x">>})),
     %% Durable directory stores are not in this build yet: the error is passed through.
-    Dir = "/tmp/tidemark-erlang-test-" ++ os:getpid(),
+    Dir = filename:join(tmp_dir(), "tidemark-erlang-test-" ++ os:getpid()),
     case tidemark:open(Dir, #{}) of
         {ok, D} ->
             ?assertMatch({error, {locked, _}}, tidemark:open(Dir, #{})),
-            tidemark:close(D);
+            tidemark:close(D),
+            rm_rf(Dir);
         Err ->
             ?assertMatch({error, {invalid_argument, <<_/binary>>}}, Err)
     end,
+    %% A path that cannot be a store directory.
+    ?assertMatch({error, {_, <<_/binary>>}}, tidemark:open("/proc/version/x", #{})),
     ?assertError(badarg, tidemark:open(memory, [])),
     ?assertError(badarg, tidemark:open(42, #{})),
     ?assertError(badarg, tidemark:open("", #{})),
@@ -133,6 +136,81 @@ status_test() ->
         ?assertMatch(#{revision := 3, earliest_revision := 1, keys := 3, watchers := 1,
                        durable := false}, St)
     end).
+
+%% A directory store: writes run on dirty I/O schedulers, data survives a reopen, a second
+%% open is refused with {locked, _}, and a garbage-collected store releases its directory.
+durable_store_test_() ->
+    {timeout, 60, fun() ->
+        Dir = filename:join(tmp_dir(), "tidemark-erlang-" ++ os:getpid() ++ "-"
+                            ++ integer_to_list(erlang:unique_integer([positive]))),
+        try durable_store(Dir) after rm_rf(Dir) end
+    end}.
+
+durable_store(Dir) ->
+    case tidemark:open(Dir, #{sync => always}) of
+        {error, {invalid_argument, _}} ->
+            ok; % a build without directory stores
+        {ok, S} ->
+            ?assertMatch({ok, #{durable := true}}, tidemark:status(S)),
+            ?assertMatch({error, {locked, <<_/binary>>}}, tidemark:open(Dir, #{})),
+            ?assertMatch({error, {invalid_argument, _}},
+                         tidemark:open(Dir ++ "-other", #{sync => sometimes})),
+            {ok, Ref} = tidemark:watch(S, all),
+            Self = self(),
+            %% Concurrent writers on a durable store share fsyncs (group commit).
+            Ws = [spawn_link(fun() -> Self ! {wrote, self(), put_n(S, [<<"w">>, integer_to_binary(I), <<"/">>], 50)} end)
+                  || I <- lists:seq(1, 4)],
+            Written = lists:append([receive {wrote, W, Rs} -> Rs end || W <- Ws]),
+            ?assertEqual(lists:seq(1, 200), lists:sort(Written)),
+            {ok, 201} = tidemark:batch(S, [{put, <<"b">>, <<"1">>}, {delete, <<"w1/1">>}]),
+            ?assertEqual({ok, 203}, tidemark:put(S, <<"b">>, <<"2">>, #{expected_mod_revision => 201})),
+            ?assertEqual({error, not_found}, tidemark:delete(S, <<"nope">>)),
+            {ok, 204} = tidemark:delete(S, <<"w2/1">>),
+            ?assertEqual(lists:seq(1, 204), revs(events(Ref, 204))),
+            {ok, #{events := Es}} = tidemark:changes(S, 1, 0, #{limit => 5000}),
+            ?assertEqual(204, length(Es)),
+            ok = tidemark:close(S),
+            ?assertEqual(closed, next(Ref)),
+            %% Reopen: everything is there.
+            {ok, S2} = tidemark:open(Dir, #{}),
+            ?assertEqual(204, tidemark:current_revision(S2)),
+            ?assertMatch({ok, #{value := <<"2">>, version := 2, create_revision := 201}},
+                         tidemark:get(S2, <<"b">>)),
+            ?assertEqual({error, not_found}, tidemark:get(S2, <<"w1/1">>)),
+            {ok, #{events := Es2}} = tidemark:changes(S2, 1, 0, #{limit => 5000}),
+            ?assertEqual(Es, Es2),
+            ?assertMatch({ok, _}, tidemark:compact(S2, 100)),
+            ?assertEqual({error, {compacted, 100}}, tidemark:changes(S2, 1, 0)),
+            ok = tidemark:close(S2),
+            %% A store that is garbage-collected releases the directory.
+            P = spawn(fun() -> {ok, _} = tidemark:open(Dir, #{}) end),
+            M = monitor(process, P),
+            receive {'DOWN', M, process, P, normal} -> ok end,
+            wait_until(fun() ->
+                               case tidemark:open(Dir, #{}) of
+                                   {ok, S3} -> tidemark:close(S3);
+                                   Locked -> Locked
+                               end
+                       end, ok)
+    end.
+
+tmp_dir() ->
+    case os:getenv("TMPDIR") of
+        false -> "/tmp";
+        "" -> "/tmp";
+        T -> T
+    end.
+
+rm_rf(Dir) ->
+    case file:list_dir(Dir) of
+        {ok, Names} ->
+            [rm_rf(filename:join(Dir, N)) || N <- Names],
+            file:del_dir(Dir);
+        {error, enotdir} ->
+            file:delete(Dir);
+        {error, _} ->
+            ok
+    end.
 
 %%% Keys
 
