@@ -3,29 +3,34 @@
 %% 100k distinct keys, 100-byte values, in-memory store.
 -module(tidemark_bench).
 
--export([main/0]).
+-export([main/0, main/1]).
 
 -define(KEYS, 100000).
 
-main() ->
+main() -> main([all]).
+
+%% `erl -s tidemark_bench main durable watch' runs some sections only.
+main(Sections) ->
+    Run = fun(Name) -> lists:member(all, Sections) orelse lists:member(Name, Sections) end,
     io:format("tidemark ~s, OTP ~s, ~p schedulers, ~p dirty io schedulers~n",
               [tidemark:version(), erlang:system_info(otp_release),
                erlang:system_info(schedulers_online), erlang:system_info(dirty_io_schedulers)]),
     Keys = list_to_tuple([iolist_to_binary(io_lib:format("key-~12..0B", [I]))
                           || I <- lists:seq(0, ?KEYS - 1)]),
     Value = binary:copy(<<"v">>, 100),
-    nif_overhead(),
-    puts(Keys, Value),
-    puts_parallel(Keys, Value, 2),
-    puts_parallel(Keys, Value, 4),
-    batch_puts(Keys, Value),
-    gets(Keys, Value),
-    changes_scan(Keys, Value),
-    erlang_messaging_baseline(Value),
-    watch_delivery(Keys, Value, unlimited),
-    watch_delivery(Keys, Value, {active, 1000}),
-    watch_fanout(Keys, Value, 4),
-    latency(Value),
+    Run(calls) andalso nif_overhead(),
+    Run(puts) andalso puts(Keys, Value),
+    Run(puts) andalso puts_parallel(Keys, Value, 2),
+    Run(puts) andalso puts_parallel(Keys, Value, 4),
+    Run(puts) andalso batch_puts(Keys, Value),
+    Run(reads) andalso gets(Keys, Value),
+    Run(reads) andalso changes_scan(Keys, Value),
+    Run(watch) andalso erlang_messaging_baseline(Value),
+    Run(watch) andalso watch_delivery(Keys, Value, unlimited),
+    Run(watch) andalso watch_delivery(Keys, Value, {active, 1000}),
+    Run(watch) andalso watch_fanout(Keys, Value, 4),
+    Run(watch) andalso latency(Value),
+    Run(durable) andalso durable_puts(Keys, Value),
     ok.
 
 ns() -> erlang:monotonic_time(nanosecond).
@@ -240,3 +245,33 @@ latency(Value) ->
     io:format("~-58s p50 ~.1f us, p99 ~.1f us, p99.9 ~.1f us~n",
               ["put -> {tidemark_event, ...} received", P(0.5), P(0.99), P(0.999)]),
     tidemark:close(S).
+
+%% Durable directory stores: puts run on dirty I/O schedulers; concurrent writers share
+%% fsyncs (group commit), up to the number of dirty I/O schedulers at once.
+durable_puts(Keys, Value) ->
+    Base = filename:join("/tmp", "tidemark-erlang-bench-" ++ os:getpid()),
+    try
+        [durable_run(Base, Keys, Value, Sync, P, N)
+         || {Sync, P, N} <- [{always, 1, 2000}, {always, 8, 1000}, {always, 64, 200},
+                             {none, 1, 100000}]]
+    after
+        os:cmd("rm -rf " ++ Base ++ "*")
+    end.
+
+durable_run(Base, Keys, Value, Sync, P, N) ->
+    Dir = Base ++ "-" ++ integer_to_list(erlang:unique_integer([positive])),
+    case tidemark:open(Dir, #{sync => Sync}) of
+        {ok, S} ->
+            Self = self(),
+            T0 = ns(),
+            Pids = [spawn_link(fun() ->
+                                       put_loop(S, Keys, Value, J * N, (J + 1) * N),
+                                       Self ! {done, self()}
+                               end) || J <- lists:seq(0, P - 1)],
+            [receive {done, Pid} -> ok end || Pid <- Pids],
+            D = ns() - T0,
+            tidemark:close(S),
+            report(io_lib:format("durable put/3, sync ~p, ~p process(es) (total)", [Sync, P]), P * N, D);
+        {error, Reason} ->
+            io:format("durable put/3: not available (~p)~n", [Reason])
+    end.
