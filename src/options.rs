@@ -44,8 +44,8 @@ pub struct Options {
     /// this many bytes.
     pub segment_size: u64,
     /// Directory stores: write a checkpoint of the derived state once this many bytes of log
-    /// were written since the last one, checked when a segment is closed (0 = only on
-    /// `compact`).
+    /// (and at least as many as the last checkpoint's size) were written since the last one
+    /// (0 = only on `compact`).
     pub checkpoint_bytes: u64,
     /// Directory stores: bytes of recent log entries kept in memory for `changes` and
     /// watches (older ones are read from disk).
