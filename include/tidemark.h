@@ -144,6 +144,50 @@ typedef uint32_t tidemark_event_kind;
 #endif // __cplusplus
 
 /**
+ * The values of `tidemark_lockstep_event.kind`.
+ */
+enum tidemark_lockstep_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A response with status 200 started; `message` is the request target.
+   */
+  TIDEMARK_LOCKSTEP_CONNECTED = 1,
+  /**
+   * Records were applied in one local commit: `records` read, `writes` local puts and
+   * deletes (repeats write nothing), `revision` the local revision of the commit's first
+   * write (0 = nothing written), `cursor` the cursor after it.
+   */
+  TIDEMARK_LOCKSTEP_APPLIED = 2,
+  /**
+   * A line that is not a record was skipped: `message` says why, `line` holds it (at most
+   * 1024 bytes).
+   */
+  TIDEMARK_LOCKSTEP_MALFORMED = 3,
+  /**
+   * A connection or HTTP failure: `message`; retried after `retry_ms`.
+   */
+  TIDEMARK_LOCKSTEP_ERROR = 4,
+  /**
+   * A full resync from 0 begins (410 Gone, or the first sync): `message` says why.
+   */
+  TIDEMARK_LOCKSTEP_RESYNC_STARTED = 5,
+  /**
+   * The resync is complete: `records` local records the server no longer has were deleted.
+   */
+  TIDEMARK_LOCKSTEP_RESYNC_DONE = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_lockstep_event_kind tidemark_lockstep_event_kind;
+#else
+typedef uint32_t tidemark_lockstep_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
  */
 typedef struct tidemark_batch tidemark_batch;
@@ -159,6 +203,16 @@ typedef struct tidemark_entry tidemark_entry;
  * allocations however many events it holds, and a binding can read it in bulk.
  */
 typedef struct tidemark_events tidemark_events;
+
+/**
+ * A running follower (opaque). Stop and free it with `tidemark_lockstep_follower_stop`.
+ */
+typedef struct tidemark_lockstep_follower tidemark_lockstep_follower;
+
+/**
+ * A running lockstep server (opaque). Stop and free it with `tidemark_lockstep_server_stop`.
+ */
+typedef struct tidemark_lockstep_server tidemark_lockstep_server;
 
 /**
  * A store (opaque). Every function taking a store is thread-safe, except
@@ -210,6 +264,40 @@ typedef struct tidemark_event {
 } tidemark_event;
 
 /**
+ * What a follower reports. Every pointer is borrowed for the duration of the callback.
+ */
+typedef struct tidemark_lockstep_event {
+  /**
+   * `tidemark_lockstep_event_kind`.
+   */
+  uint32_t kind;
+  uint64_t records;
+  uint64_t writes;
+  uint64_t revision;
+  uint64_t retry_ms;
+  /**
+   * The cursor as JSON text (a number, a string, or `null` before the first record).
+   */
+  struct tidemark_bytes cursor;
+  struct tidemark_bytes message;
+  struct tidemark_bytes line;
+} tidemark_lockstep_event;
+
+/**
+ * Called on the follower's own thread, one call at a time, never after
+ * `tidemark_lockstep_follower_stop` returned. It may read and write the store and call
+ * `tidemark_lockstep_follower_status_json`; it may call `tidemark_lockstep_follower_stop`
+ * of its own follower (the follower then ends after the callback returns).
+ */
+typedef void (*tidemark_lockstep_callback)(void *userdata, const struct tidemark_lockstep_event *event);
+
+/**
+ * Called exactly once with the watch's `userdata`, after its last callback, when the watch
+ * ends for any reason (unwatch, terminal event, store close, or a failed registration).
+ */
+typedef void (*tidemark_drop_callback)(void *userdata);
+
+/**
  * Which keys a read or a watch covers (`tidemark_selector_kind` in `kind`).
  * KEY and PREFIX use `start`; RANGE is `[start, end)` and an empty `end` means unbounded;
  * ALL ignores both. Pass NULL wherever a selector is taken to mean ALL.
@@ -256,12 +344,6 @@ typedef struct tidemark_watch_options {
  * `tidemark_store_close` of its store while other threads still use it.
  */
 typedef void (*tidemark_watch_callback)(void *userdata, const struct tidemark_event *events, size_t count);
-
-/**
- * Called exactly once with the watch's `userdata`, after its last callback, when the watch
- * ends for any reason (unwatch, terminal event, store close, or a failed registration).
- */
-typedef void (*tidemark_drop_callback)(void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -340,6 +422,87 @@ uint64_t tidemark_events_next_revision(const struct tidemark_events *events);
  * Frees a batch and everything it points to. NULL is a no-op.
  */
 void tidemark_events_free(struct tidemark_events *events);
+
+/**
+ * Serves the keys of `store` over HTTP as lockstep feeds and writes the server to `*out`.
+ *
+ * `addr` is `"host:port"` (NULL = `"127.0.0.1:0"`; port 0 picks a free port, read it back
+ * with `tidemark_lockstep_server_addr`). A non-loopback address needs `"allow_remote": true`.
+ * `options_json` (NULL = defaults) may hold `writable` (bool: accept `PUT`/`DELETE
+ * /<path>/<id>`), `token` (string: require `Authorization: Bearer <token>`), `heartbeat_ms`
+ * (10000), `max_connections` (64), `max_header_bytes` (16384), `max_body_bytes` (1 MiB),
+ * `allow_remote` (false), `max_queue` (1000), `idle_timeout_ms` (30000),
+ * `request_timeout_ms` (10000), `write_timeout_ms` (30000).
+ *
+ * `GET /<path>/<since>` or `GET /<path>/?since=N` answers the records of the keys under
+ * `/<path>/` as NDJSON sorted by `updated_at` (the revision); `&follow=true` keeps the
+ * response open with live changes (chunked) and heartbeats. Serving runs on threads the
+ * server owns; the store must stay open until `tidemark_lockstep_server_stop` returns.
+ */
+tidemark_status tidemark_lockstep_serve(struct tidemark_store *store, const char *addr, const char *options_json, struct tidemark_lockstep_server **out);
+
+/**
+ * The address the server listens on, e.g. `"127.0.0.1:41234"` (NULL for NULL). Owned by
+ * the server; valid until it is stopped.
+ */
+const char *tidemark_lockstep_server_addr(const struct tidemark_lockstep_server *server);
+
+/**
+ * The port the server listens on (0 for NULL).
+ */
+uint16_t tidemark_lockstep_server_port(const struct tidemark_lockstep_server *server);
+
+/**
+ * The server's counters as a JSON object (`addr`, `connections`, `following`, `requests`,
+ * `records_served`, `refused_connections`, `writable`, `auth`, `heartbeat_ms`), written to
+ * `*out`; free it with `tidemark_string_free`.
+ */
+tidemark_status tidemark_lockstep_server_status_json(const struct tidemark_lockstep_server *server, char **out);
+
+/**
+ * Stops the server and frees it: no new connections, every follow response ends with its
+ * final chunk, and every serving thread has ended when this returns (clients that read
+ * nothing are cut after about one second). NULL is a no-op.
+ */
+void tidemark_lockstep_server_stop(struct tidemark_lockstep_server *server);
+
+/**
+ * Mirrors the lockstep endpoint `url` (e.g. `"http://127.0.0.1:4567/servers/"`) into `store`
+ * and writes the follower to `*out`.
+ *
+ * A record with a non-null `deleted_at` deletes `prefix + id` (a missing key is fine); any
+ * other record is put there as the JSON line received. The cursor (greatest order value
+ * seen) is committed in the same atomic batch as the records, under the key
+ * `"\0tidemark/lockstep/cursor/" + prefix`, so a restarted follower resumes exactly where its
+ * data is. `options_json` (NULL = defaults) may hold `prefix` (default: the URL's path),
+ * `id_field` ("id"), `order_by` ("updated_at"), `token`, `follow` (true), `cursor_param`,
+ * `cursor_key`, `poll_ms` (1000), `connect_timeout_ms` (2000), `idle_timeout_ms` (60000,
+ * 0 = never), `backoff_initial_ms` (100), `backoff_max_ms` (30000), `batch_records` (1000),
+ * `max_line_bytes` (16 MiB).
+ *
+ * `callback` (may be NULL) receives `tidemark_lockstep_event`s (see
+ * `tidemark_lockstep_callback`); `drop_userdata` (may be NULL) runs exactly once after the
+ * last callback, when the follower stops, or before this returns if it fails (except for a
+ * NULL `store`, `url` or `out`, where nothing was taken over). The store must stay open until
+ * `tidemark_lockstep_follower_stop` returns.
+ */
+tidemark_status tidemark_lockstep_follow(struct tidemark_store *store, const char *url, const char *options_json, tidemark_lockstep_callback callback, void *userdata, tidemark_drop_callback drop_userdata, struct tidemark_lockstep_follower **out);
+
+/**
+ * The follower's state as a JSON object (`state`, `cursor`, `resyncing`, `connected`,
+ * `records`, `writes`, `batches`, `malformed_lines`, `errors`, `connections`, `resyncs`,
+ * `heartbeats`, `local_revision`, `last_error`, `last_malformed`, `url`, `prefix`), written
+ * to `*out`; free it with `tidemark_string_free`.
+ */
+tidemark_status tidemark_lockstep_follower_status_json(const struct tidemark_lockstep_follower *follower, char **out);
+
+/**
+ * Stops the follower and frees it. When it returns, its thread has ended, the callback will
+ * not be called again and `drop_userdata` has run; called from inside the follower's own
+ * callback, it returns at once and the follower ends (and drops) right after that callback.
+ * Takes at most about `connect_timeout_ms` (a connection attempt in flight). NULL is a no-op.
+ */
+void tidemark_lockstep_follower_stop(struct tidemark_lockstep_follower *follower);
 
 /**
  * The message of the last failed call on the calling thread ("" when there was none).

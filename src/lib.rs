@@ -8,6 +8,7 @@ mod error;
 mod event;
 pub mod ffi;
 mod kv;
+pub mod lockstep;
 mod options;
 mod selector;
 pub mod storage;

@@ -6,12 +6,14 @@
 
 mod batch;
 mod events;
+mod lockstep;
 mod status;
 mod store;
 mod watch;
 
 pub use batch::*;
 pub use events::*;
+pub use lockstep::*;
 pub use status::*;
 pub use store::*;
 pub use watch::*;
