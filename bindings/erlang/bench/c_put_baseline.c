@@ -1,4 +1,4 @@
-/* The same put workload as tidemark_bench.erl, straight through the C API, so the NIF's cost
+/* The same put and get workload as tidemark_bench.erl, straight through the C API, so the NIF's cost
  * per call can be read off: 16-byte keys over 100k distinct keys, 100-byte values. */
 #include <stdio.h>
 #include <stdint.h>
@@ -38,6 +38,17 @@ int main(void)
                 return 1;
         t1 = now();
         printf("c-baseline put (C API, 1 thread):        %8.0f ns/op %10.0f ops/s\n",
+               (t1 - t0) * 1e9 / PUTS, PUTS / (t1 - t0));
+        t0 = now();
+        for (i = 0; i < PUTS; i++) {
+            tidemark_entry *e = NULL;
+            if (tidemark_store_get(s, keys[i % KEYS], 16, &e) != TIDEMARK_OK)
+                return 1;
+            sink += tidemark_entry_value(e).len;
+            tidemark_entry_free(e);
+        }
+        t1 = now();
+        printf("c-baseline get (C API, 1 thread):        %8.0f ns/op %10.0f ops/s\n",
                (t1 - t0) * 1e9 / PUTS, PUTS / (t1 - t0));
         t0 = now();
         for (i = 0; i < PUTS; i++)

@@ -262,6 +262,30 @@ static ERL_NIF_TERM make_bytes(ErlNifEnv *env, tidemark_bytes b)
     return t;
 }
 
+/* The bytes of a whole result batch, copied once into one binary: values longer than a heap
+ * binary become sub-binaries of it (no allocation each), short ones are copied. */
+typedef struct {
+    ERL_NIF_TERM bin;
+    const uint8_t *base;
+    size_t len;
+} tm_arena;
+
+static void arena_init(ErlNifEnv *env, tm_arena *a, tidemark_bytes all)
+{
+    unsigned char *p = enif_make_new_binary(env, all.len, &a->bin);
+    if (all.len)
+        memcpy(p, all.ptr, all.len);
+    a->base = all.ptr;
+    a->len = all.len;
+}
+
+static ERL_NIF_TERM arena_bytes(ErlNifEnv *env, const tm_arena *a, tidemark_bytes b)
+{
+    if (a != NULL && b.len > 64 && b.ptr >= a->base && b.ptr + b.len <= a->base + a->len)
+        return enif_make_sub_binary(env, a->bin, (size_t)(b.ptr - a->base), b.len);
+    return make_bytes(env, b);
+}
+
 static ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v)
 {
     return enif_make_uint64(env, (ErlNifUInt64)v);
@@ -366,15 +390,15 @@ static int get_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_selector *sel)
 }
 
 /* #{revision, type, key, value, version, create_revision} */
-static ERL_NIF_TERM make_event_map(ErlNifEnv *env, const tidemark_event *e)
+static ERL_NIF_TERM make_event_map(ErlNifEnv *env, const tidemark_event *e, const tm_arena *a)
 {
     ERL_NIF_TERM keys[6] = {am_revision, am_type, am_key, am_value, am_version, am_create_revision};
     ERL_NIF_TERM vals[6];
     ERL_NIF_TERM map;
     vals[0] = make_u64(env, e->revision);
     vals[1] = e->kind == TIDEMARK_EVENT_DELETE ? am_delete : am_put;
-    vals[2] = make_bytes(env, e->key);
-    vals[3] = make_bytes(env, e->value);
+    vals[2] = arena_bytes(env, a, e->key);
+    vals[3] = arena_bytes(env, a, e->value);
     vals[4] = make_u64(env, e->version);
     vals[5] = make_u64(env, e->create_revision);
     enif_make_map_from_arrays(env, keys, vals, 6, &map);
@@ -382,13 +406,13 @@ static ERL_NIF_TERM make_event_map(ErlNifEnv *env, const tidemark_event *e)
 }
 
 /* #{key, value, create_revision, mod_revision, version} for range results */
-static ERL_NIF_TERM make_entry_map(ErlNifEnv *env, const tidemark_event *e)
+static ERL_NIF_TERM make_entry_map(ErlNifEnv *env, const tidemark_event *e, const tm_arena *a)
 {
     ERL_NIF_TERM keys[5] = {am_key, am_value, am_create_revision, am_mod_revision, am_version};
     ERL_NIF_TERM vals[5];
     ERL_NIF_TERM map;
-    vals[0] = make_bytes(env, e->key);
-    vals[1] = make_bytes(env, e->value);
+    vals[0] = arena_bytes(env, a, e->key);
+    vals[1] = arena_bytes(env, a, e->value);
     vals[2] = make_u64(env, e->create_revision);
     vals[3] = make_u64(env, e->revision);
     vals[4] = make_u64(env, e->version);
@@ -402,7 +426,7 @@ static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
     switch (e->kind) {
     case TIDEMARK_EVENT_PUT:
     case TIDEMARK_EVENT_DELETE:
-        return make_event_map(env, e);
+        return make_event_map(env, e, NULL);
     case TIDEMARK_EVENT_PROGRESS:
         return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
     case TIDEMARK_EVENT_COMPACTED:
@@ -410,7 +434,7 @@ static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
     case TIDEMARK_EVENT_CLOSED:
         return am_closed;
     default: /* kinds of later features */
-        return enif_make_tuple3(env, am_other, enif_make_uint(env, e->kind), make_event_map(env, e));
+        return enif_make_tuple3(env, am_other, enif_make_uint(env, e->kind), make_event_map(env, e, NULL));
     }
 }
 
@@ -684,9 +708,11 @@ static ERL_NIF_TERM range_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         ERL_NIF_TERM keys[2] = {am_entries, am_has_more};
         ERL_NIF_TERM vals[2];
         ERL_NIF_TERM map;
+        tm_arena arena;
+        arena_init(env, &arena, tidemark_events_arena(evs));
         while (i > 0) {
             i--;
-            list = enif_make_list_cell(env, make_entry_map(env, &data[i]), list);
+            list = enif_make_list_cell(env, make_entry_map(env, &data[i], &arena), list);
         }
         vals[0] = list;
         vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
@@ -725,9 +751,11 @@ static ERL_NIF_TERM changes_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         ERL_NIF_TERM keys[3] = {am_events, am_has_more, am_next_revision};
         ERL_NIF_TERM vals[3];
         ERL_NIF_TERM map;
+        tm_arena arena;
+        arena_init(env, &arena, tidemark_events_arena(evs));
         while (i > 0) {
             i--;
-            list = enif_make_list_cell(env, make_event_map(env, &data[i]), list);
+            list = enif_make_list_cell(env, make_event_map(env, &data[i], &arena), list);
         }
         vals[0] = list;
         vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
