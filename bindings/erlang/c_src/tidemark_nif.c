@@ -973,7 +973,7 @@ static ERL_NIF_TERM activate_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return result;
 }
 
-/* watch_info_nif(Ref) -> #{pid, ended} (used by tests and for introspection) */
+/* watch_ended_nif(Ref) -> true once drop_userdata has run (used by the tests) */
 static ERL_NIF_TERM watch_ended_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tm_watch_res *w;
