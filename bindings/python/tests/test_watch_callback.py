@@ -293,3 +293,47 @@ def test_callback_argument_checks(store: Store) -> None:
         store.watch(batched=True)  # type: ignore[call-overload]
     with pytest.raises(ValueError):
         store.watch(max_queue=-1)
+
+
+def test_callback_closing_while_another_thread_closes() -> None:
+    s = Store()
+    in_cb = threading.Event()
+    results: List[str] = []
+
+    def cb(ev: Event) -> None:
+        if ev.kind == PUT:
+            in_cb.set()
+            wait_until(lambda: s.closed, "the other thread to start closing")
+            s.close()  # must not deadlock with the close waiting for this callback
+            results.append("closed from callback")
+
+    h = s.watch(callback=cb)
+    s.put("a", "1")
+    assert in_cb.wait(PATIENCE)
+    closer = threading.Thread(target=s.close)
+    closer.start()
+    closer.join(PATIENCE)
+    assert not closer.is_alive()
+    assert h.wait(PATIENCE)
+    assert results == ["closed from callback"]
+    assert h.terminal is not None and h.terminal.kind == CLOSED
+
+
+def test_concurrent_closers_all_return_after_the_close() -> None:
+    s = Store()
+    h = s.watch(callback=lambda e: None)
+    threads = [threading.Thread(target=s.close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(PATIENCE)
+    assert not any(t.is_alive() for t in threads)
+    assert h.wait(0)  # every closer returned after the watch ended
+
+
+def test_store_that_failed_to_open_is_harmless() -> None:
+    with pytest.raises(TypeError):
+        Store(option=object())  # not JSON-serializable
+    with pytest.raises(tidemark.InvalidArgumentError):
+        Store(bogus=1)
+    gc.collect()

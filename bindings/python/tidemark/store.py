@@ -65,12 +65,15 @@ class Store:
         self._h = None
         self._inflight: List[None] = []
         self._close_lock = threading.Lock()
+        self._close_done = threading.Event()
+        self._close_done.set()  # nothing to wait for until the store is open
         self._options: Dict[str, Any] = dict(options)
         self._path = None if path is None else os.fsdecode(path)
         cpath = None if path is None else os.fsencode(path)
         copts = json.dumps(options).encode("utf-8") if options else None
         out = c_void_p()
         _ffi.store_open(cpath, copts, byref(out))
+        self._close_done.clear()
         self._h = out.value
         _open_stores.add(self)
 
@@ -83,24 +86,31 @@ class Store:
 
         Called from inside a watch callback, the store is marked closed at once and the rest
         of the close runs on a helper thread once the callback returns."""
+        # The lock only guards taking the handle: the close itself runs outside it, because a
+        # callback the close is waiting for may call close() too.
         with self._close_lock:
             h = self._h
-            if h is None:
-                return
             self._h = None
-            _open_stores.discard(self)
-            if in_callback():
-                threading.Thread(target=self._finish_close, args=(h,), name="tidemark-close", daemon=True).start()
-                return
-            self._finish_close(h)
+        if h is None:
+            if not in_callback():
+                self._close_done.wait()  # another thread is closing: wait for it to finish
+            return
+        _open_stores.discard(self)
+        if in_callback():
+            threading.Thread(target=self._finish_close, args=(h,), name="tidemark-close", daemon=True).start()
+            return
+        self._finish_close(h)
 
     def _finish_close(self, h: int) -> None:
         # tidemark_store_close must be the last call on the store: wait for calls other
         # threads started before self._h was cleared (they are short, except a blocking
         # durable write or an unwatch waiting for its callback).
-        while self._inflight:
-            time.sleep(0.0005)
-        _ffi.store_close(h)
+        try:
+            while self._inflight:
+                time.sleep(0.0005)
+            _ffi.store_close(h)
+        finally:
+            self._close_done.set()
 
     @property
     def closed(self) -> bool:
