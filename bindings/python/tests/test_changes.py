@@ -166,3 +166,28 @@ def test_unknown_event_kind_stays_an_int() -> None:
     got = _events.decode_array(rows, 2, b"", 0)
     assert [e.kind for e in got] == [77, 300]
     assert "77" in repr(got[0])
+
+
+def test_decode_uniform_lengths_in_another_order() -> None:
+    """Equal lengths but not in event order: the exact pointer check must send it to the
+    general path, never assign a key to the wrong event."""
+    import struct
+
+    base = 1 << 40
+    n = 50
+    keys = [b"k%02d" % i for i in range(n)]
+    values = [b"v%02d" % i for i in range(n)]
+    order = list(reversed(range(n)))  # event i's key/value live at slot order[i]
+    arena = b"".join(keys[order.index(slot)] + values[order.index(slot)] for slot in range(n))
+    rows = b"".join(
+        struct.pack("=QI4xQQQQQQ", i + 1, 1, base + 6 * order[i], 3, base + 6 * order[i] + 3, 3, i + 1, 1)
+        for i in range(n)
+    )
+    got = _events.decode_array(rows, n, arena, base)
+    assert [(e.key, e.value) for e in got] == list(zip(keys, values))
+    # and the in-order layout takes the fast path with the same result
+    arena2 = b"".join(k + v for k, v in zip(keys, values))
+    rows2 = b"".join(
+        struct.pack("=QI4xQQQQQQ", i + 1, 1, base + 6 * i, 3, base + 6 * i + 3, 3, i + 1, 1) for i in range(n)
+    )
+    assert _events.decode_array(rows2, n, arena2, base) == got

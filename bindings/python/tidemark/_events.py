@@ -258,6 +258,8 @@ def decode_array(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[
         return []
     if not _FAST:  # pragma: no cover - 32-bit or exotic layouts
         return _decode_slow(buf, n, arena, base)
+    if n <= _SMALL:
+        return _decode_small(buf, arena, base)
     q, revs, kinds, kl, vl, crev, vers = _columns(buf, n)
     if arena is None:
         kp = q[2::8].tolist()
@@ -272,6 +274,25 @@ def decode_array(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[
             kv = _general_kv(arena, base, n, q[2::8].tolist(), kl, q[4::8].tolist(), vl)
         keys, values = kv
     return list(map(_new, repeat(Event), zip(revs, kinds, keys, values, crev, vers)))
+
+
+_ROW = struct.Struct("=QI4xQQQQQQ")
+_SMALL = 12  # below this many events, a plain loop beats the column machinery
+
+
+def _decode_small(buf: bytes, arena: Optional[bytes], base: int) -> List[Event]:
+    out = []
+    for rev, kind, kp, kl, vp, vl, crev, ver in _ROW.iter_unpack(buf):
+        if arena is None:
+            key = string_at(kp, kl) if kl else b""
+            value = string_at(vp, vl) if vl else b""
+        else:
+            ko = kp - base
+            vo = vp - base
+            key = arena[ko : ko + kl]
+            value = arena[vo : vo + vl]
+        out.append(_new(Event, (rev, _KIND_TABLE[kind] if kind < 256 else kind, key, value, crev, ver)))
+    return out
 
 
 def _decode_slow(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[Event]:  # pragma: no cover
