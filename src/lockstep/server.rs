@@ -469,7 +469,7 @@ fn core_error(w: &mut impl Write, e: &Error, keep: bool) -> io::Result<bool> {
 fn gone(w: &mut impl Write, store: &Store, since: u64, keep: bool) -> io::Result<bool> {
     let earliest = store.earliest_revision();
     let current = store.current_revision();
-    let message = if since > current {
+    let message = if since > current + 1 {
         format!("since {since} is beyond this feed's current revision {current}: resync from 0")
     } else {
         format!("since {since} was compacted; the earliest retained revision is {earliest}: resync from 0")
@@ -508,7 +508,7 @@ fn catch_up(store: &Store, sel: &Selector, since: u64) -> Result<(Vec<Event>, u6
         return Ok((Vec::new(), at));
     }
     let mut latest: HashMap<crate::event::Bytes, Event> = HashMap::new();
-    let mut from = since;
+    let mut from = since.max(store.earliest_revision());
     loop {
         let (more, next) = store.changes_visit(sel, from, at, 10_000, &mut |e| {
             latest.insert(e.key.clone(), e.clone());
@@ -541,7 +541,11 @@ fn feed(sh: &Shared, w: &mut impl Write, req: &Request, keep: bool) -> io::Resul
         Err(msg) => return send_error(w, 400, &msg, None, keep),
     };
     let store: &Store = &sh.store;
-    if q.since > 0 && (q.since < store.earliest_revision() || q.since > store.current_revision() + 1) {
+    // A client at cursor `since` has seen revision `since` itself (revisions are unique and
+    // served in order), so `since` = earliest - 1 loses nothing and is still served.
+    if q.since > 0
+        && (q.since.saturating_add(1) < store.earliest_revision() || q.since > store.current_revision() + 1)
+    {
         return gone(w, store, q.since, keep);
     }
     let sel = Selector::Prefix(q.prefix.clone());
