@@ -85,6 +85,11 @@ def _load() -> "tuple[ctypes.CDLL, str]":
 
 
 lib, library_path = _load()
+# The same library through PyDLL: calls keep the GIL. Used only for O(1) accessors (lengths,
+# pointers, frees, entry fields), so that reading a batch does not hand the GIL to another
+# thread half a dozen times; everything that can block (store calls, watch_next, close)
+# goes through `lib`, which releases the GIL.
+pylib = ctypes.PyDLL(library_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,14 +193,16 @@ def declare(
     *,
     status: bool = False,
     optional: bool = False,
+    keep_gil: bool = False,
 ) -> Optional[Callable[..., Any]]:
     """Declares ``name``: ``argtypes`` and ``restype``, and for functions returning a
     ``tidemark_status`` (``status=True``) an ``errcheck`` that raises the matching
     :class:`~tidemark.errors.TidemarkError` with the library's message. Functions without a
     status get no errcheck (there is nothing to check). ``optional`` symbols may be missing
-    from an older library (``None`` is returned)."""
+    from an older library (``None`` is returned). ``keep_gil`` declares it through ``PyDLL``
+    (for O(1) accessors that never block); every other function releases the GIL."""
     try:
-        fn = getattr(lib, name)
+        fn = getattr(pylib if keep_gil else lib, name)
     except AttributeError:
         if optional:
             return None
@@ -216,11 +223,11 @@ _u64p = POINTER(c_uint64)
 _pp = POINTER(c_void_p)
 
 # errors and strings (declared first: _errcheck uses them)
-_last_error_message = declare("tidemark_last_error_message", c_char_p, [])
-_last_error_revision = declare("tidemark_last_error_revision", c_uint64, [])
-_status_name = declare("tidemark_status_name", c_char_p, [c_uint32])
-version = declare("tidemark_version", c_char_p, [])
-string_free = declare("tidemark_string_free", None, [_p])
+_last_error_message = declare("tidemark_last_error_message", c_char_p, [], keep_gil=True)
+_last_error_revision = declare("tidemark_last_error_revision", c_uint64, [], keep_gil=True)
+_status_name = declare("tidemark_status_name", c_char_p, [c_uint32], keep_gil=True)
+version = declare("tidemark_version", c_char_p, [], keep_gil=True)
+string_free = declare("tidemark_string_free", None, [_p], keep_gil=True)
 
 # store
 store_open = declare("tidemark_store_open", None, [c_char_p, c_char_p, _pp], status=True)
@@ -243,31 +250,31 @@ store_status_json = declare("tidemark_store_status_json", None, [_p, _pp], statu
 store_watcher_count = declare("tidemark_store_watcher_count", c_size_t, [_p])
 
 # entries
-entry_value = declare("tidemark_entry_value", BytesOut, [_p])
-entry_create_revision = declare("tidemark_entry_create_revision", c_uint64, [_p])
-entry_mod_revision = declare("tidemark_entry_mod_revision", c_uint64, [_p])
-entry_version = declare("tidemark_entry_version", c_uint64, [_p])
-entry_free = declare("tidemark_entry_free", None, [_p])
+entry_value = declare("tidemark_entry_value", BytesOut, [_p], keep_gil=True)
+entry_create_revision = declare("tidemark_entry_create_revision", c_uint64, [_p], keep_gil=True)
+entry_mod_revision = declare("tidemark_entry_mod_revision", c_uint64, [_p], keep_gil=True)
+entry_version = declare("tidemark_entry_version", c_uint64, [_p], keep_gil=True)
+entry_free = declare("tidemark_entry_free", None, [_p], keep_gil=True)
 
 # batches
-batch_new = declare("tidemark_batch_new", _p, [])
-batch_put = declare("tidemark_batch_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t], status=True)
-batch_delete = declare("tidemark_batch_delete", None, [_p, c_char_p, c_size_t], status=True)
-batch_require = declare("tidemark_batch_require", None, [_p, c_char_p, c_size_t, c_uint64], status=True)
-batch_len = declare("tidemark_batch_len", c_size_t, [_p])
-batch_clear = declare("tidemark_batch_clear", None, [_p])
-batch_free = declare("tidemark_batch_free", None, [_p])
+batch_new = declare("tidemark_batch_new", _p, [], keep_gil=True)
+batch_put = declare("tidemark_batch_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t], status=True, keep_gil=True)
+batch_delete = declare("tidemark_batch_delete", None, [_p, c_char_p, c_size_t], status=True, keep_gil=True)
+batch_require = declare("tidemark_batch_require", None, [_p, c_char_p, c_size_t, c_uint64], status=True, keep_gil=True)
+batch_len = declare("tidemark_batch_len", c_size_t, [_p], keep_gil=True)
+batch_clear = declare("tidemark_batch_clear", None, [_p], keep_gil=True)
+batch_free = declare("tidemark_batch_free", None, [_p], keep_gil=True)
 
 # event batches
-events_len = declare("tidemark_events_len", c_size_t, [_p])
-events_data = declare("tidemark_events_data", _p, [_p])
-events_arena = declare("tidemark_events_arena", BytesOut, [_p])
-events_has_more = declare("tidemark_events_has_more", c_bool, [_p])
-events_next_revision = declare("tidemark_events_next_revision", c_uint64, [_p])
-events_free = declare("tidemark_events_free", None, [_p])
+events_len = declare("tidemark_events_len", c_size_t, [_p], keep_gil=True)
+events_data = declare("tidemark_events_data", _p, [_p], keep_gil=True)
+events_arena = declare("tidemark_events_arena", BytesOut, [_p], keep_gil=True)
+events_has_more = declare("tidemark_events_has_more", c_bool, [_p], keep_gil=True)
+events_next_revision = declare("tidemark_events_next_revision", c_uint64, [_p], keep_gil=True)
+events_free = declare("tidemark_events_free", None, [_p], keep_gil=True)
 
 # watches
-watch_options_default = declare("tidemark_watch_options_default", WatchOptions, [])
+watch_options_default = declare("tidemark_watch_options_default", WatchOptions, [], keep_gil=True)
 store_watch = declare(
     "tidemark_store_watch",
     None,
@@ -278,7 +285,7 @@ store_unwatch = declare("tidemark_store_unwatch", None, [_p, c_uint64], status=T
 store_watch_credit = declare("tidemark_store_watch_credit", None, [_p, c_uint64, c_uint64], status=True, optional=True)
 watch_open = declare("tidemark_watch_open", None, [_p, POINTER(Selector), POINTER(WatchOptions), _pp], status=True)
 watch_next = declare("tidemark_watch_next", None, [_p, c_uint32, _pp], status=True)
-watch_id = declare("tidemark_watch_id", c_uint64, [_p])
+watch_id = declare("tidemark_watch_id", c_uint64, [_p], keep_gil=True)
 watch_close = declare("tidemark_watch_close", None, [_p])
 
 LIBRARY_VERSION: str = version().decode("ascii", "replace")
