@@ -67,3 +67,28 @@ def test_public_api_is_documented() -> None:
         for attr, member in vars(cls).items():
             if not attr.startswith("_") and callable(member):
                 assert member.__doc__, f"{cls.__name__}.{attr}"
+
+
+def test_build_bundles_the_library(tmp_path: Path) -> None:
+    """The setup.py hook `pip install` runs copies libtidemark into the package's _lib/."""
+    import pytest
+
+    pytest.importorskip("setuptools")
+    env = dict(os.environ)
+    env["TIDEMARK_LIBRARY"] = tidemark.library_path
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
+        cwd=PKG_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    bundled = tmp_path / "lib" / "tidemark" / "_lib" / Path(tidemark.library_path).name
+    assert bundled.exists()
+    assert (tmp_path / "lib" / "tidemark" / "py.typed").exists()
+    # the bundled copy is found when there is neither a variable nor a checkout around it
+    r2 = subprocess.run(
+        [sys.executable, "-c", "import tidemark; print(tidemark.library_path)"],
+        env={**{k: v for k, v in env.items() if k != "TIDEMARK_LIBRARY"}, "PYTHONPATH": str(tmp_path / "lib")},
+        cwd="/", capture_output=True, text=True, timeout=60,
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert Path(r2.stdout.strip()) == bundled

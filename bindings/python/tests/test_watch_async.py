@@ -203,3 +203,18 @@ def test_many_async_watches_one_loop(store: Store) -> None:
     results = run(main())
     for j, keys in enumerate(results):
         assert keys == [f"p{j}/{i}".encode() for i in range(20)]
+
+
+def test_async_watch_sync_close_and_repr(store: Store) -> None:
+    async def main() -> None:
+        aw = store.awatch(prefix="p")
+        assert "prefix=b'p'" in repr(aw) and "open" in repr(aw)
+        store.put("p1", "x")
+        assert (await aw.__anext__()).key == b"p1"
+        aw.close()
+        assert "ended" in repr(aw)
+        with pytest.raises(StopAsyncIteration):
+            await aw.__anext__()
+
+    run(main())
+    wait_until(lambda: store.watcher_count == 0, "the watch to end")

@@ -231,3 +231,14 @@ def test_several_readers_are_serialized(store: Store) -> None:
     for t in threads:
         t.join(PATIENCE)
     assert sorted(e.revision for e in got) == list(range(1, n + 1))
+
+
+def test_next_then_next_batch_returns_the_rest_of_the_delivery(store: Store) -> None:
+    w = store.watch(timeout=PATIENCE)
+    with store.batch() as b:
+        b.put("a", "1").put("b", "2").put("c", "3")
+    assert next(w).key == b"a"
+    assert [e.key for e in w.next_batch()] == [b"b", b"c"]  # what was fetched, not yet yielded
+    store.close()
+    with pytest.raises(StopIteration):
+        next(w)
