@@ -705,6 +705,24 @@ active_commit_not_split_test() ->
         passive(Ref)
     end).
 
+%% Paced watch over a selector that matches part of each commit: every matching event comes,
+%% in order, driven by passive notices (however many commits one delivery holds).
+active_selector_partial_commits_test() ->
+    with_store(fun(S) ->
+        [{ok, _} = tidemark:batch(S, [{put, <<"a", I>>, <<>>}, {put, <<"b", I>>, <<>>}])
+         || I <- lists:seq(1, 5)],
+        {ok, Ref} = tidemark:watch(S, {prefix, <<"a">>}, #{active => 1, start_revision => 1}),
+        ?assertEqual([1, 3, 5, 7, 9], paced(Ref, 5, []))
+    end).
+
+paced(_Ref, 0, Acc) -> lists:reverse(Acc);
+paced(Ref, N, Acc) ->
+    receive
+        {tidemark_event, Ref, #{revision := R}} -> paced(Ref, N - 1, [R | Acc]);
+        {tidemark_passive, Ref} -> ok = tidemark:activate(Ref, 1), paced(Ref, N, Acc)
+    after ?WAIT -> error({stalled, lists:reverse(Acc)})
+    end.
+
 %% A process that dies with live watches: they are removed and watcher_count drops.
 dead_owner_test_() ->
     {timeout, 60, fun() ->
