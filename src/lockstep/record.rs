@@ -248,28 +248,100 @@ pub enum Parsed {
     },
 }
 
+/// The fields the follower needs, picked out of a record without building the whole object.
+#[derive(Default)]
+struct Picked {
+    is_object: bool,
+    id: Option<Value>,
+    order: Option<Value>,
+    deleted: bool,
+    heartbeat: bool,
+}
+
+struct Picker<'a> {
+    id_field: &'a str,
+    order_by: &'a str,
+}
+
+impl<'de> Visitor<'de> for Picker<'_> {
+    type Value = Picked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked, A::Error> {
+        let mut p = Picked { is_object: true, ..Picked::default() };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let k = key.as_ref();
+            if k == self.id_field || k == self.order_by {
+                let v: Value = map.next_value()?;
+                if k == self.order_by {
+                    p.order = Some(v.clone());
+                }
+                if k == self.id_field {
+                    p.id = Some(v);
+                }
+            } else if k == "deleted_at" {
+                p.deleted = !map.next_value::<Value>()?.is_null();
+            } else if k == "heartbeat" {
+                p.heartbeat = map.next_value::<Value>()? == Value::Bool(true);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(p)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Picked, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Picked::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Picked, E> {
+        Ok(Picked::default())
+    }
+}
+
 /// Reads one line as a record. `Err` says why it is malformed.
 pub fn parse_line(line: &[u8], id_field: &str, order_by: &str) -> Result<Parsed, String> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(obj) = v else {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let p = de
+        .deserialize_any(Picker { id_field, order_by })
+        .and_then(|p| de.end().map(|()| p))
+        .map_err(|e| format!("not JSON: {e}"))?;
+    if !p.is_object {
         return Err("not a JSON object".into());
-    };
-    if obj.get("heartbeat") == Some(&Value::Bool(true)) && !obj.contains_key(id_field) {
+    }
+    if p.heartbeat && p.id.is_none() {
         return Ok(Parsed::Heartbeat);
     }
-    let id = match obj.get(id_field) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    let id = match p.id {
+        Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => return Err(format!("field \"{id_field}\" must be a non-empty string or a number")),
         None => return Err(format!("no \"{id_field}\" field")),
     };
-    let order = match obj.get(order_by) {
-        Some(v @ (Value::Number(_) | Value::String(_))) => v.clone(),
+    let order = match p.order {
+        Some(v @ (Value::Number(_) | Value::String(_))) => v,
         Some(_) => return Err(format!("field \"{order_by}\" must be a number or a string")),
         None => return Err(format!("no \"{order_by}\" field")),
     };
-    let deleted = obj.get("deleted_at").is_some_and(|d| !d.is_null());
-    Ok(Parsed::Record { id, order, deleted })
+    Ok(Parsed::Record { id, order, deleted: p.deleted })
 }
 
 /// Orders cursor values as a lockstep server sorts them: numbers numerically, strings
