@@ -51,7 +51,10 @@ def best(fn: Callable[[], Tuple[int, float]], repeat: int = REPEAT) -> Tuple[flo
 
 def report(what: str, rate: Tuple[float, float], unit: str = "ops/s", note: str = "") -> None:
     b, m = rate
-    print(f"{what:<58} {b / 1e6:8.3f} M {unit}  (median {m / 1e6:.3f} M){'  ' + note if note else ''}", flush=True)
+    print(
+        f"{what:<58} {b / 1e6:8.3f} M {unit:<9} {1e9 / b:8.0f} ns each  (median {m / 1e6:.3f} M){'  ' + note if note else ''}",
+        flush=True,
+    )
 
 
 def filled_store(n: int, mixed: bool = False) -> tidemark.Store:

@@ -9,6 +9,7 @@ so the per-event cost is the allocation of the Python objects themselves.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import operator
 import struct
@@ -153,7 +154,7 @@ _add = operator.add
 
 _E = _ffi.EventStruct
 _SIZE = _ffi.EVENT_SIZE
-_FAST = _SIZE == 64 and _ffi.ctypes.sizeof(_ffi.c_void_p) == 8 and _E.kind.offset == 8 and _E.key.offset == 16
+_FAST = _SIZE == 64 and ctypes.sizeof(ctypes.c_void_p) == 8 and _E.kind.offset == 8 and _E.key.offset == 16
 _CHUNK = 1024  # events per struct.Struct in the uniform-length path (bounds its size)
 _UNIFORM_STRUCTS: Dict[Tuple[int, int, int], struct.Struct] = {}
 _PROGRESSIONS: Dict[Tuple[int, int], Tuple[int, int]] = {}

@@ -177,7 +177,7 @@ def _errcheck(result: int, func: Any, args: Any) -> int:
 
 
 def status_name(status: int) -> str:
-    return _status_name(status).decode("ascii", "replace")
+    return str(_status_name(status).decode("ascii", "replace"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def declare(
     status: bool = False,
     optional: bool = False,
     keep_gil: bool = False,
-) -> Optional[Callable[..., Any]]:
+) -> Any:
     """Declares ``name``: ``argtypes`` and ``restype``, and for functions returning a
     ``tidemark_status`` (``status=True``) an ``errcheck`` that raises the matching
     :class:`~tidemark.errors.TidemarkError` with the library's message. Functions without a

@@ -34,9 +34,11 @@ def to_bytes(x: Any, what: str = "key") -> bytes:
     """``str`` -> UTF-8, bytes-like -> ``bytes``; anything else is a ``TypeError``."""
     t = type(x)
     if t is bytes:
-        return x
+        out: bytes = x
+        return out
     if t is str:
-        return x.encode("utf-8")
+        out = x.encode("utf-8")
+        return out
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
     if isinstance(x, str):
@@ -66,7 +68,7 @@ def make_selector(
     else:
         return None
     sel = _ffi.Selector(kind, _ffi.BytesIn(s, len(s)), _ffi.BytesIn(e, len(e)))
-    sel.desc = (  # type: ignore[attr-defined]
+    sel.desc = (
         f"key={s!r}" if kind == _ffi.SELECT_KEY else f"prefix={s!r}" if kind == _ffi.SELECT_PREFIX else f"start={s!r}, end={e!r}"
     )
     return sel

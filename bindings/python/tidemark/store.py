@@ -272,7 +272,7 @@ class Store:
         sel = make_selector(key, prefix, start, end)
         out = c_void_p()
         self._call(_ffi.store_range, sel, limit, byref(out))
-        return take_page(out.value)
+        return take_page(out.value or 0)
 
     def changes(
         self,
@@ -295,7 +295,7 @@ class Store:
         sel = make_selector(key, prefix, start, end)
         out = c_void_p()
         self._call(_ffi.store_changes, sel, from_revision, to_revision, limit, byref(out))
-        return take_page(out.value)
+        return take_page(out.value or 0)
 
     def iter_changes(
         self,
@@ -320,7 +320,7 @@ class Store:
         while True:
             out = c_void_p()
             self._call(_ffi.store_changes, sel, frm, to_revision, page_size, byref(out))
-            page = take_page(out.value)
+            page = take_page(out.value or 0)
             yield from page.events
             if not page.has_more:
                 return
@@ -339,18 +339,18 @@ class Store:
     @property
     def revision(self) -> int:
         """The revision of the last commit (0 for a new store)."""
-        return self._call(_ffi.store_current_revision)
+        return int(self._call(_ffi.store_current_revision))
 
     @property
     def earliest_revision(self) -> int:
         """The first revision still in the log (1 for a new store; current + 1 once
         everything was compacted)."""
-        return self._call(_ffi.store_earliest_revision)
+        return int(self._call(_ffi.store_earliest_revision))
 
     @property
     def watcher_count(self) -> int:
         """Push and pull watches that have not ended."""
-        return self._call(_ffi.store_watcher_count)
+        return int(self._call(_ffi.store_watcher_count))
 
     def status(self) -> Dict[str, Any]:
         """The store's state as reported by the library (``tidemark_store_status_json``):
@@ -358,6 +358,8 @@ class Store:
         effective options, and more for durable stores."""
         out = c_void_p()
         self._call(_ffi.store_status_json, byref(out))
+        if not out.value:  # pragma: no cover - the library always writes it on success
+            raise RuntimeError("tidemark_store_status_json returned NULL")
         try:
             text = string_at(out.value)
         finally:

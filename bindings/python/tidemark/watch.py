@@ -148,7 +148,7 @@ class Watch:
                 except ClosedError:
                     self._free()
                     return None
-                events, next_revision = take_events(out.value)
+                events, next_revision = take_events(out.value or 0)
                 if not events:  # pragma: no cover - the library never delivers an empty batch
                     continue
                 last = events[-1]
@@ -251,18 +251,23 @@ _registry: Dict[int, "WatchHandle"] = {}
 _tokens = itertools.count(1)
 
 
-@_ffi.WATCH_CALLBACK
-def _c_callback(userdata: Optional[int], events: Optional[int], count: int) -> None:
+def _on_c_callback(userdata: Optional[int], events: Optional[int], count: int) -> None:
     handle = _registry.get(userdata or 0)
     if handle is not None:
         handle._on_events(events or 0, count)
 
 
-@_ffi.DROP_CALLBACK
-def _c_drop(userdata: Optional[int]) -> None:
+def _on_c_drop(userdata: Optional[int]) -> None:
     handle = _registry.pop(userdata or 0, None)
     if handle is not None:
         handle._on_drop()
+
+
+# The only two C function pointers the binding ever hands to the library. They are module
+# globals, so they outlive every watch; which watch a call is for comes from `userdata`
+# (a token into _registry, whose entry is removed by the drop function, called exactly once).
+_c_callback = _ffi.WATCH_CALLBACK(_on_c_callback)
+_c_drop = _ffi.DROP_CALLBACK(_on_c_drop)
 
 
 class WatchHandle:
@@ -318,6 +323,8 @@ class WatchHandle:
     ) -> "WatchHandle":
         if not callable(callback):
             raise TypeError("callback must be callable")
+        if asyncio.iscoroutinefunction(callback):
+            raise TypeError("callback is a coroutine function: use `async for ev in store.watch(...)` instead")
         opts = _options(start_revision, max_queue, progress_interval_ms, credit)
         handle = cls(store, callback, batched)
         handle._on_end = on_end
