@@ -294,6 +294,13 @@ def test_callback_argument_checks(store: Store) -> None:
     with pytest.raises(ValueError):
         store.watch(max_queue=-1)
 
+    async def coro(ev: Event) -> None:  # pragma: no cover
+        pass
+
+    with pytest.raises(TypeError, match="async for"):
+        store.watch(callback=coro)
+    assert store.watcher_count == 0
+
 
 def test_callback_closing_while_another_thread_closes() -> None:
     s = Store()
