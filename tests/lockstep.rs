@@ -338,7 +338,7 @@ fn follower_mirrors_the_reference_server() {
     let follower = Follower::start(
         dst.clone(),
         &format!("http://{}/items/", refs.addr),
-        fast_follow(json!({"follow": false})),
+        fast_follow(json!({"follow": false, "cursor_param": "since"})),
         Some(Box::new(move |e: &FollowEvent<'_>| {
             if let FollowEvent::Malformed { .. } = e {
                 m.fetch_add(1, Ordering::Relaxed);
@@ -688,6 +688,55 @@ fn c_api_serve_and_follow() {
         assert_eq!((*state).after_stop.load(Ordering::Relaxed), 0);
         assert!((*state).connected.load(Ordering::Relaxed) >= 1);
 
+        // A callback may stop its own follower: it ends after that callback, and drops once.
+        struct SelfStop {
+            follower: std::sync::atomic::AtomicPtr<tidemark_lockstep_follower>,
+            calls_after: AtomicU64,
+            stopped: AtomicBool,
+            drops: AtomicU64,
+        }
+        unsafe extern "C" fn self_stop_cb(ud: *mut c_void, _e: *const tidemark_lockstep_event) {
+            let st = &*(ud as *const SelfStop);
+            if st.stopped.swap(true, Ordering::AcqRel) {
+                st.calls_after.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut f = st.follower.load(Ordering::Acquire);
+            while f.is_null() {
+                std::thread::yield_now();
+                f = st.follower.load(Ordering::Acquire);
+            }
+            tidemark_lockstep_follower_stop(f);
+        }
+        unsafe extern "C" fn self_stop_drop(ud: *mut c_void) {
+            (*(ud as *const SelfStop)).drops.fetch_add(1, Ordering::Relaxed);
+        }
+        let ss = Box::into_raw(Box::new(SelfStop {
+            follower: std::sync::atomic::AtomicPtr::new(null_mut()),
+            calls_after: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            drops: AtomicU64::new(0),
+        }));
+        let mut f2: *mut tidemark_lockstep_follower = null_mut();
+        let opts2 = CString::new(r#"{"prefix":"/copy2/"}"#).unwrap();
+        assert_eq!(
+            tidemark_lockstep_follow(
+                dst,
+                url.as_ptr(),
+                opts2.as_ptr(),
+                Some(self_stop_cb),
+                ss.cast(),
+                Some(self_stop_drop),
+                &mut f2
+            ),
+            tidemark_status::TIDEMARK_OK
+        );
+        (*ss).follower.store(f2, Ordering::Release);
+        wait_until("self-stopped follower dropped", || (*ss).drops.load(Ordering::Relaxed) == 1);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!((*ss).drops.load(Ordering::Relaxed), 1);
+        assert_eq!((*ss).calls_after.load(Ordering::Relaxed), 0);
+
         // A failed start drops the userdata before returning.
         let state2 = Box::into_raw(Box::new(CState::default()));
         let bad_url = CString::new("https://example.invalid/").unwrap();
@@ -711,6 +760,7 @@ fn c_api_serve_and_follow() {
         tidemark_store_close(dst);
         drop(Box::from_raw(state));
         drop(Box::from_raw(state2));
+        drop(Box::from_raw(ss));
     }
 }
 
@@ -785,6 +835,26 @@ fn cli_commands() {
         assert_eq!(code, 200);
         assert_eq!(ids(&ndjson(body.as_bytes())), ["123", "9"]);
     }
+    // watch --url prints the feed's records, then live ones.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["watch", "--url", &format!("{base}/servers/")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watcher.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["id"], "123");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["id"], "9");
+    assert_eq!(request("PUT", &format!("{base}/servers/live"), &[], b"{}").status, 200);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["id"], "live");
+    unsafe { libc::kill(watcher.id() as i32, libc::SIGTERM) };
+    assert!(watcher.wait().unwrap().success());
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     assert_eq!(cli(&["get", "--store", d, "/servers/9"]).1.trim(), "{\"a\":1}");

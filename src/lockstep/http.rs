@@ -548,6 +548,8 @@ pub struct Response {
     stream: TcpStream,
     /// Bytes read past the head, not yet decoded.
     pending: Vec<u8>,
+    /// The read buffer, kept between reads.
+    scratch: Vec<u8>,
     framing: Framing,
     done: bool,
 }
@@ -564,11 +566,13 @@ impl Response {
         }
         let mut raw = std::mem::take(&mut self.pending);
         if raw.is_empty() {
+            raw = std::mem::take(&mut self.scratch);
             raw.resize(64 * 1024, 0);
             match self.stream.read(&mut raw) {
                 Ok(n) => raw.truncate(n),
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                    return Ok(BodyRead::Idle)
+                    self.scratch = raw;
+                    return Ok(BodyRead::Idle);
                 }
                 Err(e) => return Err(e),
             }
@@ -606,6 +610,8 @@ impl Response {
                 }
             }
         }
+        raw.clear();
+        self.scratch = raw;
         let n = out.len() - before;
         if n == 0 && self.done {
             return Ok(BodyRead::End);
@@ -739,7 +745,15 @@ pub fn request(
         Framing::UntilClose
     };
     let done = matches!(framing, Framing::Length(0));
-    Ok(Response { status, headers: hdrs, stream, pending: buf[body_start..].to_vec(), framing, done })
+    Ok(Response {
+        status,
+        headers: hdrs,
+        stream,
+        pending: buf[body_start..].to_vec(),
+        scratch: Vec::new(),
+        framing,
+        done,
+    })
 }
 
 /// Percent-encodes `s` for use as one path segment or query value.

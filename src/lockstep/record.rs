@@ -440,6 +440,15 @@ mod tests {
             Ok(Parsed::Record { id: "12".into(), order: Value::from("2024"), deleted: true })
         );
         assert!(parse_line(b"{\"id\":1}", "id", "updated_at").is_err());
+        assert_eq!(
+            parse_line(
+                br#"{"uuid":"a","ts":"2024-01-01T00:00:00Z","id":{},"deleted_at":null}"#,
+                "uuid",
+                "ts"
+            ),
+            Ok(Parsed::Record { id: "a".into(), order: Value::from("2024-01-01T00:00:00Z"), deleted: false })
+        );
+        assert!(parse_line(b"{\"id\":1,\"updated_at\":2} x", "id", "updated_at").is_err());
         assert!(parse_line(b"[1]", "id", "updated_at").is_err());
         assert!(parse_line(b"{\"id\":null,\"updated_at\":1}", "id", "updated_at").is_err());
         use serde_json::json;

@@ -275,7 +275,12 @@ fn serve_ref(mut s: TcpStream, n: u64, table: &Mutex<Table>, stop: &AtomicBool) 
     let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
     let target = line.split(' ').nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap();
-    let since: u64 = path.rsplit('/').next().unwrap_or("0").parse().unwrap_or(0);
+    // The cursor is the last path segment, or the `since` query parameter.
+    let query_since = target.split_once('?').and_then(|(_, q)| {
+        q.split('&').find_map(|kv| kv.strip_prefix("since=")).and_then(|v| v.parse::<u64>().ok())
+    });
+    let since: u64 =
+        query_since.unwrap_or_else(|| path.rsplit('/').next().unwrap_or("0").parse().unwrap_or(0));
     let (mut rows, snapshot_seq) = {
         let t = table.lock().unwrap();
         let mut rows: Vec<(String, Row)> = t
