@@ -540,31 +540,41 @@ impl Inner {
     }
 
     /// Reads what a lagging watcher missed from the log, up to its queue's room; when it
-    /// reaches the head it becomes synced again, atomically with respect to writers.
-    pub fn catch_up(&self, w: &Watcher) {
+    /// reaches the head it becomes synced again, atomically with respect to writers. The
+    /// last matching event of each commit is marked as its end, so consumers that pace
+    /// deliveries (credit) can stop between commits. A read error other than compaction is
+    /// returned; the watcher keeps its position and can try again.
+    pub fn catch_up(&self, w: &Watcher) -> Result<()> {
         loop {
             let (from, room) = {
                 let s = w.state.lock();
                 if s.synced || s.done || s.terminal.is_some() || s.queue.len() >= w.max_queue {
-                    return;
+                    return Ok(());
                 }
                 (s.next_rev, w.max_queue - s.queue.len())
             };
             let st = self.state.read();
             let head = st.log.last_revision();
             let mut got = Vec::new();
-            let scanned = st.log.scan(&w.selector, from, head, room, &mut |e| got.push(e.clone()));
+            let mut pending: Option<Event> = None;
+            // Every event is visited (at most `room` of them) to see where commits end.
+            let scanned = st.log.scan(&Selector::All, from, head, room, &mut |e| {
+                if w.selector.matches(&e.key) {
+                    got.extend(pending.take());
+                    pending = Some(Event { commit_end: false, ..e.clone() });
+                }
+                if e.commit_end {
+                    got.extend(pending.take().map(|p| Event { commit_end: true, ..p }));
+                }
+            });
             let mut s = w.state.lock();
             match scanned {
                 Err(Error::Compacted { earliest, .. }) => {
                     s.terminal = Some(Event::notice(EventKind::Compacted, earliest));
-                    return;
+                    return Ok(());
                 }
-                Err(_) => return, // a storage read error: retried on the next wake-up
+                Err(e) => return Err(e),
                 Ok(next) => {
-                    if let Some(last) = got.last_mut() {
-                        last.commit_end = true;
-                    }
                     s.queue.extend(got);
                     s.next_rev = next;
                     s.synced = next > head;
@@ -617,7 +627,7 @@ impl PullWatch {
         let deadline = Instant::now().checked_add(timeout);
         let w = &self.watcher;
         loop {
-            self.inner.catch_up(w);
+            self.inner.catch_up(w)?;
             let mut s = w.state.lock();
             if s.done {
                 return Err(Error::Closed);

@@ -450,3 +450,33 @@ fn compaction_succeeds_while_a_terminal_notice_is_being_delivered() {
     assert_eq!(s.earliest_revision(), 8);
     tx.send(()).unwrap();
 }
+
+#[test]
+fn credit_stops_at_the_end_of_the_watchers_part_of_a_commit() {
+    // Each commit's matching event is not its last event; credit 1 must still mean one
+    // commit's worth, both for live deliveries and for a replay from the log.
+    let s = store();
+    let batches = |s: &Store| {
+        for _ in 0..5 {
+            s.commit(&[Op::Put(b"a", b"1"), Op::Put(b"b", b"2")]).unwrap();
+        }
+    };
+    batches(&s);
+    let replay = Sink::default();
+    let replay_id = s
+        .watch(prefix("a"), &WatchOptions { start_revision: 1, credit: Some(1), ..Default::default() }, replay.callback())
+        .unwrap();
+    let live = Sink::default();
+    let live_id =
+        s.watch(prefix("a"), &WatchOptions { credit: Some(1), ..Default::default() }, live.callback()).unwrap();
+    batches(&s);
+    for (sink, id, first) in [(&replay, replay_id, 1u64), (&live, live_id, 11)] {
+        for n in 1..=5u64 {
+            let got = sink.wait_for(|e| e.len() as u64 >= n);
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(sink.events().len() as u64, n, "one event per credit: {got:?}");
+            assert_eq!(sink.events().last().unwrap().revision, first + 2 * (n - 1));
+            s.add_credit(id, 1).unwrap();
+        }
+    }
+}

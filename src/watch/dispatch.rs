@@ -163,8 +163,13 @@ fn worker(inner: &Arc<Inner>) {
 /// or a progress notice, for up to `TURN` callbacks.
 fn run(inner: &Inner, w: &Arc<Watcher>) {
     for _ in 0..TURN {
-        inner.catch_up(w);
+        let read = inner.catch_up(w);
         let mut s = w.state.lock();
+        if read.is_err() && s.queue.is_empty() {
+            // The log could not be read: try again when the next commit wakes the watch.
+            s.scheduled = false;
+            return;
+        }
         if s.done || s.cancelled {
             s.scheduled = false;
             return;

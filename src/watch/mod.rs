@@ -129,6 +129,10 @@ impl Watcher {
             s.next_rev = commit[0].revision;
         } else {
             s.queue.extend(idx.iter().map(|&i| commit[i as usize].clone()));
+            // The watcher's part of the commit ends here, whatever the commit's last key.
+            if let Some(last) = s.queue.back_mut() {
+                last.commit_end = true;
+            }
         }
         self.wake(&mut s, dispatcher);
     }
