@@ -189,6 +189,11 @@ impl Conn {
         }
         let body_len = body_len as usize;
         self.buf.drain(..body_start);
+        // curl and others wait for this before sending a larger body.
+        let expects = req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+        if expects && http11 && self.buf.len() < body_len {
+            let _ = (&self.stream).write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
         let t0 = first_byte.unwrap_or_else(Instant::now);
         while self.buf.len() < body_len {
             if stop.load(Ordering::Acquire) {
