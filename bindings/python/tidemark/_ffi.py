@@ -9,9 +9,11 @@ Library lookup order (first hit wins):
 3. the package's own ``_lib/`` directory (where ``pip install`` copies the library);
 4. the system loader (``ctypes.util.find_library("tidemark")``, then the bare file name).
 
-All calls go through ``ctypes.CDLL``, which releases the GIL for the duration of every C
-call: blocking calls (``tidemark_watch_next``, durable writes, ``tidemark_store_close``)
-never stall other Python threads, and push-watch callbacks can take the GIL meanwhile.
+Every function that can block or wait for the store goes through ``ctypes.CDLL``, which
+releases the GIL for the duration of the C call: blocking calls (``tidemark_watch_next``,
+durable writes, ``tidemark_store_close``) never stall other Python threads, and push-watch
+callbacks can take the GIL meanwhile. Short calls that never block or lock the store (event batch
+lengths/pointers/frees, entry fields, batch building) go through ``ctypes.PyDLL`` and keep it.
 """
 
 from __future__ import annotations
