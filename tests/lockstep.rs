@@ -976,3 +976,127 @@ proptest! {
         prop_assert_eq!(ids, expected);
     }
 }
+
+#[test]
+fn a_client_that_does_not_read_never_blocks_writers_and_loses_nothing() {
+    let store = memory();
+    let server = serve(&store, r#"{"max_queue":10,"heartbeat_ms":60000}"#);
+    let u =
+        tidemark::lockstep::http::Url::parse(&format!("http://{}/q/0?follow=true", server.addr())).unwrap();
+    let stop = AtomicBool::new(false);
+    let s = tidemark::lockstep::http::connect(&u, Duration::from_secs(5), &stop).unwrap();
+    let mut resp =
+        tidemark::lockstep::http::request(s, "GET", &u, &[], b"", Duration::from_secs(5), &stop).unwrap();
+    assert_eq!(resp.status, 200);
+    // The client reads nothing while 20,000 records (megabytes) are written: every put returns.
+    let value = format!(r#"{{"pad":"{}"}}"#, "z".repeat(300));
+    for i in 0..20_000 {
+        store.put(format!("/q/{}", i % 5000).as_bytes(), value.as_bytes()).unwrap();
+    }
+    let last = store.current_revision();
+    // Then it reads: every change arrives, in revision order, without gaps.
+    let mut body = Vec::new();
+    let mut revs = Vec::new();
+    let mut splitter = LineSplitter::new(1 << 20);
+    wait_until("all changes delivered", || {
+        body.clear();
+        let _ = resp.read_body(&mut body).unwrap();
+        splitter.feed(&body, &mut |l| {
+            if let Line::Text(t) = l {
+                let v: Value = serde_json::from_slice(t).unwrap();
+                if let Some(r) = v["updated_at"].as_u64() {
+                    revs.push(r);
+                }
+            }
+        });
+        revs.last() == Some(&last)
+    });
+    assert_eq!(revs, (1..=last).collect::<Vec<_>>());
+    drop(resp);
+    server.stop();
+}
+
+#[test]
+fn follower_reconnects_after_silence_and_stops_promptly() {
+    // A server that answers 200 and then says nothing, and one that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let acc = accepted.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    silent.set_nonblocking(true).unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut held = Vec::new();
+        while !d2.load(Ordering::Acquire) {
+            if let Ok((mut s, _)) = silent.accept() {
+                let n = acc.fetch_add(1, Ordering::AcqRel);
+                if n % 2 == 0 {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                }
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let dst = memory();
+    let f = Follower::start(
+        dst.clone(),
+        &format!("http://{addr}/feed/"),
+        fast_follow(json!({"idle_timeout_ms": 150})),
+        None,
+    )
+    .unwrap();
+    wait_until("reconnects", || accepted.load(Ordering::Acquire) >= 4);
+    let st = f.status();
+    assert!(st["errors"].as_u64().unwrap() >= 3, "{st}");
+    assert!(st["last_error"].as_str().unwrap().contains("nothing received"), "{st}");
+    f.stop(); // returns although the server never says anything
+    done.store(true, Ordering::Release);
+    t.join().unwrap();
+}
+
+#[test]
+fn garbage_requests_never_disturb_the_server_or_the_store() {
+    use std::io::{Read, Write};
+    let store = memory();
+    store.put(b"/g/1", b"{}").unwrap();
+    let server = serve(&store, r#"{"writable":true,"request_timeout_ms":300,"idle_timeout_ms":300}"#);
+    let mut rng = Rng(seed());
+    let pieces: [&[u8]; 12] = [
+        b"GET ",
+        b"PUT ",
+        b"/g/",
+        b"?since=",
+        b"&follow=",
+        b" HTTP/1.1",
+        b"\r\n",
+        b"Content-Length: ",
+        b"99999999999",
+        b"%zz",
+        b"\xff\xfe",
+        b"Transfer-Encoding: chunked\r\n",
+    ];
+    for _ in 0..60 {
+        let mut req = Vec::new();
+        for _ in 0..rng.below(12) {
+            req.extend_from_slice(pieces[rng.below(pieces.len() as u64) as usize]);
+            if rng.below(4) == 0 {
+                req.push(rng.below(256) as u8);
+            }
+        }
+        req.extend_from_slice(b"\r\n\r\n");
+        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&req);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        if !out.is_empty() {
+            assert!(out.starts_with(b"HTTP/1.1 "), "{:?}", String::from_utf8_lossy(&out));
+        }
+    }
+    assert_eq!(store.current_revision(), 1);
+    assert_eq!(get(&format!("http://{}/g/0", server.addr())).lines().len(), 1);
+    server.stop();
+}
