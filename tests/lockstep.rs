@@ -1032,7 +1032,7 @@ fn follower_reconnects_after_silence_and_stops_promptly() {
         while !d2.load(Ordering::Acquire) {
             if let Ok((mut s, _)) = silent.accept() {
                 let n = acc.fetch_add(1, Ordering::AcqRel);
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
                 }
                 held.push(s);
