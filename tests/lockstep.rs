@@ -338,14 +338,23 @@ fn follower_mirrors_a_tidemark_server_exactly() {
 
 #[test]
 fn follower_mirrors_the_reference_server() {
-    let mut refs = RefServer::start();
+    mirror_reference(false, json!({"follow": false, "cursor_param": "since"}));
+}
+
+#[test]
+fn follower_mirrors_a_reference_server_with_string_timestamps() {
+    mirror_reference(true, json!({}));
+}
+
+fn mirror_reference(string_times: bool, options: Value) {
+    let mut refs = RefServer::start_with(string_times);
     let dst = memory();
     let malformed = Arc::new(AtomicU64::new(0));
     let m = malformed.clone();
     let follower = Follower::start(
         dst.clone(),
         &format!("http://{}/items/", refs.addr),
-        fast_follow(json!({"follow": false, "cursor_param": "since"})),
+        fast_follow(options),
         Some(Box::new(move |e: &FollowEvent<'_>| {
             if let FollowEvent::Malformed { .. } = e {
                 m.fetch_add(1, Ordering::Relaxed);
@@ -400,6 +409,7 @@ fn follower_mirrors_the_reference_server() {
     assert!(malformed.load(Ordering::Relaxed) > 0);
     assert!(st["heartbeats"].as_u64().unwrap() > 0, "{st}");
     assert!(st["errors"].as_u64().unwrap() > 0, "dropped connections are reported: {st}");
+    assert_eq!(st["cursor"].is_string(), string_times, "{st}");
     follower.stop();
     refs.stop();
 }

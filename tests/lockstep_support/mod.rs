@@ -154,13 +154,24 @@ struct Row {
 pub struct Table {
     /// Wall-clock-like milliseconds; several changes share a tick (ties).
     pub clock: u64,
+    /// Send `updated_at` / `deleted_at` as fixed-width ISO-8601-like strings instead of numbers.
+    pub string_times: bool,
     seq: u64,
     rows: BTreeMap<String, Row>,
 }
 
 impl Table {
-    fn record(id: &str, r: &Row) -> Value {
-        let mut v = json!({"id": id, "updated_at": r.updated_at, "deleted_at": r.deleted_at});
+    fn time(t: u64, string_times: bool) -> Value {
+        if string_times {
+            Value::from(format!("2023-11-14T{t:013}Z"))
+        } else {
+            Value::from(t)
+        }
+    }
+
+    fn record(id: &str, r: &Row, st: bool) -> Value {
+        let deleted = r.deleted_at.map_or(Value::Null, |d| Table::time(d, st));
+        let mut v = json!({"id": id, "updated_at": Table::time(r.updated_at, st), "deleted_at": deleted});
         if let (Value::Object(m), Value::Object(d)) = (&mut v, &r.data) {
             for (k, x) in d {
                 m.insert(k.clone(), x.clone());
@@ -193,7 +204,7 @@ impl Table {
         self.rows
             .iter()
             .filter(|(_, r)| r.deleted_at.is_none())
-            .map(|(k, r)| (k.clone(), Table::record(k, r)))
+            .map(|(k, r)| (k.clone(), Table::record(k, r, self.string_times)))
             .collect()
     }
 }
@@ -208,10 +219,15 @@ pub struct RefServer {
 
 impl RefServer {
     pub fn start() -> RefServer {
+        RefServer::start_with(false)
+    }
+
+    pub fn start_with(string_times: bool) -> RefServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let table = Arc::new(Mutex::new(Table { clock: 1_700_000_000_000, ..Table::default() }));
+        let table =
+            Arc::new(Mutex::new(Table { clock: 1_700_000_000_000, string_times, ..Table::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let (t, s, c) = (table.clone(), stop.clone(), connections.clone());
@@ -276,17 +292,23 @@ fn serve_ref(mut s: TcpStream, n: u64, table: &Mutex<Table>, stop: &AtomicBool) 
     let target = line.split(' ').nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap();
     // The cursor is the last path segment, or the `since` query parameter.
-    let query_since = target.split_once('?').and_then(|(_, q)| {
-        q.split('&').find_map(|kv| kv.strip_prefix("since=")).and_then(|v| v.parse::<u64>().ok())
-    });
-    let since: u64 =
-        query_since.unwrap_or_else(|| path.rsplit('/').next().unwrap_or("0").parse().unwrap_or(0));
+    let query_since =
+        target.split_once('?').and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("since=")));
+    let since_raw = query_since.unwrap_or_else(|| path.rsplit('/').next().unwrap_or("0"));
+    let since = String::from_utf8(http::decode_component(since_raw).unwrap_or_default()).unwrap_or_default();
+    let since = if since.is_empty() { "0".to_string() } else { since };
+    let st = table.lock().unwrap().string_times;
+    // Numbers compare numerically, strings byte-wise (the fixed-width times sort as they read).
+    let changed_since = |r: &Row| match Table::time(r.updated_at, st) {
+        Value::String(t) => t.as_str() >= since.as_str(),
+        _ => r.updated_at >= since.parse::<u64>().unwrap_or(0),
+    };
     let (mut rows, snapshot_seq) = {
         let t = table.lock().unwrap();
         let mut rows: Vec<(String, Row)> = t
             .rows
             .iter()
-            .filter(|(_, r)| r.updated_at >= since && (since > 0 || r.deleted_at.is_none()))
+            .filter(|(_, r)| changed_since(r) && (since != "0" || r.deleted_at.is_none()))
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect();
         rows.sort_by_key(|(_, r)| r.updated_at);
@@ -302,7 +324,7 @@ fn serve_ref(mut s: TcpStream, n: u64, table: &Mutex<Table>, stop: &AtomicBool) 
     let lines: Vec<Vec<u8>> = rows
         .iter()
         .map(|(k, r)| {
-            let mut l = serde_json::to_vec(&Table::record(k, r)).unwrap();
+            let mut l = serde_json::to_vec(&Table::record(k, r, st)).unwrap();
             l.push(b'\n');
             l
         })
@@ -327,7 +349,7 @@ fn serve_ref(mut s: TcpStream, n: u64, table: &Mutex<Table>, stop: &AtomicBool) 
                     changed
                         .into_iter()
                         .map(|(k, r)| {
-                            let mut l = serde_json::to_vec(&Table::record(k, r)).unwrap();
+                            let mut l = serde_json::to_vec(&Table::record(k, r, st)).unwrap();
                             l.push(b'\n');
                             l
                         })
