@@ -11,6 +11,7 @@ Run from the repository root after `cargo build --release`:
 
 import asyncio
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -119,7 +120,21 @@ def main() -> None:
         section("status")
         print(store.status())
 
-    print("\nstore closed; done.")
+    print("\nstore closed.")
+
+    section("a durable store (a directory)")
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            with tidemark.Store(d) as durable:
+                durable.put("config/mode", "fast")
+                print(f"wrote revision {durable.revision} to {d}")
+        except tidemark.InvalidArgumentError as e:
+            print(f"durable stores are not available in this build of libtidemark: {e}")
+        else:
+            with tidemark.Store(d) as reopened:
+                entry = reopened.get("config/mode")
+                print(f"reopened: config/mode = {entry.value!r} (revision {entry.mod_revision})")
+    print("done.")
 
 
 if __name__ == "__main__":
