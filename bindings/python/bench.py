@@ -52,7 +52,7 @@ def best(fn: Callable[[], Tuple[int, float]], repeat: int = REPEAT) -> Tuple[flo
 def report(what: str, rate: Tuple[float, float], unit: str = "ops/s", note: str = "") -> None:
     b, m = rate
     print(
-        f"{what:<58} {b / 1e6:8.3f} M {unit:<9} {1e9 / b:8.0f} ns each  (median {m / 1e6:.3f} M){'  ' + note if note else ''}",
+        f"{what:<58} {b:>12,.0f} {unit:<9} {1e9 / b:>10,.0f} ns each  (median {m:,.0f}){'  ' + note if note else ''}",
         flush=True,
     )
 
@@ -332,6 +332,45 @@ def bench_latency(samples: int = 2000) -> List[float]:
     return lat
 
 
+def bench_durable(threads: int, seconds: float = 1.5) -> Tuple[int, float]:
+    """Durable puts with sync="always" from `threads` Python threads: the GIL is released
+    while a writer waits for fsync, so the library's group commit can batch them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        s = tidemark.Store(d, sync="always")
+        counts = [0] * threads
+        stop = time.monotonic() + seconds
+
+        def writer(n: int) -> None:
+            i = 0
+            while time.monotonic() < stop:
+                s.put(b"t%02d-%011d" % (n, i % 1000), VALUE)
+                i += 1
+            counts[n] = i
+
+        ts = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
+        t = time.perf_counter()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        dt = time.perf_counter() - t
+        s.close()
+    return sum(counts), dt
+
+
+def durable_supported() -> bool:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            tidemark.Store(d).close()
+            return True
+        except tidemark.InvalidArgumentError:
+            return False
+
+
 def main() -> None:
     print(f"tidemark Python binding benchmarks: library {tidemark.library_version} at {tidemark.library_path}")
     print(f"Python {platform.python_version()} ({platform.python_implementation()}), {platform.machine()}, {os.cpu_count()} CPUs; best of {REPEAT}")
@@ -367,6 +406,11 @@ def main() -> None:
     report("callback watch, replay, per-event callback", best(lambda: bench_callback(N_EVENTS // 2), max(2, REPEAT // 2)), "events/s")
     report("async for (awatch), replay from revision 1", best(lambda: bench_async(uniform), max(2, REPEAT // 2)), "events/s")
     uniform.close()
+    if durable_supported():
+        print()
+        print("-- durable store, sync=\"always\" (temporary directory), puts from N Python threads")
+        for threads in (1, 4, 16):
+            report(f"durable put, {threads} thread(s)", best(lambda: bench_durable(threads), 1))
     lat = bench_latency()
     pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6  # noqa: E731
     print(f"{'put -> Python callback latency (2000 samples)':<58} p50 {pct(0.5):.0f} us, p99 {pct(0.99):.0f} us, max {lat[-1] * 1e6:.0f} us")
