@@ -675,8 +675,8 @@ fn write_through(sh: &Shared, w: &mut impl Write, req: &Request, keep: bool) -> 
         }
         match store.put(&key, &req.body) {
             Ok(rev) => {
-                let body = serde_json::to_vec(&json!({"id": id, "updated_at": rev, "deleted_at": null}))
-                    .expect("JSON");
+                let mut body = Vec::new();
+                record::write_record(&mut body, id.as_bytes(), rev, None, None);
                 http::write_response(w, 200, &[("Content-Type", "application/json")], &body, keep)?;
                 Ok(keep)
             }
@@ -685,8 +685,8 @@ fn write_through(sh: &Shared, w: &mut impl Write, req: &Request, keep: bool) -> 
     } else {
         match store.delete(&key) {
             Ok(rev) => {
-                let body = serde_json::to_vec(&json!({"id": id, "updated_at": rev, "deleted_at": rev}))
-                    .expect("JSON");
+                let mut body = Vec::new();
+                record::write_record(&mut body, id.as_bytes(), rev, Some(rev), None);
                 http::write_response(w, 200, &[("Content-Type", "application/json")], &body, keep)?;
                 Ok(keep)
             }
