@@ -437,7 +437,8 @@ void tidemark_events_free(struct tidemark_events *events);
  * `GET /<path>/<since>` or `GET /<path>/?since=N` answers the records of the keys under
  * `/<path>/` as NDJSON sorted by `updated_at` (the revision); `&follow=true` keeps the
  * response open with live changes (chunked) and heartbeats. Serving runs on threads the
- * server owns; the store must stay open until `tidemark_lockstep_server_stop` returns.
+ * server owns. The server holds its own reference to the store: closing the store first is
+ * safe (requests then fail with 503 and follow responses end); stop the server to free it.
  */
 tidemark_status tidemark_lockstep_serve(struct tidemark_store *store, const char *addr, const char *options_json, struct tidemark_lockstep_server **out);
 
@@ -483,8 +484,9 @@ void tidemark_lockstep_server_stop(struct tidemark_lockstep_server *server);
  * `callback` (may be NULL) receives `tidemark_lockstep_event`s (see
  * `tidemark_lockstep_callback`); `drop_userdata` (may be NULL) runs exactly once after the
  * last callback, when the follower stops, or before this returns if it fails (except for a
- * NULL `store`, `url` or `out`, where nothing was taken over). The store must stay open until
- * `tidemark_lockstep_follower_stop` returns.
+ * NULL `store`, `url` or `out`, where nothing was taken over). The follower holds its own
+ * reference to the store: closing the store first is safe (the follower then reports errors
+ * and applies nothing); stop the follower to free it.
  */
 tidemark_status tidemark_lockstep_follow(struct tidemark_store *store, const char *url, const char *options_json, tidemark_lockstep_callback callback, void *userdata, tidemark_drop_callback drop_userdata, struct tidemark_lockstep_follower **out);
 

@@ -55,6 +55,8 @@ pub struct Changes {
 /// The owner's handle on a store. Dropping it closes the store.
 pub struct Store {
     inner: Arc<Inner>,
+    /// Whether dropping this handle closes the store (see `handle`).
+    owner: bool,
 }
 
 impl Store {
@@ -99,7 +101,14 @@ impl Store {
             closed: AtomicBool::new(false),
             group,
         };
-        Store { inner: Arc::new(inner) }
+        Store { inner: Arc::new(inner), owner: true }
+    }
+
+    /// Another handle on the same store that does not close it when dropped. Threads that
+    /// serve or follow a store (lockstep) hold one, so they stay memory-safe whatever the
+    /// owner does: once the owner closes the store, every call through the handle is `Closed`.
+    pub fn handle(&self) -> Store {
+        Store { inner: self.inner.clone(), owner: false }
     }
 
     pub fn options(&self) -> &Options {
@@ -307,7 +316,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.inner.close();
+        if self.owner {
+            self.inner.close();
+        }
     }
 }
 

@@ -222,3 +222,17 @@ fn status_reports_the_store() {
     assert_eq!(st["keys"], 1);
     assert_eq!(st["watchers"], 0);
 }
+
+#[test]
+fn a_handle_shares_the_store_without_owning_it() {
+    let s = store();
+    let h = s.handle();
+    h.put(b"a", b"1").unwrap();
+    assert_eq!(s.current_revision(), 1);
+    drop(h); // dropping a handle does not close the store
+    assert_eq!(s.put(b"b", b"2").unwrap(), 2);
+    let h = s.handle();
+    drop(s); // the owner closes it for every handle
+    assert!(matches!(h.put(b"c", b"3"), Err(Error::Closed)));
+    assert!(matches!(h.get(b"a"), Err(Error::Closed)));
+}

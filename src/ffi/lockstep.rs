@@ -1,31 +1,14 @@
 //! lockstep over HTTP: the feed server and the follower (see docs/lockstep.md).
 
 use std::ffi::{c_char, c_void, CString};
-use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::lockstep::{FollowEvent, FollowOptions, Follower, Server, ServerOptions};
-use crate::store::Store;
 
 use super::{
     guard, guard_value, need, put_out, store::store_ref, str_in, tidemark_bytes, tidemark_drop_callback,
     tidemark_status, tidemark_store, Failure,
 };
-
-/// The store as the server and follower threads see it. The C caller keeps the store open
-/// until the server or follower is stopped (documented on both).
-struct StorePtr(*const Store);
-
-// The store is thread-safe, and the caller keeps it alive while the pointer is in use.
-unsafe impl Send for StorePtr {}
-unsafe impl Sync for StorePtr {}
-
-impl Deref for StorePtr {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        unsafe { &*self.0 }
-    }
-}
 
 /// A running lockstep server (opaque). Stop and free it with `tidemark_lockstep_server_stop`.
 pub struct tidemark_lockstep_server {
@@ -46,7 +29,8 @@ pub struct tidemark_lockstep_server {
 /// `GET /<path>/<since>` or `GET /<path>/?since=N` answers the records of the keys under
 /// `/<path>/` as NDJSON sorted by `updated_at` (the revision); `&follow=true` keeps the
 /// response open with live changes (chunked) and heartbeats. Serving runs on threads the
-/// server owns; the store must stay open until `tidemark_lockstep_server_stop` returns.
+/// server owns. The server holds its own reference to the store: closing the store first is
+/// safe (requests then fail with 503 and follow responses end); stop the server to free it.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_serve(
     store: *mut tidemark_store,
@@ -59,7 +43,7 @@ pub unsafe extern "C" fn tidemark_lockstep_serve(
         need(out, "out")?;
         let addr = str_in(addr, "addr")?.unwrap_or("127.0.0.1:0");
         let opts = ServerOptions::from_json(str_in(options_json, "options_json")?)?;
-        let server = Server::start_shared(Arc::new(StorePtr(s as *const Store)), addr, opts)?;
+        let server = Server::start_shared(Arc::new(Box::new(s.handle())), addr, opts)?;
         let addr = CString::new(server.addr().to_string()).unwrap_or_default();
         put_out(out, Box::into_raw(Box::new(tidemark_lockstep_server { server, addr })));
         Ok(())
@@ -245,8 +229,9 @@ impl Drop for Closure {
 /// `callback` (may be NULL) receives `tidemark_lockstep_event`s (see
 /// `tidemark_lockstep_callback`); `drop_userdata` (may be NULL) runs exactly once after the
 /// last callback, when the follower stops, or before this returns if it fails (except for a
-/// NULL `store`, `url` or `out`, where nothing was taken over). The store must stay open until
-/// `tidemark_lockstep_follower_stop` returns.
+/// NULL `store`, `url` or `out`, where nothing was taken over). The follower holds its own
+/// reference to the store: closing the store first is safe (the follower then reports errors
+/// and applies nothing); stop the follower to free it.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_follow(
     store: *mut tidemark_store,
@@ -265,7 +250,7 @@ pub unsafe extern "C" fn tidemark_lockstep_follow(
         let url = str_in(url, "url")?.unwrap_or_default();
         let opts = FollowOptions::from_json(str_in(options_json, "options_json")?)?;
         let cb: crate::lockstep::follower::FollowCallback = Box::new(move |ev| closure.call(ev));
-        let follower = Follower::start_shared(Arc::new(StorePtr(s as *const Store)), url, opts, Some(cb))
+        let follower = Follower::start_shared(Arc::new(Box::new(s.handle())), url, opts, Some(cb))
             .map_err(Failure::from)?;
         put_out(out, Box::into_raw(Box::new(tidemark_lockstep_follower { follower })));
         Ok(())
