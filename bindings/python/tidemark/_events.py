@@ -158,25 +158,35 @@ _FAST = _SIZE == 64 and ctypes.sizeof(ctypes.c_void_p) == 8 and _E.kind.offset =
 _CHUNK = 1024  # events per struct.Struct in the uniform-length path (bounds its size)
 _UNIFORM_STRUCTS: Dict[Tuple[int, int, int], struct.Struct] = {}
 _PROGRESSIONS: Dict[Tuple[int, int], Tuple[int, int]] = {}
+_REPEATS: Dict[Tuple[str, int, int], bytes] = {}
 _FMT_PIECES = [f"{i}s" for i in range(4096)]
 
 
-def _columns(buf: bytes, n: int) -> Tuple[memoryview, List[int], List[Any], List[int], List[int], List[int], List[int]]:
-    """The event array as columns: (u64 view, revisions, kinds, key lens, value lens, create, version)."""
-    q = memoryview(buf).cast("Q")
-    kinds_raw = memoryview(buf).cast("I")[2::16].tolist()
-    if kinds_raw.count(1) == n:
-        kinds: List[Any] = [PUT] * n
-    else:
-        try:
-            kinds = list(map(_kind_of, kinds_raw))
-        except IndexError:
-            kinds = [_kind_of(k) if k < 256 else k for k in kinds_raw]
-    return q, q[0::8].tolist(), kinds, q[3::8].tolist(), q[5::8].tolist(), q[6::8].tolist(), q[7::8].tolist()
+def _kinds(buf: bytes, n: int) -> List[Any]:
+    """The kind column as EventKind members (plain ints for kinds this binding does not know)."""
+    col = memoryview(buf).cast("I")[2::16]
+    if col.tobytes() == _repeated("I", 1, n):
+        return [PUT] * n
+    raw = col.tolist()
+    try:
+        return list(map(_kind_of, raw))
+    except IndexError:
+        return [_kind_of(k) if k < 256 else k for k in raw]
+
+
+def _repeated(fmt: str, value: int, n: int) -> bytes:
+    """``n`` copies of ``value`` as native integers of format ``fmt`` (cached)."""
+    key = (fmt, value, n)
+    b = _REPEATS.get(key)
+    if b is None:
+        if len(_REPEATS) > 64:
+            _REPEATS.clear()
+        b = _REPEATS[key] = (array(fmt, [value]) * n).tobytes()
+    return b
 
 
 def _progression(step: int, n: int) -> Tuple[int, int]:
-    """(O, R) such that the n u64 lanes ``base + i*step`` read as one little/native-endian big
+    """(O, R) such that the n u64 lanes ``base + i*step`` read as one native-endian big
     integer equal ``O + base * R`` (no carries: every lane fits in 64 bits)."""
     c = _PROGRESSIONS.get((step, n))
     if c is None:
@@ -188,35 +198,32 @@ def _progression(step: int, n: int) -> Tuple[int, int]:
     return c
 
 
-def _uniform_kv(arena: bytes, base: int, n: int, klen: int, vlen: int, kp: memoryview, vp: memoryview) -> Optional[Tuple[Sequence[bytes], Sequence[bytes]]]:
-    """All keys of one length and all values of one length laid out key, value, key, value...
-    in the arena (checked against every pointer): one ``struct`` call per 1024 events."""
+def _uniform_kv(arena: bytes, base: int, n: int, klen: int, vlen: int, q: memoryview) -> Optional[Sequence[bytes]]:
+    """All keys of one length and all values of one length, laid out key, value, key, value...
+    in the arena (checked against every pointer): key0, value0, key1, value1... from one
+    ``struct`` call per 1024 events. None if the layout is another one."""
     step = klen + vlen
     if not step:
-        return [b""] * n, [b""] * n
+        return [b""] * (2 * n)
     # Exact check of every pointer at a few ns per event: the pointer column, read as one big
     # integer, must be the arithmetic progression base, base + step, ... (see _progression).
     o, r = _progression(step, n)
-    if int.from_bytes(kp.tobytes(), sys.byteorder) != o + base * r:
+    if int.from_bytes(q[2::8].tobytes(), sys.byteorder) != o + base * r:
         return None
-    if int.from_bytes(vp.tobytes(), sys.byteorder) != o + (base + klen) * r:
+    if int.from_bytes(q[4::8].tobytes(), sys.byteorder) != o + (base + klen) * r:
         return None
     if n <= _CHUNK:
-        out = _uniform_struct(klen, vlen, n).unpack_from(arena)
-        return out[0::2], out[1::2]
-    keys: List[bytes] = []
-    values: List[bytes] = []
+        return _uniform_struct(klen, vlen, n).unpack_from(arena)
+    flat: List[bytes] = []
     full = _uniform_struct(klen, vlen, _CHUNK)
     off = 0
     left = n
     while left:
-        s = full if left >= _CHUNK else _uniform_struct(klen, vlen, left)
-        out = s.unpack_from(arena, off)
-        keys += out[0::2]
-        values += out[1::2]
-        off += s.size
+        st = full if left >= _CHUNK else _uniform_struct(klen, vlen, left)
+        flat += st.unpack_from(arena, off)
+        off += st.size
         left -= min(left, _CHUNK)
-    return keys, values
+    return flat
 
 
 def _uniform_struct(klen: int, vlen: int, n: int) -> struct.Struct:
@@ -228,28 +235,26 @@ def _uniform_struct(klen: int, vlen: int, n: int) -> struct.Struct:
     return s
 
 
-def _general_kv(arena: bytes, base: int, n: int, kp: List[int], kl: List[int], vp: List[int], vl: List[int]) -> Tuple[Sequence[bytes], Sequence[bytes]]:
+def _general_kv(arena: bytes, base: int, n: int, q: memoryview) -> Sequence[bytes]:
+    """Keys and values of any lengths: key0, value0, key1, value1..."""
     lens = [0] * (2 * n)
-    lens[0::2] = kl
-    lens[1::2] = vl
+    lens[0::2] = q[3::8].tolist()
+    lens[1::2] = q[5::8].tolist()
     ptrs = [0] * (2 * n)
-    ptrs[0::2] = kp
-    ptrs[1::2] = vp
+    ptrs[0::2] = q[2::8].tolist()
+    ptrs[1::2] = q[4::8].tolist()
     acc = list(accumulate(lens, initial=base))
     acc.pop()
     if acc == ptrs and n <= 4 * _CHUNK:
-        # Contiguous in order: one struct call with a format built from the lengths.
+        # Contiguous and in order: one struct call with a format built from the lengths.
         try:
             fmt = "".join(map(_FMT_PIECES.__getitem__, lens))
         except IndexError:
             fmt = "s".join(map(str, lens)) + "s"
-        out = struct.unpack_from(fmt, arena)
-        return out[0::2], out[1::2]
+        return struct.unpack_from(fmt, arena)
     # Any layout: slice the arena at each pointer.
-    get = arena.__getitem__
-    ks = list(map(_sub, kp, repeat(base)))
-    vs = list(map(_sub, vp, repeat(base)))
-    return list(map(get, map(slice, ks, map(_add, ks, kl)))), list(map(get, map(slice, vs, map(_add, vs, vl))))
+    starts = list(map(_sub, ptrs, repeat(base)))
+    return list(map(arena.__getitem__, map(slice, starts, map(_add, starts, lens))))
 
 
 def decode_array(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[Event]:
@@ -261,20 +266,27 @@ def decode_array(buf: bytes, n: int, arena: Optional[bytes], base: int) -> List[
         return _decode_slow(buf, n, arena, base)
     if n <= _SMALL:
         return _decode_small(buf, arena, base)
-    q, revs, kinds, kl, vl, crev, vers = _columns(buf, n)
+    q = memoryview(buf).cast("Q")
+    flat: Optional[Sequence[bytes]] = None
     if arena is None:
-        kp = q[2::8].tolist()
-        vp = q[4::8].tolist()
-        keys: Sequence[bytes] = [string_at(p, ln) if ln else b"" for p, ln in zip(kp, kl)]
-        values: Sequence[bytes] = [string_at(p, ln) if ln else b"" for p, ln in zip(vp, vl)]
+        ptrs = [0] * (2 * n)
+        ptrs[0::2] = q[2::8].tolist()
+        ptrs[1::2] = q[4::8].tolist()
+        lens = [0] * (2 * n)
+        lens[0::2] = q[3::8].tolist()
+        lens[1::2] = q[5::8].tolist()
+        flat = [string_at(p, ln) if ln else b"" for p, ln in zip(ptrs, lens)]
     else:
-        kv = None
-        if kl.count(kl[0]) == n and vl.count(vl[0]) == n:
-            kv = _uniform_kv(arena, base, n, kl[0], vl[0], q[2::8], q[4::8])
-        if kv is None:
-            kv = _general_kv(arena, base, n, q[2::8].tolist(), kl, q[4::8].tolist(), vl)
-        keys, values = kv
-    return list(map(_new, repeat(Event), zip(revs, kinds, keys, values, crev, vers)))
+        klen = q[3]
+        vlen = q[5]
+        if q[3::8].tobytes() == _repeated("Q", klen, n) and q[5::8].tobytes() == _repeated("Q", vlen, n):
+            flat = _uniform_kv(arena, base, n, klen, vlen, q)
+        if flat is None:
+            flat = _general_kv(arena, base, n, q)
+    kv = iter(flat)  # zip takes key then value from it, event after event
+    return list(
+        map(_new, repeat(Event), zip(q[0::8].tolist(), _kinds(buf, n), kv, kv, q[6::8].tolist(), q[7::8].tolist()))
+    )
 
 
 _ROW = struct.Struct("=QI4xQQQQQQ")
