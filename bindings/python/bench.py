@@ -212,6 +212,15 @@ def bench_decode_only(store: tidemark.Store) -> Tuple[int, float]:
         _ffi.events_free(h)
 
 
+def bench_decode_nogc(store: tidemark.Store) -> Tuple[int, float]:
+    """The same with the cyclic GC paused (the binding never does this itself)."""
+    gc.disable()
+    try:
+        return bench_decode_only(store)
+    finally:
+        gc.enable()
+
+
 def bench_sqlite(n: int) -> Tuple[int, float]:
     """For scale: sqlite3 fetchall on a change table with the same rows."""
     db = sqlite3.connect(":memory:")
@@ -392,6 +401,7 @@ def main() -> None:
     report("iter_changes (page_size=1000)", best(lambda: bench_iter_changes(uniform)), "events/s")
     report("iter_changes + read every field", best(lambda: bench_changes_consumed(uniform)), "events/s")
     report("decode only, 1000-event batch (no C call)", best(lambda: bench_decode_only(uniform)), "events/s")
+    report("decode only, cyclic GC paused (see docs)", best(lambda: bench_decode_nogc(uniform)), "events/s")
     report("field-by-field ctypes decoding (for comparison)", best(lambda: bench_field_by_field(uniform)), "events/s")
     mixed = filled_store(N_EVENTS, mixed=True)
     report("changes limit=1000, mixed key/value sizes + deletes", best(bench_changes(mixed, 1000)), "events/s")
