@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator

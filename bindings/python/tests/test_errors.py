@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from ctypes import byref, c_uint64, c_void_p
+from ctypes import byref, c_void_p
 
 import pytest
 

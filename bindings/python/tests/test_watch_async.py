@@ -10,7 +10,7 @@ from typing import Any, List
 import pytest
 
 import tidemark
-from tidemark import CLOSED, PUT, Event, Store
+from tidemark import PUT, Event, Store
 from conftest import PATIENCE, wait_until
 
 

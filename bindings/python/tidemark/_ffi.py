@@ -34,7 +34,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from .errors import TidemarkError, error_for_status
 

@@ -242,8 +242,6 @@ class Watch:
         return aw
 
 
-
-
 # =============================================================================================
 # Push: callbacks on the store's threads
 
@@ -317,18 +315,22 @@ class WatchHandle:
         max_queue: int,
         progress_interval_ms: int,
         credit: int,
-        callback: Callable[[Any], Any],
+        callback: Optional[Callable[[Any], Any]],
         batched: bool,
-        on_end: Optional[Callable[[], None]] = None,
+        prepare: Optional[Callable[["WatchHandle"], None]] = None,
     ) -> "WatchHandle":
-        if not callable(callback):
-            raise TypeError("callback must be callable")
-        if asyncio.iscoroutinefunction(callback):
-            raise TypeError("callback is a coroutine function: use `async for ev in store.watch(...)` instead")
+        """Registers a push watch. ``prepare(handle)`` may set the handle's internals (the
+        callback, an end hook) before the library can call it."""
+        if prepare is None:
+            if not callable(callback):
+                raise TypeError("callback must be callable")
+            if asyncio.iscoroutinefunction(callback):
+                raise TypeError("callback is a coroutine function: use `async for ev in store.watch(...)` instead")
         opts = _options(start_revision, max_queue, progress_interval_ms, credit)
         handle = cls(store, callback, batched)
-        handle._on_end = on_end
         handle._selector_desc = describe_selector(selector)
+        if prepare is not None:
+            prepare(handle)
         # Registered before the call: callbacks (a replay) may run before it returns.
         _registry[handle._token] = handle
         out = c_uint64()
@@ -554,27 +556,20 @@ class AsyncWatch:
         loop = asyncio.get_running_loop()
         self._loop = loop
         ref = weakref.ref(self)
-        handle = WatchHandle(self._store, None, True)
-        handle._callback = functools.partial(_async_callback, ref, loop, handle)
-        handle._on_end = functools.partial(_async_ended, ref, loop)
-        handle._selector_desc = describe_selector(self._selector)
-        opts = _options(self._start, self._max_queue, self._progress, self._credit)
-        _registry[handle._token] = handle
-        out = c_uint64()
+
+        def prepare(handle: WatchHandle) -> None:
+            handle._callback = functools.partial(_async_callback, ref, loop, handle)
+            handle._on_end = functools.partial(_async_ended, ref, loop)
+
         try:
-            self._store._call(
-                _ffi.store_watch, self._selector, byref(opts), _c_callback, handle._token, _c_drop, byref(out)
+            self._handle = WatchHandle._register(
+                self._store, self._selector, self._start, self._max_queue, self._progress, self._credit,
+                None, True, prepare,
             )
         except BaseException:
-            if _registry.pop(handle._token, None) is not None:
-                handle._on_drop()
             self._ended = True
             self._finished = True
             raise
-        handle.id = out.value
-        self._handle = handle
-        if handle._cancel_requested:
-            handle.cancel()
 
     def _finish(self) -> None:
         self._finished = True
