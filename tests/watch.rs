@@ -480,3 +480,34 @@ fn credit_stops_at_the_end_of_the_watchers_part_of_a_commit() {
         }
     }
 }
+
+#[test]
+fn an_ended_watch_is_no_longer_counted_when_it_is_dropped() {
+    let s = Arc::new(store());
+    let seen = Arc::new(Mutex::new(None));
+    struct CountOnDrop(std::sync::Weak<Store>, Arc<Mutex<Option<usize>>>);
+    impl Drop for CountOnDrop {
+        fn drop(&mut self) {
+            *self.1.lock().unwrap() = self.0.upgrade().map(|s| s.watcher_count());
+        }
+    }
+    let guard = CountOnDrop(Arc::downgrade(&s), seen.clone());
+    s.watch(
+        Selector::All,
+        &opts(0, 1),
+        Box::new(move |_: &[Event]| {
+            let _keep = &guard;
+            std::thread::sleep(Duration::from_millis(5));
+        }),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        s.put(b"k", b"v").unwrap();
+    }
+    s.compact(s.current_revision() + 1).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(*seen.lock().unwrap(), Some(0));
+}

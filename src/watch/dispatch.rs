@@ -211,14 +211,15 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
             s.done = true;
             s.scheduled = false;
             drop(s);
+            if last {
+                // An ended watch stops counting before its owner hears of the end.
+                inner.forget(w.id);
+            }
             // drop_userdata runs before `running` clears, so an unwatch waiting for this
             // callback returns only after it.
             drop(callback);
             w.state.lock().running = None;
             w.cond.notify_all();
-            if last {
-                inner.forget(w.id);
-            }
             return;
         }
         s.running = None;
