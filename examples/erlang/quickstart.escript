@@ -1,7 +1,8 @@
 #!/usr/bin/env escript
 %% -*- erlang -*-
 %% tidemark from Erlang in five minutes: keys, revisions, changes, batches, watches as
-%% messages, {active, N} flow control and compaction.
+%% messages, {active, N} flow control, compaction, and lockstep over HTTP (serve a prefix,
+%% follow it into another store).
 %%
 %% Run from anywhere after `make -C bindings/erlang`:
 %%     escript examples/erlang/quickstart.escript
@@ -123,7 +124,58 @@ run() ->
     ok = tidemark:close(S),
     receive {tidemark_event, Paced, closed} -> say("close -> watches receive closed", []) end,
     say("put after close -> ~p", [tidemark:put(S, <<"k">>, <<"v">>)]),
+
+    %% 9. lockstep over HTTP: serve a store's keys as an NDJSON feed, mirror it elsewhere.
+    lockstep(),
     ok.
+
+lockstep() ->
+    say("~n== lockstep: serve /servers/ over HTTP, follow it into a second store", []),
+    {ok, Src} = tidemark:open(memory, #{}),
+    [{ok, _} = tidemark:put(Src, <<"/servers/", Id/binary>>, Json)
+     || {Id, Json} <- [{<<"123">>, <<"{\"ip\":\"10.0.0.1\",\"port\":1234}">>},
+                       {<<"124">>, <<"{\"ip\":\"10.0.0.2\",\"port\":1234}">>}]],
+    {ok, Server} = tidemark:serve(Src, default, #{}),   % 127.0.0.1, any free port
+    Url = <<"http://", (tidemark:server_addr(Server))/binary, "/servers/">>,
+    say("serve(Src, default, #{}) -> listening on ~s (try: curl ~s0)", [tidemark:server_addr(Server), Url]),
+    {ok, Mirror} = tidemark:open(memory, #{}),
+    {ok, Follower} = tidemark:follow(Mirror, Url, #{prefix => <<"/mirror/">>}),
+    %% Notifications come as {tidemark_lockstep, Follower, #{kind := ...}}; the first sync is a
+    %% full one, done once resync_done arrives.
+    #{records := Swept} = lockstep_wait(Follower, resync_done),
+    say("follow(Mirror, ~s, #{prefix => /mirror/}) -> in sync (~p stale local records removed)", [Url, Swept]),
+    say("mirrored keys: ~p", [mirror_keys(Mirror)]),
+    {ok, #{value := Record}} = tidemark:get(Mirror, <<"/mirror/123">>),
+    say("get(Mirror, /mirror/123) -> ~s", [Record]),
+    %% Live: a put and a delete on the source reach the mirror (the delete as a tombstone).
+    {ok, _} = tidemark:put(Src, <<"/servers/125">>, <<"{\"ip\":\"10.0.0.3\"}">>),
+    {ok, Del} = tidemark:delete(Src, <<"/servers/123">>),
+    lockstep_until_cursor(Follower, integer_to_binary(Del)),
+    say("after put /servers/125 and delete /servers/123 on the source: ~p", [mirror_keys(Mirror)]),
+    #{state := State, records := Records, cursor := Cursor} = tidemark:follower_status(Follower),
+    say("follower_status -> state ~p, ~p records read, cursor ~p", [State, Records, Cursor]),
+    #{requests := Requests, following := Following} = tidemark:server_status(Server),
+    say("server_status -> ~p requests, ~p follow response(s) open", [Requests, Following]),
+    ok = tidemark:stop_follower(Follower),
+    ok = tidemark:stop_server(Server),
+    say("stop_follower, stop_server -> ok", []),
+    ok = tidemark:close(Mirror),
+    ok = tidemark:close(Src).
+
+mirror_keys(Mirror) ->
+    {ok, #{entries := Es}} = tidemark:range(Mirror, {prefix, <<"/mirror/">>}, 0),
+    [K || #{key := K} <- Es].
+
+lockstep_wait(Follower, Kind) ->
+    receive {tidemark_lockstep, Follower, #{kind := Kind} = E} -> E
+    after 5000 -> error({no_lockstep_notification, Kind})
+    end.
+
+lockstep_until_cursor(Follower, Cursor) ->
+    case lockstep_wait(Follower, applied) of
+        #{cursor := Cursor} -> ok;
+        _ -> lockstep_until_cursor(Follower, Cursor)
+    end.
 
 consumer(Parent, Count) ->
     receive

@@ -30,6 +30,8 @@
  *  - open, close, compact and unwatch (which waits for a running callback) run on dirty I/O
  *    schedulers; on a durable store so do put, delete, batch and changes (they may wait on
  *    the disk); changes/range with a big limit run on dirty CPU schedulers (tidemark.erl).
+ *
+ * lockstep servers and followers (resources too) are described in their own section below.
  */
 #include <erl_nif.h>
 
@@ -47,7 +49,9 @@ static ERL_NIF_TERM am_ok, am_error, am_true, am_false, am_undefined, am_all, am
     am_io, am_corrupt, am_locked, am_too_large, am_panic, am_unknown, am_noproc,
     am_tidemark_event, am_progress, am_revision, am_type, am_value, am_version,
     am_create_revision, am_mod_revision, am_events, am_entries, am_has_more, am_next_revision,
-    am_other, am_tidemark_passive;
+    am_other, am_tidemark_passive, am_default, am_none, am_tidemark_lockstep, am_kind,
+    am_records, am_writes, am_retry_ms, am_cursor, am_message, am_line, am_connected,
+    am_applied, am_malformed, am_resync_started, am_resync_done;
 
 static void init_atoms(ErlNifEnv *env)
 {
@@ -58,7 +62,9 @@ static void init_atoms(ErlNifEnv *env)
     A(io); A(corrupt); A(locked); A(too_large); A(panic); A(unknown); A(noproc);
     A(tidemark_event); A(progress); A(revision); A(type); A(value); A(version);
     A(create_revision); A(mod_revision); A(events); A(entries); A(has_more);
-    A(next_revision); A(other); A(tidemark_passive);
+    A(next_revision); A(other); A(tidemark_passive); A(default); A(none);
+    A(tidemark_lockstep); A(kind); A(records); A(writes); A(retry_ms); A(cursor); A(message);
+    A(line); A(connected); A(applied); A(malformed); A(resync_started); A(resync_done);
 #undef A
 }
 
@@ -988,6 +994,649 @@ static ERL_NIF_TERM watch_ended_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* lockstep: servers and followers                                                            */
+
+/*
+ * Objects
+ *  - server resource: one tidemark_lockstep_server. Its address and port are copied at start
+ *    (immutable); the pointer is used under the resource's mutex and taken out of it to stop.
+ *  - follower resource: one tidemark_lockstep_follower, plus a reference on the
+ *    follower context below.
+ *  - follower context (tm_fctx, C memory, two owners: the resource and tidemark, which gives
+ *    its share back in drop_userdata): the message environment, the receiving pid and, while
+ *    that pid is alive, a reference on the follower resource, so the callback can put the
+ *    handle in its messages. The pid is monitored; when it dies that reference is dropped.
+ *  - Both resources hold a reference on their store resource while they run, so a store is not
+ *    garbage-collected (closed) under a running server or follower. close/1 still works: the
+ *    C API gives them their own handle on the store, so a server then answers 503 and a
+ *    follower into that store ends by itself. This file uses the store pointer only during
+ *    tidemark_lockstep_serve/_follow, under the core's read lock, never afterwards.
+ *  - A store resource reference is released by stop_server/1 or stop_follower/1 (a dirty
+ *    scheduler) or by the reaper, never on a tidemark thread, so store_dtor still never runs on
+ *    one. A follower resource may be released on the follower's thread (follower_drop, when a
+ *    follower ended by itself); its destructor then only queues work for the reaper.
+ *
+ * Lifetimes (no cycles): follower resource -> context; the context points back at the
+ * resource only while the receiving process is alive, and the handle is in the messages sent
+ * to that process anyway. A follower is therefore garbage once nobody holds its handle and its
+ * receiver (if any) has exited.
+ *
+ * Stopping: stop_server/1 and stop_follower/1 run on dirty I/O schedulers (the C stops join
+ * threads: up to about a second for a server, connect_timeout_ms for a follower). A resource
+ * that is garbage-collected hands its server or follower to the reaper, a thread of this
+ * library that stops it (and then releases the store reference), so a destructor never blocks
+ * a scheduler and never joins tidemark's threads from one of them. unload waits for the reaper.
+ */
+
+enum { LS_STOPPED = 0, LS_RUNNING = 1, LS_STOPPING = 2 };
+
+typedef struct {
+    ErlNifMutex *mtx;   /* guards state, server, store */
+    ErlNifCond *cond;   /* signalled when a stop completes */
+    int state;
+    tidemark_lockstep_server *server; /* NULL unless running */
+    tm_store_res *store;              /* a store resource reference while running */
+    char *addr;                       /* copied at start */
+    unsigned port;
+} tm_server_res;
+
+typedef struct tm_follower_res tm_follower_res;
+
+typedef struct {
+    ErlNifMutex *mtx;       /* guards env, res, dropped; held by the callback while it sends */
+    ErlNifEnv *env;         /* messages are built here; NULL once dropped or without a pid */
+    ErlNifPid pid;          /* read-only */
+    tm_follower_res *res;   /* a reference on the resource while messages go to a live pid */
+    int dropped;            /* drop_userdata ran */
+    int refs;               /* atomic: the resource's and tidemark's */
+} tm_fctx;
+
+struct tm_follower_res {
+    ErlNifMutex *mtx;       /* guards state, follower, store, monitored, mon */
+    ErlNifCond *cond;
+    int state;
+    tidemark_lockstep_follower *follower;
+    tm_store_res *store;
+    tm_fctx *ctx;           /* read-only after creation */
+    int monitored;
+    ErlNifMonitor mon;
+};
+
+static ErlNifResourceType *server_type;
+static ErlNifResourceType *follower_type;
+
+/* --- the reaper: stops what garbage-collected resources were running ---------------------- */
+
+typedef struct tm_reap {
+    struct tm_reap *next;
+    tidemark_lockstep_server *server;
+    tidemark_lockstep_follower *follower;
+    tm_store_res *store;
+} tm_reap;
+
+static ErlNifMutex *reap_lock; /* guards the fields below */
+static ErlNifCond *reap_cond;
+static tm_reap *reap_head, *reap_tail;
+static int reap_started, reap_quit;
+static ErlNifTid reap_tid;
+
+static void reap_now(tidemark_lockstep_server *server, tidemark_lockstep_follower *follower, tm_store_res *store)
+{
+    if (server != NULL)
+        tidemark_lockstep_server_stop(server);
+    if (follower != NULL)
+        tidemark_lockstep_follower_stop(follower);
+    if (store != NULL)
+        enif_release_resource(store); /* may close the store (on this thread) */
+}
+
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    enif_mutex_lock(reap_lock);
+    for (;;) {
+        tm_reap *it;
+        while (reap_head == NULL && !reap_quit)
+            enif_cond_wait(reap_cond, reap_lock);
+        if (reap_head == NULL)
+            break; /* asked to quit, and nothing is left */
+        it = reap_head;
+        reap_head = it->next;
+        if (reap_head == NULL)
+            reap_tail = NULL;
+        enif_mutex_unlock(reap_lock);
+        reap_now(it->server, it->follower, it->store);
+        enif_free(it);
+        enif_mutex_lock(reap_lock);
+    }
+    enif_mutex_unlock(reap_lock);
+    return NULL;
+}
+
+/* Called from destructors, on whatever thread dropped the last reference: never blocks. */
+static void reap_later(tidemark_lockstep_server *server, tidemark_lockstep_follower *follower, tm_store_res *store)
+{
+    tm_reap *it = enif_alloc(sizeof *it);
+    if (it != NULL) {
+        it->next = NULL;
+        it->server = server;
+        it->follower = follower;
+        it->store = store;
+        enif_mutex_lock(reap_lock);
+        if (!reap_started && !reap_quit
+            && enif_thread_create("tidemark_reaper", &reap_tid, reaper_main, NULL, NULL) == 0)
+            reap_started = 1;
+        if (reap_started && !reap_quit) {
+            if (reap_tail != NULL)
+                reap_tail->next = it;
+            else
+                reap_head = it;
+            reap_tail = it;
+            enif_cond_signal(reap_cond);
+            enif_mutex_unlock(reap_lock);
+            return;
+        }
+        enif_mutex_unlock(reap_lock);
+        enif_free(it);
+    }
+    /* No reaper (out of memory or threads, or unloading): stop on this thread. */
+    reap_now(server, follower, store);
+}
+
+/* Stops the reaper once it has stopped everything queued (unload). */
+static void reaper_shutdown(void)
+{
+    int started;
+    if (reap_lock == NULL)
+        return;
+    enif_mutex_lock(reap_lock);
+    reap_quit = 1;
+    started = reap_started;
+    enif_cond_broadcast(reap_cond);
+    enif_mutex_unlock(reap_lock);
+    if (started)
+        enif_thread_join(reap_tid, NULL);
+    enif_mutex_lock(reap_lock);
+    reap_started = 0;
+    reap_quit = 0;
+    enif_mutex_unlock(reap_lock);
+}
+
+/* --- destructors and monitors ------------------------------------------------------------- */
+
+static void server_dtor(ErlNifEnv *env, void *obj)
+{
+    tm_server_res *r = obj;
+    (void)env;
+    /* Nobody else can reach the resource any more: no lock needed. */
+    if (r->server != NULL || r->store != NULL)
+        reap_later(r->server, NULL, r->store);
+    r->server = NULL;
+    r->store = NULL;
+    if (r->addr != NULL)
+        enif_free(r->addr);
+    if (r->cond != NULL)
+        enif_cond_destroy(r->cond);
+    if (r->mtx != NULL)
+        enif_mutex_destroy(r->mtx);
+}
+
+static void fctx_release(tm_fctx *c)
+{
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        if (c->env != NULL)
+            enif_free_env(c->env);
+        if (c->mtx != NULL)
+            enif_mutex_destroy(c->mtx);
+        enif_free(c);
+    }
+}
+
+static void follower_dtor(ErlNifEnv *env, void *obj)
+{
+    tm_follower_res *r = obj;
+    (void)env;
+    /* The context holds no reference on the resource now (or it would not be dying). */
+    if (r->follower != NULL || r->store != NULL)
+        reap_later(NULL, r->follower, r->store);
+    r->follower = NULL;
+    r->store = NULL;
+    if (r->ctx != NULL)
+        fctx_release(r->ctx);
+    r->ctx = NULL;
+    if (r->cond != NULL)
+        enif_cond_destroy(r->cond);
+    if (r->mtx != NULL)
+        enif_mutex_destroy(r->mtx);
+}
+
+/* The receiving process died: no more messages, and the context lets go of the handle, so a
+ * follower nobody else references is garbage-collected (and stopped). */
+static void follower_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon)
+{
+    tm_follower_res *r = obj;
+    tm_follower_res *held;
+    (void)env;
+    (void)pid;
+    (void)mon;
+    enif_mutex_lock(r->mtx);
+    r->monitored = 0;
+    enif_mutex_unlock(r->mtx);
+    enif_mutex_lock(r->ctx->mtx);
+    held = r->ctx->res;
+    r->ctx->res = NULL;
+    enif_mutex_unlock(r->ctx->mtx);
+    if (held != NULL)
+        enif_release_resource(held); /* ERTS keeps obj alive until this callback returns */
+}
+
+/* --- follower callbacks (on the follower's own thread) ------------------------------------ */
+
+static ERL_NIF_TERM make_opt_bytes(ErlNifEnv *env, tidemark_bytes b)
+{
+    return b.len == 0 ? am_undefined : make_bytes(env, b);
+}
+
+static ERL_NIF_TERM make_lockstep_body(ErlNifEnv *env, const tidemark_lockstep_event *e)
+{
+    ERL_NIF_TERM keys[8] = {am_kind, am_records, am_writes, am_revision,
+                            am_retry_ms, am_cursor, am_message, am_line};
+    ERL_NIF_TERM vals[8];
+    ERL_NIF_TERM map;
+    switch (e->kind) {
+    case TIDEMARK_LOCKSTEP_CONNECTED: vals[0] = am_connected; break;
+    case TIDEMARK_LOCKSTEP_APPLIED: vals[0] = am_applied; break;
+    case TIDEMARK_LOCKSTEP_MALFORMED: vals[0] = am_malformed; break;
+    case TIDEMARK_LOCKSTEP_ERROR: vals[0] = am_error; break;
+    case TIDEMARK_LOCKSTEP_RESYNC_STARTED: vals[0] = am_resync_started; break;
+    case TIDEMARK_LOCKSTEP_RESYNC_DONE: vals[0] = am_resync_done; break;
+    default: vals[0] = enif_make_uint(env, e->kind); break; /* kinds of later versions */
+    }
+    vals[1] = make_u64(env, e->records);
+    vals[2] = make_u64(env, e->writes);
+    vals[3] = make_u64(env, e->revision);
+    vals[4] = make_u64(env, e->retry_ms);
+    /* The cursor's JSON text; `null` (no record seen yet) and no cursor are `undefined`. */
+    if (e->cursor.len == 4 && memcmp(e->cursor.ptr, "null", 4) == 0)
+        vals[5] = am_undefined;
+    else
+        vals[5] = make_opt_bytes(env, e->cursor);
+    vals[6] = make_opt_bytes(env, e->message);
+    vals[7] = make_opt_bytes(env, e->line);
+    enif_make_map_from_arrays(env, keys, vals, 8, &map);
+    return map;
+}
+
+/* One call at a time, on the follower's thread. Every borrowed string is copied into the
+ * message before enif_send. */
+static void follower_callback(void *userdata, const tidemark_lockstep_event *event)
+{
+    tm_fctx *c = userdata;
+    enif_mutex_lock(c->mtx);
+    if (c->res != NULL && c->env != NULL) {
+        ErlNifEnv *env = c->env;
+        ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_lockstep, enif_make_resource(env, c->res),
+                                            make_lockstep_body(env, event));
+        /* A dead receiver is not an error: its monitor is about to fire. */
+        (void)enif_send(NULL, &c->pid, env, msg);
+        enif_clear_env(env);
+    }
+    enif_mutex_unlock(c->mtx);
+}
+
+/* Exactly once, after the last callback: inside tidemark_lockstep_follower_stop (from
+ * stop_follower/1, whose argument keeps the resource alive, or from the reaper, when the
+ * context holds no resource reference any more), or inside a failed tidemark_lockstep_follow. */
+static void follower_drop(void *userdata)
+{
+    tm_fctx *c = userdata;
+    tm_follower_res *held;
+    enif_mutex_lock(c->mtx);
+    c->dropped = 1;
+    held = c->res;
+    c->res = NULL;
+    if (c->env != NULL) {
+        enif_free_env(c->env);
+        c->env = NULL;
+    }
+    enif_mutex_unlock(c->mtx);
+    if (held != NULL)
+        enif_release_resource(held);
+    fctx_release(c);
+}
+
+/* --- NIFs ---------------------------------------------------------------------------------- */
+
+/* A NUL-terminated copy of a binary (NULL for a NUL inside); free with enif_free. */
+static char *cstring(const ErlNifBinary *b)
+{
+    char *s;
+    if (memchr(b->data, 0, b->size) != NULL)
+        return NULL;
+    s = enif_alloc(b->size + 1);
+    if (s == NULL)
+        return NULL;
+    memcpy(s, b->data, b->size);
+    s[b->size] = 0;
+    return s;
+}
+
+/* serve_nif(Store, Addr :: binary() | default, OptionsJson :: binary() (<<>> = none)) */
+static ERL_NIF_TERM serve_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *sr;
+    tidemark_store *s;
+    ErlNifBinary addr_bin, opts_bin;
+    char *caddr = NULL, *copts = NULL;
+    int default_addr;
+    tidemark_lockstep_server *server = NULL;
+    tidemark_status st;
+    tm_server_res *r;
+    const char *bound;
+    ERL_NIF_TERM term;
+    (void)argc;
+    default_addr = enif_is_identical(argv[1], am_default);
+    if (!get_store(env, argv[0], &sr) || (!default_addr && !enif_inspect_binary(env, argv[1], &addr_bin))
+        || !enif_inspect_binary(env, argv[2], &opts_bin))
+        return enif_make_badarg(env);
+    if ((!default_addr && memchr(addr_bin.data, 0, addr_bin.size)) || memchr(opts_bin.data, 0, opts_bin.size))
+        return enif_make_badarg(env);
+    if ((!default_addr && (caddr = cstring(&addr_bin)) == NULL)
+        || (opts_bin.size > 0 && (copts = cstring(&opts_bin)) == NULL)) {
+        if (caddr)
+            enif_free(caddr);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    if ((s = core_use(sr->core)) == NULL) {
+        if (caddr)
+            enif_free(caddr);
+        if (copts)
+            enif_free(copts);
+        return closed_error(env);
+    }
+    st = tidemark_lockstep_serve(s, caddr, copts, &server);
+    if (caddr)
+        enif_free(caddr);
+    if (copts)
+        enif_free(copts);
+    if (st != TIDEMARK_OK) {
+        ERL_NIF_TERM err = status_error(env, st);
+        core_done(sr->core);
+        return err;
+    }
+    core_done(sr->core);
+
+    r = enif_alloc_resource(server_type, sizeof *r);
+    memset(r, 0, sizeof *r);
+    r->mtx = enif_mutex_create("tidemark_server");
+    r->cond = enif_cond_create("tidemark_server");
+    bound = tidemark_lockstep_server_addr(server);
+    r->addr = enif_alloc(strlen(bound ? bound : "") + 1);
+    if (r->mtx == NULL || r->cond == NULL || r->addr == NULL) {
+        tidemark_lockstep_server_stop(server);
+        enif_release_resource(r);
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    }
+    strcpy(r->addr, bound ? bound : "");
+    r->port = tidemark_lockstep_server_port(server);
+    r->server = server;
+    r->store = sr;
+    enif_keep_resource(sr); /* a running server keeps its store from being collected */
+    r->state = LS_RUNNING;
+    term = enif_make_resource(env, r);
+    enif_release_resource(r);
+    return make_ok(env, term);
+}
+
+static int get_server(ErlNifEnv *env, ERL_NIF_TERM t, tm_server_res **out)
+{
+    return enif_get_resource(env, t, server_type, (void **)out);
+}
+
+static ERL_NIF_TERM server_addr_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_server_res *r;
+    (void)argc;
+    if (!get_server(env, argv[0], &r))
+        return enif_make_badarg(env);
+    return make_string_bin(env, r->addr);
+}
+
+static ERL_NIF_TERM server_port_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_server_res *r;
+    (void)argc;
+    if (!get_server(env, argv[0], &r))
+        return enif_make_badarg(env);
+    return enif_make_uint(env, r->port);
+}
+
+static ERL_NIF_TERM server_status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_server_res *r;
+    char *json = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_server(env, argv[0], &r))
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    if (r->state != LS_RUNNING) {
+        enif_mutex_unlock(r->mtx);
+        return closed_error(env);
+    }
+    st = tidemark_lockstep_server_status_json(r->server, &json);
+    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
+    enif_mutex_unlock(r->mtx);
+    tidemark_string_free(json);
+    return result;
+}
+
+/* Dirty I/O: joins the server's threads. A concurrent second call waits for the first. */
+static ERL_NIF_TERM stop_server_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_server_res *r;
+    tidemark_lockstep_server *server;
+    tm_store_res *store;
+    (void)argc;
+    if (!get_server(env, argv[0], &r))
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    while (r->state == LS_STOPPING)
+        enif_cond_wait(r->cond, r->mtx);
+    if (r->state == LS_RUNNING) {
+        r->state = LS_STOPPING;
+        server = r->server;
+        store = r->store;
+        r->server = NULL;
+        r->store = NULL;
+        enif_mutex_unlock(r->mtx);
+        tidemark_lockstep_server_stop(server);
+        if (store != NULL)
+            enif_release_resource(store);
+        enif_mutex_lock(r->mtx);
+        r->state = LS_STOPPED;
+        enif_cond_broadcast(r->cond);
+    }
+    enif_mutex_unlock(r->mtx);
+    return am_ok;
+}
+
+/* follow_nif(Store, Url :: binary(), OptionsJson :: binary(), Pid | none) */
+static ERL_NIF_TERM follow_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *sr;
+    tidemark_store *s;
+    ErlNifBinary url_bin, opts_bin;
+    char *curl = NULL, *copts = NULL;
+    ErlNifPid pid;
+    int notify;
+    tidemark_lockstep_follower *follower = NULL;
+    tidemark_status st;
+    tm_follower_res *r;
+    tm_fctx *c;
+    ERL_NIF_TERM term, result;
+    (void)argc;
+    notify = enif_get_local_pid(env, argv[3], &pid);
+    if (!get_store(env, argv[0], &sr) || !enif_inspect_binary(env, argv[1], &url_bin)
+        || !enif_inspect_binary(env, argv[2], &opts_bin) || (!notify && !enif_is_identical(argv[3], am_none)))
+        return enif_make_badarg(env);
+    if (memchr(url_bin.data, 0, url_bin.size) || memchr(opts_bin.data, 0, opts_bin.size))
+        return enif_make_badarg(env);
+
+    r = enif_alloc_resource(follower_type, sizeof *r);
+    memset(r, 0, sizeof *r);
+    r->mtx = enif_mutex_create("tidemark_follower");
+    r->cond = enif_cond_create("tidemark_follower");
+    c = enif_alloc(sizeof *c);
+    if (c != NULL) {
+        memset(c, 0, sizeof *c);
+        c->refs = 1; /* the resource's */
+        c->mtx = enif_mutex_create("tidemark_follower_ctx");
+        c->env = notify ? enif_alloc_env() : NULL;
+        r->ctx = c;
+    }
+    curl = cstring(&url_bin);
+    copts = opts_bin.size > 0 ? cstring(&opts_bin) : NULL;
+    if (r->mtx == NULL || r->cond == NULL || c == NULL || c->mtx == NULL || (notify && c->env == NULL)
+        || curl == NULL || (opts_bin.size > 0 && copts == NULL)) {
+        result = enif_raise_exception(env, enif_make_atom(env, "enomem"));
+        goto out;
+    }
+    if (notify) {
+        c->pid = pid;
+        if (enif_monitor_process(env, r, &pid, &r->mon) != 0) {
+            result = make_error(env, am_noproc); /* the receiver is already dead */
+            goto out;
+        }
+        r->monitored = 1;
+        enif_keep_resource(r); /* the context's reference, for the handle in messages */
+        c->res = r;
+    }
+    if ((s = core_use(sr->core)) == NULL) {
+        result = closed_error(env);
+        goto undo;
+    }
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); /* tidemark's, given back in follower_drop */
+    st = tidemark_lockstep_follow(s, curl, copts, notify ? follower_callback : NULL, c, follower_drop, &follower);
+    if (st != TIDEMARK_OK) {
+        /* follower_drop has run: the context let go of the resource. */
+        result = status_error(env, st);
+        core_done(sr->core);
+        goto undo;
+    }
+    core_done(sr->core);
+    enif_mutex_lock(r->mtx);
+    r->follower = follower;
+    r->store = sr;
+    enif_keep_resource(sr); /* a running follower keeps its store from being collected */
+    r->state = LS_RUNNING;
+    enif_mutex_unlock(r->mtx);
+    term = enif_make_resource(env, r);
+    result = make_ok(env, term);
+    goto out;
+undo:
+    {
+        tm_follower_res *held;
+        enif_mutex_lock(c->mtx);
+        held = c->res;
+        c->res = NULL;
+        enif_mutex_unlock(c->mtx);
+        if (held != NULL)
+            enif_release_resource(held);
+        enif_mutex_lock(r->mtx);
+        if (r->monitored) {
+            (void)enif_demonitor_process(env, r, &r->mon);
+            r->monitored = 0;
+        }
+        enif_mutex_unlock(r->mtx);
+    }
+out:
+    if (curl)
+        enif_free(curl);
+    if (copts)
+        enif_free(copts);
+    enif_release_resource(r);
+    return result;
+}
+
+static int get_follower(ErlNifEnv *env, ERL_NIF_TERM t, tm_follower_res **out)
+{
+    return enif_get_resource(env, t, follower_type, (void **)out);
+}
+
+static ERL_NIF_TERM follower_status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_follower_res *r;
+    char *json = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_follower(env, argv[0], &r))
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    if (r->state != LS_RUNNING) {
+        enif_mutex_unlock(r->mtx);
+        return closed_error(env);
+    }
+    st = tidemark_lockstep_follower_status_json(r->follower, &json);
+    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
+    enif_mutex_unlock(r->mtx);
+    tidemark_string_free(json);
+    return result;
+}
+
+/* Dirty I/O: takes up to about connect_timeout_ms. A concurrent second call waits for the
+ * first. When it returns, no message for this follower will be sent any more. */
+static ERL_NIF_TERM stop_follower_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_follower_res *r;
+    tidemark_lockstep_follower *follower;
+    tm_store_res *store;
+    (void)argc;
+    if (!get_follower(env, argv[0], &r))
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    while (r->state == LS_STOPPING)
+        enif_cond_wait(r->cond, r->mtx);
+    if (r->state == LS_RUNNING) {
+        r->state = LS_STOPPING;
+        follower = r->follower;
+        store = r->store;
+        r->follower = NULL;
+        r->store = NULL;
+        enif_mutex_unlock(r->mtx);
+        /* follower_drop runs inside: the context lets go of the resource (argv keeps it). */
+        tidemark_lockstep_follower_stop(follower);
+        if (store != NULL)
+            enif_release_resource(store);
+        enif_mutex_lock(r->mtx);
+        if (r->monitored) {
+            (void)enif_demonitor_process(env, r, &r->mon);
+            r->monitored = 0;
+        }
+        r->state = LS_STOPPED;
+        enif_cond_broadcast(r->cond);
+    }
+    enif_mutex_unlock(r->mtx);
+    return am_ok;
+}
+
+/* follower_dropped_nif(Follower) -> true once drop_userdata has run (used by the tests) */
+static ERL_NIF_TERM follower_dropped_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_follower_res *r;
+    int dropped;
+    (void)argc;
+    if (!get_follower(env, argv[0], &r))
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->ctx->mtx);
+    dropped = r->ctx->dropped;
+    enif_mutex_unlock(r->ctx->mtx);
+    return dropped ? am_true : am_false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* load / upgrade / unload                                                                    */
 
 static int initialized = 0;
@@ -996,12 +1645,19 @@ static int open_types(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     ErlNifResourceTypeInit store_init = {0};
     ErlNifResourceTypeInit watch_init = {0};
+    ErlNifResourceTypeInit server_init = {0};
+    ErlNifResourceTypeInit follower_init = {0};
     store_init.dtor = store_dtor;
     watch_init.dtor = watch_dtor;
     watch_init.down = watch_down;
+    server_init.dtor = server_dtor;
+    follower_init.dtor = follower_dtor;
+    follower_init.down = follower_down;
     store_type = enif_open_resource_type_x(env, "tidemark_store", &store_init, flags, NULL);
     watch_type = enif_open_resource_type_x(env, "tidemark_watch", &watch_init, flags, NULL);
-    return store_type != NULL && watch_type != NULL;
+    server_type = enif_open_resource_type_x(env, "tidemark_lockstep_server", &server_init, flags, NULL);
+    follower_type = enif_open_resource_type_x(env, "tidemark_lockstep_follower", &follower_init, flags, NULL);
+    return store_type != NULL && watch_type != NULL && server_type != NULL && follower_type != NULL;
 }
 
 static int init_globals(void)
@@ -1009,7 +1665,9 @@ static int init_globals(void)
     if (initialized)
         return 1;
     open_lock = enif_mutex_create("tidemark_open_list");
-    if (open_lock == NULL)
+    reap_lock = enif_mutex_create("tidemark_reaper");
+    reap_cond = enif_cond_create("tidemark_reaper");
+    if (open_lock == NULL || reap_lock == NULL || reap_cond == NULL)
         return 0;
     open_list.next = open_list.prev = &open_list;
     initialized = 1;
@@ -1045,6 +1703,8 @@ static void unload(ErlNifEnv *env, void *priv)
     (void)priv;
     if (!initialized)
         return;
+    /* Servers and followers of collected handles: stopped before the code goes away. */
+    reaper_shutdown();
     for (;;) {
         tm_core *c;
         enif_mutex_lock(open_lock);
@@ -1080,6 +1740,16 @@ static ErlNifFunc nif_funcs[] = {
     {"unwatch_nif", 2, unwatch_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* waits for a running callback */
     {"activate_nif", 2, activate_nif, 0},
     {"watch_ended_nif", 1, watch_ended_nif, 0},
+    /* lockstep: starting may resolve a host name; stopping joins threads */
+    {"serve_nif", 3, serve_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"server_addr_nif", 1, server_addr_nif, 0},
+    {"server_port_nif", 1, server_port_nif, 0},
+    {"server_status_nif", 1, server_status_nif, 0},
+    {"stop_server_nif", 1, stop_server_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"follow_nif", 4, follow_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"follower_status_nif", 1, follower_status_nif, 0},
+    {"stop_follower_nif", 1, stop_follower_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"follower_dropped_nif", 1, follower_dropped_nif, 0},
 };
 
 ERL_NIF_INIT(tidemark, nif_funcs, load, NULL, upgrade, unload)

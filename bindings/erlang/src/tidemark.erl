@@ -27,20 +27,29 @@
 %% at most N events (plus the rest of a commit it started), then sends
 %% `{tidemark_passive, Ref}' and waits, keeping the rest in the store, until
 %% {@link activate/2} grants more. Nothing is lost and the mailbox stays bounded.
+%%
+%% lockstep over HTTP: {@link serve/3} serves a store's keys as an NDJSON feed;
+%% {@link follow/3} mirrors such a feed into a store and reports what it does as
+%% `{tidemark_lockstep, Follower, #{kind := connected | applied | malformed | error |
+%% resync_started | resync_done, ...}}' messages. Both are handles the garbage collector
+%% owns (see docs/erlang.md for when a collected one stops).
 -module(tidemark).
 
 -export([open/2, close/1, version/0,
          put/3, put/4, get/2, delete/2, batch/2,
          range/3, changes/3, changes/4,
          compact/2, earliest_revision/1, current_revision/1, status/1,
-         watch/2, watch/3, unwatch/2, activate/2, watcher_count/1]).
+         watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
+         serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
+         follow/3, follower_status/1, stop_follower/1]).
 
 %% Exported for the tests only.
--export([watch_ended/1, encode_json/1, decode_json/1]).
+-export([watch_ended/1, follower_dropped/1, encode_json/1, decode_json/1]).
 
 -on_load(init/0).
 
--export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0]).
+-export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
+              server/0, follower/0, lockstep_event/0]).
 
 -opaque store() :: reference().
 -type watch_ref() :: reference().
@@ -50,6 +59,14 @@
 -type event() :: #{revision := revision(), type := put | delete, key := binary(),
                    value := binary(), version := non_neg_integer(),
                    create_revision := revision()}.
+-opaque server() :: reference().
+-opaque follower() :: reference().
+-type lockstep_event() :: #{kind := connected | applied | malformed | error | resync_started
+                                    | resync_done | non_neg_integer(),
+                            records := non_neg_integer(), writes := non_neg_integer(),
+                            revision := revision(), retry_ms := non_neg_integer(),
+                            cursor := binary() | undefined, message := binary() | undefined,
+                            line := binary() | undefined}.
 -type error() :: {error, not_found | closed | noproc
                         | {compacted, Earliest :: revision()}
                         | {conflict, CurrentModRevision :: revision()}
@@ -251,6 +268,101 @@ activate(_, _) -> erlang:error(badarg).
 -spec watch_ended(watch_ref()) -> boolean().
 watch_ended(Ref) -> watch_ended_nif(Ref).
 
+%%% lockstep over HTTP (docs/lockstep.md)
+
+%% @doc Serves the keys of `Store' over HTTP as lockstep feeds: `GET /<path>/<since>' answers
+%% the records under `/<path>/' as NDJSON, `?follow=true' keeps streaming live changes.
+%% `Addr' is `"host:port"' (a binary or string; port 0 picks a free port) or `default'
+%% (`"127.0.0.1:0"'); a non-loopback address needs `allow_remote => true'. `Opts' (all
+%% optional): `writable', `token', `heartbeat_ms', `max_connections', `max_header_bytes',
+%% `max_body_bytes', `allow_remote', `max_queue', `idle_timeout_ms', `request_timeout_ms',
+%% `write_timeout_ms'; unknown options and bad values are `{error, {invalid_argument, Msg}}'.
+%%
+%% The server runs on its own threads until {@link stop_server/1}, or until its handle is
+%% garbage-collected. While it runs it keeps `Store' from being garbage-collected;
+%% {@link close/1} of the store is still allowed (requests then get 503).
+-spec serve(store(), default | iodata(), map()) -> {ok, server()} | error().
+serve(Store, Addr, Opts) when is_map(Opts) ->
+    A = case Addr of
+            default -> default;
+            _ -> to_binary(Addr)
+        end,
+    serve_nif(Store, A, lockstep_json(Opts));
+serve(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc The address the server listens on, e.g. `<<"127.0.0.1:38123">>' (still answered after
+%% the server has stopped).
+-spec server_addr(server()) -> binary().
+server_addr(Server) -> server_addr_nif(Server).
+
+%% @doc The port the server listens on.
+-spec server_port(server()) -> 0..65535.
+server_port(Server) -> server_port_nif(Server).
+
+%% @doc The server's counters: `addr', `connections', `following', `requests',
+%% `records_served', `refused_connections', `writable', `auth', `heartbeat_ms'.
+%% `{error, closed}' once stopped.
+-spec server_status(server()) -> map() | {error, closed}.
+server_status(Server) ->
+    case server_status_nif(Server) of
+        {ok, Json} -> lockstep_status(decode_json(Json));
+        Error -> Error
+    end.
+
+%% @doc Stops the server: no new connections, every follow response ends with its final
+%% chunk, and every server thread has ended when it returns (clients that read nothing are
+%% cut after about a second). Runs on a dirty I/O scheduler. Idempotent.
+-spec stop_server(server()) -> ok.
+stop_server(Server) -> stop_server_nif(Server).
+
+%% @doc Mirrors the lockstep feed at `Url' (e.g. `"http://127.0.0.1:4567/servers/"') into
+%% `Store': a record is put at `Prefix ++ id' as the JSON line received, a tombstone
+%% (`deleted_at' set) deletes that key; the cursor is committed with the records, so a
+%% follower of a durable store resumes exactly where its data is after a restart.
+%%
+%% `Opts' (all optional): `pid' (default `self()'; `none' for no messages), and the follower
+%% options `prefix' (default: the URL's path), `id_field', `order_by', `token', `follow',
+%% `cursor_param', `cursor_key', `poll_ms', `connect_timeout_ms', `idle_timeout_ms',
+%% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes'.
+%%
+%% `pid' receives `{tidemark_lockstep, Follower, Event}' (`Event' is a `lockstep_event()');
+%% it is monitored, and messages stop when it dies. The follower runs until
+%% {@link stop_follower/1}, or until it is garbage: nobody holds its handle and its `pid' has
+%% exited (or `pid => none'). A running follower keeps `Store' from being garbage-collected.
+-spec follow(store(), iodata(), map()) -> {ok, follower()} | error().
+follow(Store, Url, Opts) when is_map(Opts) ->
+    Pid = case maps:get(pid, Opts, self()) of
+              none -> none;
+              P when is_pid(P) -> P;
+              _ -> erlang:error(badarg)
+          end,
+    follow_nif(Store, to_binary(Url), lockstep_json(maps:remove(pid, Opts)), Pid);
+follow(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc The follower's state: `state' (`starting', `connecting', `streaming', `polling',
+%% `backoff'), `cursor' (decoded: an integer, a binary, or `undefined'), `resyncing',
+%% `connected', `records', `writes', `batches', `malformed_lines', `errors', `connections',
+%% `resyncs', `heartbeats', `local_revision', `last_error', `last_malformed', `url',
+%% `prefix'. `{error, closed}' once stopped.
+-spec follower_status(follower()) -> map() | {error, closed}.
+follower_status(Follower) ->
+    case follower_status_nif(Follower) of
+        {ok, Json} -> lockstep_status(decode_json(Json));
+        Error -> Error
+    end.
+
+%% @doc Stops the follower. When it returns its thread has ended and no further message for
+%% it is sent (messages already in the mailbox stay there). Takes at most about
+%% `connect_timeout_ms'; runs on a dirty I/O scheduler. Idempotent.
+-spec stop_follower(follower()) -> ok.
+stop_follower(Follower) -> stop_follower_nif(Follower).
+
+%% @private True once the follower's context was dropped (it has stopped for good).
+-spec follower_dropped(follower()) -> boolean().
+follower_dropped(Follower) -> follower_dropped_nif(Follower).
+
 %%% Internals
 
 check_keys(Map, Known) ->
@@ -261,6 +373,31 @@ check_keys(Map, Known) ->
 
 options_json(Opts) when map_size(Opts) =:= 0 -> <<>>;
 options_json(Opts) -> encode_json(Opts).
+
+to_binary(B) when is_binary(B) -> B;
+to_binary(L) when is_list(L) ->
+    case unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> erlang:error(badarg)
+    end;
+to_binary(_) -> erlang:error(badarg).
+
+%% lockstep options: no option takes a list, so a string (charlist) value is a string.
+lockstep_json(Opts) ->
+    options_json(maps:map(fun(_, V) when is_list(V), V =/= [] ->
+                                  case io_lib:printable_unicode_list(V) of
+                                      true -> unicode:characters_to_binary(V);
+                                      false -> V
+                                  end;
+                             (_, V) -> V
+                          end, Opts)).
+
+%% JSON null is `undefined', and the follower's state an atom.
+lockstep_status(Map) ->
+    maps:map(fun(_, null) -> undefined;
+                (state, S) when is_binary(S) -> binary_to_atom(S, utf8);
+                (_, V) -> V
+             end, Map).
 
 %% @private A small JSON encoder for store options: maps (atom or binary keys), lists,
 %% integers, floats, booleans, null, binaries and atoms (as strings).
@@ -388,3 +525,12 @@ watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs) -> ?
 unwatch_nif(_Store, _Ref) -> ?NIF.
 activate_nif(_Ref, _N) -> ?NIF.
 watch_ended_nif(_Ref) -> ?NIF.
+serve_nif(_Store, _Addr, _OptsJson) -> ?NIF.
+server_addr_nif(_Server) -> ?NIF.
+server_port_nif(_Server) -> ?NIF.
+server_status_nif(_Server) -> ?NIF.
+stop_server_nif(_Server) -> ?NIF.
+follow_nif(_Store, _Url, _OptsJson, _Pid) -> ?NIF.
+follower_status_nif(_Follower) -> ?NIF.
+stop_follower_nif(_Follower) -> ?NIF.
+follower_dropped_nif(_Follower) -> ?NIF.
