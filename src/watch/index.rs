@@ -36,6 +36,10 @@ struct Node {
 #[derive(Default)]
 pub struct Index {
     exact: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
+    /// Non-empty prefixes by value; a key is looked up once per distinct prefix length.
+    prefixes: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
+    /// (prefix length, number of registered prefixes of that length), by length.
+    lengths: Vec<(usize, usize)>,
     all: Vec<Arc<Watcher>>,
     /// Every registered interval; `tree` covers `all[..built]`, the rest are scanned linearly.
     intervals: Vec<Interval>,
@@ -51,6 +55,13 @@ impl Index {
             Selector::All => self.all.push(w.clone()),
             Selector::Prefix(p) if p.is_empty() => self.all.push(w.clone()),
             Selector::Key(k) => self.exact.entry(k.clone()).or_default().push(w.clone()),
+            Selector::Prefix(p) => {
+                self.prefixes.entry(p.clone()).or_default().push(w.clone());
+                match self.lengths.binary_search_by_key(&p.len(), |&(l, _)| l) {
+                    Ok(i) => self.lengths[i].1 += 1,
+                    Err(i) => self.lengths.insert(i, (p.len(), 1)),
+                }
+            }
             sel => {
                 let (start, end) = sel.bounds();
                 self.intervals.push(Interval { start, end, watcher: w.clone() });
@@ -71,6 +82,23 @@ impl Index {
                     }
                 }
             }
+            Selector::Prefix(p) => {
+                if let Some(v) = self.prefixes.get_mut(p) {
+                    let before = v.len();
+                    v.retain(|x| x.id != id);
+                    if v.len() < before {
+                        if let Ok(i) = self.lengths.binary_search_by_key(&p.len(), |&(l, _)| l) {
+                            self.lengths[i].1 -= 1;
+                            if self.lengths[i].1 == 0 {
+                                self.lengths.remove(i);
+                            }
+                        }
+                    }
+                    if v.is_empty() {
+                        self.prefixes.remove(p);
+                    }
+                }
+            }
             _ => {
                 if let Some(pos) = self.intervals[self.built..].iter().position(|i| i.watcher.id == id) {
                     self.intervals.remove(self.built + pos);
@@ -86,6 +114,14 @@ impl Index {
         self.all.iter().for_each(&mut *f);
         if let Some(ws) = self.exact.get(key) {
             ws.iter().for_each(&mut *f);
+        }
+        for &(len, _) in &self.lengths {
+            if len > key.len() {
+                break;
+            }
+            if let Some(ws) = self.prefixes.get(&key[..len]) {
+                ws.iter().for_each(&mut *f);
+            }
         }
         if self.intervals.is_empty() {
             return;
