@@ -230,8 +230,8 @@ impl Drop for Closure {
 /// `tidemark_lockstep_callback`); `drop_userdata` (may be NULL) runs exactly once after the
 /// last callback, when the follower stops, or before this returns if it fails (except for a
 /// NULL `store`, `url` or `out`, where nothing was taken over). The follower holds its own
-/// reference to the store: closing the store first is safe (the follower then reports errors
-/// and applies nothing); stop the follower to free it.
+/// reference to the store: closing the store first is safe (the follower then reports one
+/// ERROR event, with `retry_ms` 0, and ends: its status says "stopped"); stop it to free it.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_follow(
     store: *mut tidemark_store,

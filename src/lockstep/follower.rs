@@ -424,12 +424,15 @@ impl Runner {
             match outcome {
                 Outcome::Stopped => break,
                 Outcome::StoreClosed => {
-                    self.shared.stats.lock().last_error = Some("the local store was closed".into());
+                    self.store_closed();
                     break;
                 }
                 Outcome::Ended if resync => match self.finish_resync() {
                     Ok(()) => {}
-                    Err(Outcome::StoreClosed) => break,
+                    Err(Outcome::StoreClosed) => {
+                        self.store_closed();
+                        break;
+                    }
                     Err(_) => self.fail("the resync could not be completed locally; retrying".into()),
                 },
                 Outcome::Ended => {
@@ -440,7 +443,10 @@ impl Runner {
                 }
                 Outcome::Gone(msg) if !resync => match self.start_resync(&msg) {
                     Ok(()) => {}
-                    Err(Outcome::StoreClosed) => break,
+                    Err(Outcome::StoreClosed) => {
+                        self.store_closed();
+                        break;
+                    }
                     Err(_) => self.fail("cannot record the resync locally; retrying".into()),
                 },
                 Outcome::Gone(msg) => self.fail(format!("the server answered 410 to a full sync: {msg}")),
@@ -451,6 +457,18 @@ impl Runner {
     }
 
     /// Reports a failure and sleeps the backoff (with jitter), doubling it.
+    /// The local store was closed under the follower: one ERROR event, then the follower
+    /// ends (nothing more can be applied); its owner still stops it to free it.
+    fn store_closed(&mut self) {
+        let message = "the local store was closed; the follower has ended";
+        {
+            let mut s = self.shared.stats.lock();
+            s.errors += 1;
+            s.last_error = Some(message.into());
+        }
+        self.emit(&FollowEvent::Error { message, retry_ms: 0 });
+    }
+
     fn fail(&mut self, message: String) {
         let delay = self.jitter(self.backoff);
         self.backoff = (self.backoff.saturating_mul(2)).min(self.opts.backoff_max_ms);

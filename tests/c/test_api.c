@@ -2878,7 +2878,7 @@ static void test_threads_compaction(const char *path, const char *options) {
 /* lockstep: a server over one store, a follower mirroring it into another. */
 typedef struct {
   pthread_mutex_t mu;
-  int applied, drops, calls_after_stop, stopped;
+  int applied, drops, calls_after_stop, stopped, errors;
 } ls_ctx;
 
 static void ls_event(void *userdata, const tidemark_lockstep_event *e) {
@@ -2886,6 +2886,7 @@ static void ls_event(void *userdata, const tidemark_lockstep_event *e) {
   pthread_mutex_lock(&c->mu);
   if (c->stopped) c->calls_after_stop++;
   if (e->kind == TIDEMARK_LOCKSTEP_APPLIED) c->applied++;
+  if (e->kind == TIDEMARK_LOCKSTEP_ERROR) c->errors++;
   pthread_mutex_unlock(&c->mu);
 }
 
@@ -2938,7 +2939,7 @@ static void test_lockstep(void) {
 
   char url[96];
   snprintf(url, sizeof url, "http://127.0.0.1:%u/servers/", (unsigned)port);
-  ls_ctx ctx = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
+  ls_ctx ctx = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
   tidemark_lockstep_follower *f = SENTINEL;
   CHECK_NULL_ARG(tidemark_lockstep_follow(NULL, url, NULL, ls_event, &ctx, ls_drop, &f));
   CHECK_NULL_ARG(tidemark_lockstep_follow(dst, NULL, NULL, ls_event, &ctx, ls_drop, &f));
@@ -2973,12 +2974,26 @@ static void test_lockstep(void) {
   CHECK(ctx.calls_after_stop == 0);
 
   /* Closing the stores before stopping what serves and follows them is safe. */
-  ls_ctx ctx2 = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
+  ls_ctx ctx2 = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
   tidemark_store *dst2 = open_store(NULL);
   tidemark_lockstep_follower *f2 = NULL;
   REQUIRE(tidemark_lockstep_follow(dst2, url, NULL, ls_event, &ctx2, ls_drop, &f2) == TIDEMARK_OK);
   CHECK(wait_key(dst2, "/servers/4", 1));
   tidemark_store_close(dst2);
+  put(src, "/servers/5", "{}"); /* the follower gets it, cannot apply it, says so and ends */
+  double deadline = now_s() + WAIT_S;
+  int errors = 0;
+  while (now_s() < deadline) {
+    pthread_mutex_lock(&ctx2.mu);
+    errors = ctx2.errors;
+    pthread_mutex_unlock(&ctx2.mu);
+    if (errors > 0) break;
+    sleep_ms(5);
+  }
+  CHECK(errors == 1);
+  json = NULL;
+  if (CHECK_OK(tidemark_lockstep_follower_status_json(f2, &json))) CHECK(json != NULL && strstr(json, "\"stopped\"") != NULL);
+  tidemark_string_free(json);
   tidemark_store_close(src);
   sleep_ms(20);
   tidemark_lockstep_follower_stop(f2);
