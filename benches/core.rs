@@ -125,7 +125,16 @@ impl Cfg {
     fn get() -> Cfg {
         let quick = std::env::var("TIDEMARK_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         if quick {
-            Cfg { quick, reps: 3, put_n: 200_000, scan_log: 300_000, watch_n: 100_000, lat_paced: 5_000, lat_b2b: 20_000, mem_n: 200_000 }
+            Cfg {
+                quick,
+                reps: 3,
+                put_n: 200_000,
+                scan_log: 300_000,
+                watch_n: 100_000,
+                lat_paced: 5_000,
+                lat_b2b: 20_000,
+                mem_n: 200_000,
+            }
         } else {
             Cfg {
                 quick,
@@ -287,7 +296,15 @@ fn human(x: f64, unit: &str) -> String {
 }
 
 impl Report {
-    fn add(&mut self, area: &'static str, what: impl Into<String>, stat: Stat, unit: &'static str, target: impl Into<String>, verdict: impl Into<String>) {
+    fn add(
+        &mut self,
+        area: &'static str,
+        what: impl Into<String>,
+        stat: Stat,
+        unit: &'static str,
+        target: impl Into<String>,
+        verdict: impl Into<String>,
+    ) {
         let row = Row { area, what: what.into(), stat, unit, target: target.into(), verdict: verdict.into() };
         eprintln!(
             "  {:<62} {:>10} {:<9} (min {}, max {})  {}",
@@ -372,7 +389,14 @@ fn bench_put(cfg: &Cfg, w: &Workload, rep: &mut Report) {
     }
     drop(s);
     let st = stat(rates);
-    rep.add("put", "`put`, 1 thread, keys exist, log buffer warm", st, "ops/s", "≥ 3 M/s", verdict_ge(st.median, 3e6));
+    rep.add(
+        "put",
+        "`put`, 1 thread, keys exist, log buffer warm",
+        st,
+        "ops/s",
+        "≥ 3 M/s",
+        verdict_ge(st.median, 3e6),
+    );
     rep.add("put", "  same, per CPU-second of the writer thread", stat(cpu_rates), "ops/s", "", "");
 
     // Cold: a new store each time, the first 100 k puts create the keys and the log grows
@@ -391,7 +415,14 @@ fn bench_put(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         }
     }
     let st = stat(rates);
-    rep.add("put", format!("`put`, 1 thread, new store ({} puts, log grows from empty)", cfg.put_n), st, "ops/s", "≥ 3 M/s", verdict_ge(st.median, 3e6));
+    rep.add(
+        "put",
+        format!("`put`, 1 thread, new store ({} puts, log grows from empty)", cfg.put_n),
+        st,
+        "ops/s",
+        "≥ 3 M/s",
+        verdict_ge(st.median, 3e6),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -457,10 +488,31 @@ fn bench_changes(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         }
         let st = stat(rates);
         let target = "≥ 20 M events/s";
-        rep.add("changes", format!("`changes` {name}: {} events in {} calls", got.0, got.1), st, "events/s", target, verdict_ge(st.median, 20e6));
-        rep.add("changes", "  same, per CPU-second of the reader thread", stat(cpu_rates), "events/s", "", "");
+        rep.add(
+            "changes",
+            format!("`changes` {name}: {} events in {} calls", got.0, got.1),
+            st,
+            "events/s",
+            target,
+            verdict_ge(st.median, 20e6),
+        );
+        rep.add(
+            "changes",
+            "  same, per CPU-second of the reader thread",
+            stat(cpu_rates),
+            "events/s",
+            "",
+            "",
+        );
         if sel.is_some() {
-            rep.add("changes", format!("  same, log entries examined per second ({log} entries)"), stat(scanned), "entries/s", "(context)", "");
+            rep.add(
+                "changes",
+                format!("  same, log entries examined per second ({log} entries)"),
+                stat(scanned),
+                "entries/s",
+                "(context)",
+                "",
+            );
         }
     }
 }
@@ -516,7 +568,10 @@ impl PullDrain {
                     if let Some(f) = on_events {
                         f(evs);
                     }
-                    let puts = evs.iter().filter(|e| e.kind == tidemark_event_kind::TIDEMARK_EVENT_PUT as u32).count();
+                    let puts = evs
+                        .iter()
+                        .filter(|e| e.kind == tidemark_event_kind::TIDEMARK_EVENT_PUT as u32)
+                        .count();
                     c2.events.fetch_add(puts as u64, Relaxed);
                     c2.calls.fetch_add(1, Relaxed);
                     unsafe { tidemark_events_free(out) };
@@ -605,7 +660,15 @@ fn register(s: &Store, kind: Kind, total: usize, spread: bool) -> WatchSet {
                 let c = Box::new(Counter { events: AtomicU64::new(0), calls: AtomicU64::new(0) });
                 let mut id = 0;
                 ok!(unsafe {
-                    tidemark_store_watch(s.0, &sel, ptr::null(), Some(count_cb), &*c as *const Counter as *mut c_void, None, &mut id)
+                    tidemark_store_watch(
+                        s.0,
+                        &sel,
+                        ptr::null(),
+                        Some(count_cb),
+                        &*c as *const Counter as *mut c_void,
+                        None,
+                        &mut id,
+                    )
                 });
                 set.counters.push(c);
             }
@@ -629,7 +692,11 @@ fn register(s: &Store, kind: Kind, total: usize, spread: bool) -> WatchSet {
 }
 
 fn bench_watchers(cfg: &Cfg, w: &Workload, rep: &mut Report) {
-    eprintln!("[3/5] put throughput with watchers ({} puts x {} reps per case)", cfg.watch_n, cfg.reps.min(5));
+    eprintln!(
+        "[3/5] put throughput with watchers ({} puts x {} reps per case)",
+        cfg.watch_n,
+        cfg.reps.min(5)
+    );
     let value = [b'v'; VALUE_LEN];
     let reps = cfg.reps.min(5);
     let cases: [(&str, Kind, usize, bool); 6] = [
@@ -661,7 +728,11 @@ fn bench_watchers(cfg: &Cfg, w: &Workload, rep: &mut Report) {
             let ok = kind == Kind::None || set.wait_for(before + cfg.watch_n as u64);
             let el_e = t.elapsed();
             if !ok {
-                rep.note(format!("{name}: only {} of {} events arrived within 30 s", set.received() - before, cfg.watch_n));
+                rep.note(format!(
+                    "{name}: only {} of {} events arrived within 30 s",
+                    set.received() - before,
+                    cfg.watch_n
+                ));
             }
             if r > 0 {
                 writer.push(cfg.watch_n as f64 / el_w.as_secs_f64());
@@ -676,16 +747,44 @@ fn bench_watchers(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         rep.add("watchers", format!("put, {name}: writer"), st, "ops/s", "", "");
         if kind != Kind::None {
             rep.add("watchers", "  same, until the last event was delivered", stat(e2e), "ops/s", "", "");
-            rep.add("watchers", "  same, events per callback / per `watch_next`", stat(batch), "events", "", "");
+            rep.add(
+                "watchers",
+                "  same, events per callback / per `watch_next`",
+                stat(batch),
+                "events",
+                "",
+                "",
+            );
         }
     }
     let push = 100.0 * medians[2] / medians[1];
     let spread = 100.0 * medians[3] / medians[1];
     let pull = 100.0 * medians[5] / medians[4];
     let one = Stat { median: push, min: push, max: push };
-    rep.add("watchers", "10,000 push (1 matches) vs 1 push, writer medians", one, "%", "≥ 50 %", verdict_ge(push, 50.0));
-    rep.add("watchers", "10,000 push (spread) vs 1 push, writer medians", Stat { median: spread, min: spread, max: spread }, "%", "≥ 50 %", verdict_ge(spread, 50.0));
-    rep.add("watchers", "10,000 pull (1 matches) vs 1 pull, writer medians", Stat { median: pull, min: pull, max: pull }, "%", "≥ 50 %", verdict_ge(pull, 50.0));
+    rep.add(
+        "watchers",
+        "10,000 push (1 matches) vs 1 push, writer medians",
+        one,
+        "%",
+        "≥ 50 %",
+        verdict_ge(push, 50.0),
+    );
+    rep.add(
+        "watchers",
+        "10,000 push (spread) vs 1 push, writer medians",
+        Stat { median: spread, min: spread, max: spread },
+        "%",
+        "≥ 50 %",
+        verdict_ge(spread, 50.0),
+    );
+    rep.add(
+        "watchers",
+        "10,000 pull (1 matches) vs 1 pull, writer medians",
+        Stat { median: pull, min: pull, max: pull },
+        "%",
+        "≥ 50 %",
+        verdict_ge(pull, 50.0),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -816,19 +915,45 @@ fn bench_latency(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         match kind {
             Kind::Push => {
                 let mut id = 0;
-                ok!(unsafe { tidemark_store_watch(s.0, &sel, ptr::null(), Some(latency_cb), ptr::null_mut(), None, &mut id) });
+                ok!(unsafe {
+                    tidemark_store_watch(
+                        s.0,
+                        &sel,
+                        ptr::null(),
+                        Some(latency_cb),
+                        ptr::null_mut(),
+                        None,
+                        &mut id,
+                    )
+                });
             }
             _ => {
                 ok!(unsafe { tidemark_watch_open(s.0, &sel, ptr::null(), &mut pull) });
                 drain = Some(PullDrain::start(pull, Some(pull_drain)));
             }
         }
-        let label = if kind == Kind::Push { "push callback" } else { "pull `watch_next` (consumer thread blocked in it)" };
+        let label = if kind == Kind::Push {
+            "push callback"
+        } else {
+            "pull `watch_next` (consumer thread blocked in it)"
+        };
         let every = Duration::from_micros(20);
         let modes: [(String, Pace, usize); 3] = [
-            (format!("paced 1 put / 20 µs, writer yields while waiting ({} puts/rep)", cfg.lat_paced), Pace::Yield(every), cfg.lat_paced),
-            (format!("paced 1 put / 20 µs, writer busy-waits ({} puts/rep)", cfg.lat_paced), Pace::Spin(every), cfg.lat_paced),
-            (format!("back to back, latency includes queueing ({} puts/rep)", cfg.lat_b2b), Pace::None, cfg.lat_b2b),
+            (
+                format!("paced 1 put / 20 µs, writer yields while waiting ({} puts/rep)", cfg.lat_paced),
+                Pace::Yield(every),
+                cfg.lat_paced,
+            ),
+            (
+                format!("paced 1 put / 20 µs, writer busy-waits ({} puts/rep)", cfg.lat_paced),
+                Pace::Spin(every),
+                cfg.lat_paced,
+            ),
+            (
+                format!("back to back, latency includes queueing ({} puts/rep)", cfg.lat_b2b),
+                Pace::None,
+                cfg.lat_b2b,
+            ),
         ];
         for (mode, pace, n) in modes {
             if kind == Kind::Pull && matches!(pace, Pace::Spin(_)) {
@@ -861,7 +986,14 @@ fn bench_latency(cfg: &Cfg, w: &Workload, rep: &mut Report) {
             rep.add("latency", "  same, p99", b, "µs", target, verdict_le(b.median, 100.0));
             rep.add("latency", "  same, p99.9", c, "µs", "", "");
             rep.add("latency", "  same, max", stat(mx), "µs", "", "");
-            rep.add("latency", "  same, delivery thread preempted (involuntary context switches per rep)", stat(pre), "count", "", "");
+            rep.add(
+                "latency",
+                "  same, delivery thread preempted (involuntary context switches per rep)",
+                stat(pre),
+                "count",
+                "",
+                "",
+            );
         }
         if let Some(mut d) = drain {
             d.stop();
@@ -914,13 +1046,52 @@ fn bench_memory(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         drop(s);
     }
     let ev = std::mem::size_of::<tidemark::Event>();
-    rep.add("memory", format!("bytes per retained event beyond key+value ({} B), requested from the allocator", KEY_LEN + VALUE_LEN), stat(per_req), "B", "(report)", "");
-    rep.add("memory", "  same, as malloc_usable_size sees it (size-class rounding)", stat(per_usable), "B", "", "");
-    rep.add("memory", "  of which: log ring buffer (allocations ≥ 1 MiB), per event", stat(per_large), "B", "", "");
-    rep.add("memory", "  of which: small allocations per event (all of them)", stat(per_small.clone()), "B", "", "");
+    rep.add(
+        "memory",
+        format!(
+            "bytes per retained event beyond key+value ({} B), requested from the allocator",
+            KEY_LEN + VALUE_LEN
+        ),
+        stat(per_req),
+        "B",
+        "(report)",
+        "",
+    );
+    rep.add(
+        "memory",
+        "  same, as malloc_usable_size sees it (size-class rounding)",
+        stat(per_usable),
+        "B",
+        "",
+        "",
+    );
+    rep.add(
+        "memory",
+        "  of which: log ring buffer (allocations ≥ 1 MiB), per event",
+        stat(per_large),
+        "B",
+        "",
+        "",
+    );
+    rep.add(
+        "memory",
+        "  of which: small allocations per event (all of them)",
+        stat(per_small.clone()),
+        "B",
+        "",
+        "",
+    );
     rep.add("memory", "  heap blocks per event", stat(per_blocks.clone()), "blocks", "", "");
-    let intrinsic: Vec<f64> = per_small.iter().map(|s| s + ev as f64 - (KEY_LEN + VALUE_LEN) as f64).collect();
-    rep.add("memory", format!("  without ring-buffer slack: small allocations + one {ev}-byte `Event`, beyond key+value"), stat(intrinsic), "B", "", "");
+    let intrinsic: Vec<f64> =
+        per_small.iter().map(|s| s + ev as f64 - (KEY_LEN + VALUE_LEN) as f64).collect();
+    rep.add(
+        "memory",
+        format!("  without ring-buffer slack: small allocations + one {ev}-byte `Event`, beyond key+value"),
+        stat(intrinsic),
+        "B",
+        "",
+        "",
+    );
     rep.add("memory", "first write of a new key: bytes beyond key+value", stat(new_key), "B", "(report)", "");
     rep.note(format!(
         "memory: a retained event is a {ev}-byte `Event` slot in the log's ring buffer plus whatever it allocates (here {:.0} B in {:.1} heap blocks per event: the value with its Arc header); an update of an existing key allocates no key bytes (the key is shared with the key map). The ring buffer grows by doubling, so its share per event lies between {ev} and {} B depending on where the log length falls between two powers of two ({} events retained here).",
@@ -938,16 +1109,38 @@ fn read(path: &str) -> String {
 }
 
 fn machine() -> String {
-    let cpu = read("/proc/cpuinfo").lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
-    let mhz = read("/proc/cpuinfo").lines().find(|l| l.starts_with("cpu MHz")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
-    let mem = read("/proc/meminfo").lines().find(|l| l.starts_with("MemTotal")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).map_or("?".into(), |k| format!("{:.1} GiB", k / 1048576.0));
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let mhz = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or("?".into(), |k| format!("{:.1} GiB", k / 1048576.0));
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
     format!("{nproc} CPUs ({cpu}, {mhz} MHz), {mem} RAM, Linux {kernel}")
 }
 
 fn today() -> String {
-    std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn loadavg() -> String {
@@ -960,7 +1153,11 @@ fn main() {
     let started = Instant::now();
     let _ = clock();
     let load_before = loadavg();
-    eprintln!("tidemark core benchmarks{} — {}", if cfg.quick { " (QUICK smoke run)" } else { "" }, machine());
+    eprintln!(
+        "tidemark core benchmarks{} — {}",
+        if cfg.quick { " (QUICK smoke run)" } else { "" },
+        machine()
+    );
     let w = Workload::new(4_000_000);
     let mut rep = Report::default();
     // TIDEMARK_BENCH_ONLY=put,changes,watchers,latency,memory runs a subset (for profiling).
@@ -984,11 +1181,22 @@ fn main() {
     let load_after = loadavg();
 
     let mut md = String::new();
-    let _ = writeln!(md, "### Core results{}\n", if cfg.quick { " (QUICK smoke run: reduced sizes, not for comparison)" } else { "" });
+    let _ = writeln!(
+        md,
+        "### Core results{}\n",
+        if cfg.quick { " (QUICK smoke run: reduced sizes, not for comparison)" } else { "" }
+    );
     let _ = writeln!(md, "- date: {}", today());
     let _ = writeln!(md, "- machine: {}", machine());
-    let _ = writeln!(md, "- tidemark {} (in-memory store, C API called from Rust, release build)", unsafe { std::ffi::CStr::from_ptr(tidemark_version()) }.to_string_lossy());
-    let _ = writeln!(md, "- workload: 16-byte keys over {KEYS} distinct keys in pseudo-random order, {VALUE_LEN}-byte values");
+    let _ = writeln!(
+        md,
+        "- tidemark {} (in-memory store, C API called from Rust, release build)",
+        unsafe { std::ffi::CStr::from_ptr(tidemark_version()) }.to_string_lossy()
+    );
+    let _ = writeln!(
+        md,
+        "- workload: 16-byte keys over {KEYS} distinct keys in pseudo-random order, {VALUE_LEN}-byte values"
+    );
     let _ = writeln!(md, "- repetitions: {} per figure after a warm-up (latency/watchers: {}); median, min, max over repetitions", cfg.reps, cfg.reps.min(5));
     let _ = writeln!(md, "- load average before / after: {load_before} / {load_after} (shared machine)");
     let _ = writeln!(md, "- wall time: {:.0} s\n", started.elapsed().as_secs_f64());

@@ -464,11 +464,16 @@ fn credit_stops_at_the_end_of_the_watchers_part_of_a_commit() {
     batches(&s);
     let replay = Sink::default();
     let replay_id = s
-        .watch(prefix("a"), &WatchOptions { start_revision: 1, credit: Some(1), ..Default::default() }, replay.callback())
+        .watch(
+            prefix("a"),
+            &WatchOptions { start_revision: 1, credit: Some(1), ..Default::default() },
+            replay.callback(),
+        )
         .unwrap();
     let live = Sink::default();
-    let live_id =
-        s.watch(prefix("a"), &WatchOptions { credit: Some(1), ..Default::default() }, live.callback()).unwrap();
+    let live_id = s
+        .watch(prefix("a"), &WatchOptions { credit: Some(1), ..Default::default() }, live.callback())
+        .unwrap();
     batches(&s);
     for (sink, id, first) in [(&replay, replay_id, 1u64), (&live, live_id, 11)] {
         for n in 1..=5u64 {

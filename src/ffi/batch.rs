@@ -109,9 +109,5 @@ pub unsafe extern "C" fn tidemark_batch_clear(batch: *mut tidemark_batch) {
 /// Frees a batch. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_batch_free(batch: *mut tidemark_batch) {
-    super::guard_value((), || {
-        if !batch.is_null() {
-            drop(Box::from_raw(batch));
-        }
-    })
+    super::free_box(batch)
 }

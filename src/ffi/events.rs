@@ -166,9 +166,5 @@ pub unsafe extern "C" fn tidemark_events_next_revision(events: *const tidemark_e
 /// Frees a batch and everything it points to. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_free(events: *mut tidemark_events) {
-    super::guard_value((), || {
-        if !events.is_null() {
-            drop(Box::from_raw(events));
-        }
-    })
+    super::free_box(events)
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::lockstep::{FollowEvent, FollowOptions, Follower, Server, ServerOptions};
 
 use super::{
-    guard, guard_value, need, put_out, store::store_ref, str_in, tidemark_bytes, tidemark_drop_callback,
-    tidemark_status, tidemark_store, Failure,
+    free_box, guard, guard_value, need, put_out, store::store_ref, str_in, tidemark_bytes,
+    tidemark_drop_callback, tidemark_status, tidemark_store, Failure,
 };
 
 /// A running lockstep server (opaque). Stop and free it with `tidemark_lockstep_server_stop`.
@@ -87,11 +87,7 @@ pub unsafe extern "C" fn tidemark_lockstep_server_status_json(
 /// nothing are cut after about one second). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_server_stop(server: *mut tidemark_lockstep_server) {
-    guard_value((), || {
-        if !server.is_null() {
-            drop(Box::from_raw(server));
-        }
-    })
+    free_box(server)
 }
 
 /// The values of `tidemark_lockstep_event.kind`.
@@ -281,9 +277,5 @@ pub unsafe extern "C" fn tidemark_lockstep_follower_status_json(
 /// Takes at most about `connect_timeout_ms` (a connection attempt in flight). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_follower_stop(follower: *mut tidemark_lockstep_follower) {
-    guard_value((), || {
-        if !follower.is_null() {
-            drop(Box::from_raw(follower));
-        }
-    })
+    free_box(follower)
 }

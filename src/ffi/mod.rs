@@ -116,3 +116,13 @@ pub(crate) fn need<T>(p: *const T, what: &str) -> Result<(), Failure> {
         Ok(())
     }
 }
+
+/// Frees an object the library handed out as a `Box`: the body of every `_free`, `_close`
+/// and `_stop` that ends with freeing. NULL is a no-op; a panic in a destructor stops here.
+pub(crate) unsafe fn free_box<T>(p: *mut T) {
+    guard_value((), || {
+        if !p.is_null() {
+            drop(Box::from_raw(p));
+        }
+    })
+}

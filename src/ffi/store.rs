@@ -6,8 +6,8 @@ use crate::kv::Entry;
 use crate::store::Store;
 
 use super::{
-    bytes_in, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch, tidemark_bytes,
-    tidemark_events, tidemark_selector, tidemark_status,
+    bytes_in, free_box, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch,
+    tidemark_bytes, tidemark_events, tidemark_selector, tidemark_status,
 };
 
 /// A store (opaque). Every function taking a store is thread-safe, except
@@ -56,11 +56,7 @@ pub unsafe extern "C" fn tidemark_store_open(
 /// called while another thread still uses the store. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_close(store: *mut tidemark_store) {
-    guard_value((), || {
-        if !store.is_null() {
-            drop(Box::from_raw(store));
-        }
-    })
+    free_box(store)
 }
 
 /// The revision of the last commit (0 for a new store, and for NULL).
@@ -187,11 +183,7 @@ pub unsafe extern "C" fn tidemark_entry_version(entry: *const tidemark_entry) ->
 /// Frees an entry. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_entry_free(entry: *mut tidemark_entry) {
-    guard_value((), || {
-        if !entry.is_null() {
-            drop(Box::from_raw(entry));
-        }
-    })
+    free_box(entry)
 }
 
 /// Applies a batch atomically: its writes get consecutive revisions, all or nothing, and a

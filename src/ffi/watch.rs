@@ -8,8 +8,8 @@ use crate::store::PullWatch;
 use crate::watch::{WatchOptions, DEFAULT_MAX_QUEUE};
 
 use super::{
-    guard, guard_value, need, put_out, selector_in, store::store_ref, tidemark_event, tidemark_events,
-    tidemark_selector, tidemark_status, tidemark_store,
+    free_box, guard, guard_value, need, put_out, selector_in, store::store_ref, tidemark_event,
+    tidemark_events, tidemark_selector, tidemark_status, tidemark_store,
 };
 
 /// How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
@@ -204,9 +204,5 @@ pub unsafe extern "C" fn tidemark_watch_id(watch: *const tidemark_watch) -> u64 
 /// NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_watch_close(watch: *mut tidemark_watch) {
-    guard_value((), || {
-        if !watch.is_null() {
-            drop(Box::from_raw(watch));
-        }
-    })
+    free_box(watch)
 }
