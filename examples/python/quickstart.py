@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tidemark from Python in two minutes: keys, the change log, batches, three kinds of watch,
-compaction.
+compaction, and lockstep over HTTP (serve a prefix, mirror it into another store).
 
 Run from the repository root after `cargo build --release`:
 
@@ -10,9 +10,11 @@ Run from the repository root after `cargo build --release`:
 """
 
 import asyncio
+import json
 import sys
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 
 try:
@@ -121,6 +123,26 @@ def main() -> None:
         print(store.status())
 
     print("\nstore closed.")
+
+    section("lockstep over HTTP: serve a prefix, mirror it into a second store")
+    with tidemark.Store() as inventory, tidemark.Store() as mirror:
+        inventory.put("/servers/1", json.dumps({"ip": "10.0.0.1", "port": 1234}))
+        inventory.put("/servers/2", json.dumps({"ip": "10.0.0.2", "port": 1234}))
+        with inventory.serve() as server:  # 127.0.0.1 and a free port; serve(writable=True) takes PUT/DELETE
+            url = server.url("/servers/0")  # the records under /servers/ changed since revision 0
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                print(f"GET {url}\n{resp.read().decode()}", end="")
+            seen = []  # the follower's events, reported on its own thread
+            with mirror.follow(server.url("/servers/"), callback=seen.append, prefix="/mirror/") as follower:
+                follower.wait_for_cursor(inventory.revision, timeout=5)
+                inventory.put("/servers/2", json.dumps({"ip": "10.0.0.22", "port": 1234}))
+                inventory.delete("/servers/1")
+                rev = inventory.put("/servers/3", json.dumps({"ip": "10.0.0.3", "port": 1234}))
+                status = follower.wait_for_cursor(rev, timeout=5)  # mirrored up to that revision
+                print(f"mirrored: {[(e.key_str, json.loads(e.value)['ip']) for e in mirror.range(prefix='/mirror/')]}")
+                print(f"follower: state={status['state']} cursor={status['cursor']} records={status['records']}")
+            print(f"follower events: {sorted({str(ev.kind) for ev in seen})}")
+            print(f"server: {server.status()['requests']} requests, {server.status()['records_served']} records served")
 
     section("a durable store (a directory)")
     with tempfile.TemporaryDirectory() as d:

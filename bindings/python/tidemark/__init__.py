@@ -41,6 +41,7 @@ from .errors import (
     UnknownStatusError,
     WatchTimeout,
 )
+from .lockstep import FollowEvent, FollowEventKind, Follower, Server
 from .store import Batch, Store
 from .watch import AsyncWatch, Watch, WatchHandle
 
@@ -63,6 +64,10 @@ __all__ = [
     "Watch",
     "WatchHandle",
     "AsyncWatch",
+    "Server",
+    "Follower",
+    "FollowEvent",
+    "FollowEventKind",
     "Event",
     "EventKind",
     "Entry",

@@ -29,6 +29,7 @@ from ctypes import (
     c_bool,
     c_char_p,
     c_size_t,
+    c_uint16,
     c_uint32,
     c_uint64,
     c_void_p,
@@ -140,8 +141,25 @@ class EventStruct(Structure):
     ]
 
 
+class LockstepEventStruct(Structure):
+    """``tidemark_lockstep_event`` (what a follower reports; every pointer borrowed for the call)."""
+
+    _fields_ = [
+        ("kind", c_uint32),
+        ("records", c_uint64),
+        ("writes", c_uint64),
+        ("revision", c_uint64),
+        ("retry_ms", c_uint64),
+        ("cursor", BytesOut),
+        ("message", BytesOut),
+        ("line", BytesOut),
+    ]
+
+
 WATCH_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
 DROP_CALLBACK = CFUNCTYPE(None, c_void_p)
+#: ``tidemark_lockstep_callback``: (userdata, const tidemark_lockstep_event *).
+LOCKSTEP_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)
 
 SELECT_ALL, SELECT_KEY, SELECT_PREFIX, SELECT_RANGE = 0, 1, 2, 3
 
@@ -290,6 +308,27 @@ watch_next = declare("tidemark_watch_next", None, [_p, c_uint32, _pp], status=Tr
 watch_id = declare("tidemark_watch_id", c_uint64, [_p], keep_gil=True)
 watch_close = declare("tidemark_watch_close", None, [_p])
 
+# lockstep over HTTP (optional: a library built without it still loads the rest). Starting,
+# stopping and status calls release the GIL: stop waits for threads that may need it.
+lockstep_serve = declare("tidemark_lockstep_serve", None, [_p, c_char_p, c_char_p, _pp], status=True, optional=True)
+lockstep_server_addr = declare("tidemark_lockstep_server_addr", c_char_p, [_p], keep_gil=True, optional=True)
+lockstep_server_port = declare("tidemark_lockstep_server_port", c_uint16, [_p], keep_gil=True, optional=True)
+lockstep_server_status_json = declare(
+    "tidemark_lockstep_server_status_json", None, [_p, _pp], status=True, optional=True
+)
+lockstep_server_stop = declare("tidemark_lockstep_server_stop", None, [_p], optional=True)
+lockstep_follow = declare(
+    "tidemark_lockstep_follow",
+    None,
+    [_p, c_char_p, c_char_p, LOCKSTEP_CALLBACK, _p, DROP_CALLBACK, _pp],
+    status=True,
+    optional=True,
+)
+lockstep_follower_status_json = declare(
+    "tidemark_lockstep_follower_status_json", None, [_p, _pp], status=True, optional=True
+)
+lockstep_follower_stop = declare("tidemark_lockstep_follower_stop", None, [_p], optional=True)
+
 LIBRARY_VERSION: str = version().decode("ascii", "replace")
 
 EVENT_SIZE = ctypes.sizeof(EventStruct)
@@ -299,6 +338,8 @@ def check_layout() -> None:
     """Sanity check that the ctypes mirror of ``tidemark_event`` has the C layout on 64-bit."""
     if ctypes.sizeof(c_void_p) == 8 and EVENT_SIZE != 64:  # pragma: no cover
         raise ImportError(f"tidemark: unexpected tidemark_event size {EVENT_SIZE}")
+    if ctypes.sizeof(c_void_p) == 8 and ctypes.sizeof(LockstepEventStruct) != 88:  # pragma: no cover
+        raise ImportError(f"tidemark: unexpected tidemark_lockstep_event size {ctypes.sizeof(LockstepEventStruct)}")
 
 
 check_layout()

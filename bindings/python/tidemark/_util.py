@@ -78,11 +78,12 @@ def describe_selector(sel: Optional[_ffi.Selector]) -> str:
     return "all" if sel is None else getattr(sel, "desc", "?")
 
 
-def report_callback_exception(exc: BaseException, callback: Any, watch: Any) -> None:
+def report_callback_exception(exc: BaseException, callback: Any, watch: Any, what: str = "watch") -> None:
     """Reports an exception raised by a user callback through ``sys.unraisablehook`` (the
     standard channel for errors that cannot propagate; pytest turns them into warnings).
-    The default hook prints the traceback to stderr."""
-    msg = f"Exception in tidemark watch callback {callback!r} of {watch!r} (the watch continues)"
+    The default hook prints the traceback to stderr. ``what`` names the owner ("watch",
+    "follower")."""
+    msg = f"Exception in tidemark {what} callback {callback!r} of {watch!r} (the {what} continues)"
     hook = sys.unraisablehook
     try:
         if hook is not sys.__unraisablehook__:

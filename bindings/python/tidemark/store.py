@@ -17,6 +17,7 @@ from ._util import Key, in_callback, make_selector, to_bytes
 from .errors import ClosedError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .lockstep import Address, FollowEvent, Follower, Server
     from .watch import AsyncWatch, Watch, WatchHandle
 
 __all__ = ["Store", "Batch"]
@@ -56,7 +57,8 @@ class Store:
     A store is thread-safe: any number of Python threads may use it at once. Use it as a
     context manager or call :meth:`close` (idempotent); a store that is garbage-collected is
     closed, and every store still open is closed at interpreter exit. Closing ends every watch
-    (iterators stop, callbacks get a final ``CLOSED`` event).
+    (iterators stop, callbacks get a final ``CLOSED`` event) and first stops the lockstep
+    servers and followers started from the store (:meth:`serve`, :meth:`follow`).
     """
 
     _h: Optional[int]
@@ -64,6 +66,8 @@ class Store:
     def __init__(self, path: Union[None, str, "os.PathLike[str]", bytes] = None, **options: Any) -> None:
         self._h = None
         self._inflight: List[None] = []
+        # Lockstep servers and followers started from this store: stopped before it closes.
+        self._dependents: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._close_lock = threading.Lock()
         self._close_done = threading.Event()
         self._close_done.set()  # nothing to wait for until the store is open
@@ -80,9 +84,11 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Closes the store (idempotent). Every watch ends first: pull watches return what
-        they had queued and then stop, push callbacks receive a final ``CLOSED`` event. Calls
-        in flight on other threads finish first; later calls raise :class:`ClosedError`.
+        """Closes the store (idempotent). Its lockstep servers and followers are stopped
+        first (a follower's stop can take up to its ``connect_timeout_ms``). Every watch ends:
+        pull watches return what they had queued and then stop, push callbacks receive a final
+        ``CLOSED`` event. Calls in flight on other threads finish first; later calls raise
+        :class:`ClosedError`.
 
         Called from inside a watch callback, the store is marked closed at once and the rest
         of the close runs on a helper thread once the callback returns."""
@@ -106,11 +112,34 @@ class Store:
         # threads started before self._h was cleared (they are short, except a blocking
         # durable write or an unwatch waiting for its callback).
         try:
+            self._stop_dependents()
             while self._inflight:
                 time.sleep(0.0005)
+            self._stop_dependents()  # any started by a call that was in flight
             _ffi.store_close(h)
         finally:
             self._close_done.set()
+
+    def _stop_dependents(self) -> None:
+        for dep in list(self._dependents):
+            try:
+                dep.stop()
+            except Exception:  # pragma: no cover - stop does not raise
+                pass
+
+    def _adopt(self, dep: Any) -> None:
+        """Registers a server or follower to stop before the store closes; if the store was
+        closed meanwhile, stops it and raises :class:`ClosedError`."""
+        with self._close_lock:
+            closed = self._h is None
+            if not closed:
+                self._dependents.add(dep)
+        if closed:
+            dep.stop()
+            raise ClosedError("the store is closed")
+
+    def _release(self, dep: Any) -> None:
+        self._dependents.discard(dep)
 
     @property
     def closed(self) -> bool:
@@ -474,6 +503,45 @@ class Store:
 
         sel = make_selector(key, prefix, start, end)
         return AsyncWatch(self, sel, start_revision, max_queue, progress_interval_ms)
+
+    # -- lockstep over HTTP ----------------------------------------------------------------
+
+    def serve(self, addr: "Address" = "127.0.0.1:0", **options: Any) -> "Server":
+        """Serves this store's keys over HTTP as lockstep feeds (see ``docs/lockstep.md``) and
+        returns the running :class:`~tidemark.lockstep.Server`::
+
+            with store.serve(writable=True) as server:
+                print(server.url("/servers/0"))      # GET it: the records under /servers/
+
+        ``addr`` is ``"host:port"`` or ``(host, port)``; port 0 (the default) picks a free
+        port (``server.port``). Options (JSON-encoded for the library; ``None`` = default):
+        ``writable``, ``token``, ``heartbeat_ms``, ``max_connections``, ``max_header_bytes``,
+        ``max_body_bytes``, ``allow_remote`` (needed for a non-loopback address),
+        ``max_queue``, ``idle_timeout_ms``, ``request_timeout_ms``, ``write_timeout_ms``.
+        A bad address or option raises :class:`InvalidArgumentError`; an address in use
+        :class:`TidemarkIOError`."""
+        from .lockstep import Server
+
+        return Server(self, addr, options)
+
+    def follow(
+        self, url: str, callback: "Optional[Callable[[FollowEvent], Any]]" = None, **options: Any
+    ) -> "Follower":
+        """Mirrors the lockstep feed at ``url`` (e.g. ``"http://127.0.0.1:4567/servers/"``)
+        into this store and returns the running :class:`~tidemark.lockstep.Follower`. A record
+        is put at ``prefix + id`` as the JSON line received, a record with a ``deleted_at``
+        deletes it; the cursor is committed with the records, so a follower of a durable store
+        resumes where its data is.
+
+        ``callback(event)`` (optional) gets each :class:`~tidemark.lockstep.FollowEvent` on the
+        follower's thread. Options (``None`` = default): ``prefix`` (default: the URL's path),
+        ``id_field``, ``order_by``, ``token``, ``follow``, ``cursor_param``, ``cursor_key``,
+        ``poll_ms``, ``connect_timeout_ms``, ``idle_timeout_ms``, ``backoff_initial_ms``,
+        ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``. A bad URL or option raises
+        :class:`InvalidArgumentError`."""
+        from .lockstep import Follower
+
+        return Follower(self, url, callback, options)
 
     # -- internals used by the watch module --------------------------------------------------
 
