@@ -516,3 +516,27 @@ fn an_ended_watch_is_no_longer_counted_when_it_is_dropped() {
     }
     assert_eq!(*seen.lock().unwrap(), Some(0));
 }
+
+#[test]
+fn closing_right_after_a_push_watch_starts_never_hangs() {
+    // Dispatcher threads go idle (polling, then sleeping) exactly when close() stops them;
+    // a missed wake-up there would hang close() forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for i in 0..3000u32 {
+            let s = Store::memory(Some(r#"{"dispatch_threads": 2}"#)).unwrap();
+            s.watch(Selector::All, &Default::default(), Box::new(|_: &[Event]| {})).unwrap();
+            if i % 2 == 0 {
+                s.put(b"k", b"v").unwrap();
+            }
+            // Land anywhere in the threads' idle phase.
+            let until = std::time::Instant::now() + Duration::from_micros(u64::from(i % 31));
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            s.close();
+        }
+        tx.send(()).unwrap();
+    });
+    assert!(rx.recv_timeout(Duration::from_secs(60)).is_ok(), "close() hung");
+}

@@ -165,7 +165,13 @@ fn worker(inner: &Arc<Inner>) {
                     }
                 }
             });
-            if found || !q.ready.is_empty() {
+            // The lock was released while polling: whatever changed meanwhile (work, a stop
+            // request, a timer) must be seen before sleeping, or its wake-up is lost.
+            if found
+                || !q.ready.is_empty()
+                || q.stopping
+                || q.timers.peek().is_some_and(|t| t.at <= Instant::now())
+            {
                 continue;
             }
             match q.timers.peek().map(|t| t.at) {
