@@ -42,6 +42,8 @@ check-header: build
 
 bench: build
 	$(CARGO) bench --bench core
+	$(CARGO) bench --bench durable
+	$(CARGO) bench --bench lockstep
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench
 

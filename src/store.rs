@@ -358,8 +358,7 @@ impl Inner {
         if let Some(group) = &self.group {
             let me = Writer::new(ops);
             if group.join(&me) {
-                self.commit_group(&group.take());
-                group.hand_off();
+                self.commit_group(group);
             }
             return me.take_result();
         }
@@ -391,13 +390,15 @@ impl Inner {
     /// Commits a write group (see `storage::group`): plans the writers' commits in order
     /// (each sees the ones before it), writes them with one flush (one sync), and only then
     /// makes them visible and hands them to watchers; every writer gets its own result.
-    fn commit_group(&self, writers: &[Arc<Writer>]) {
+    fn commit_group(&self, group: &WriteGroup) {
+        let writers = &group.take()[..];
         let mut guard = self.state.write();
         let st = &mut *guard;
         let refused =
             if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
         if let Err(e) = refused {
             drop(guard);
+            group.hand_off();
             for w in writers {
                 w.finish(Err(e.clone()));
             }
@@ -474,6 +475,8 @@ impl Inner {
             }
         }
         drop(guard);
+        // The next group may start its sync while this one's writers are being woken.
+        group.hand_off();
         for (w, r) in writers.iter().zip(results) {
             w.finish(r);
         }
