@@ -1,5 +1,5 @@
 %% Benchmarks of the Erlang binding (`make bench`). Prints one line per measurement; the
-%% numbers go to docs/benchmarks-erlang.md. Workload as the core's targets: 16-byte keys over
+%% numbers go to docs/benchmarks.md (section "Erlang binding"). Workload as the core's targets: 16-byte keys over
 %% 100k distinct keys, 100-byte values, in-memory store.
 -module(tidemark_bench).
 
