@@ -375,16 +375,24 @@ impl Inner {
                 return Ok(0);
             }
             st.log.append(&commit)?;
-            for e in &commit {
-                st.kv.apply(e);
-            }
-            st.watches.dispatch(&commit, &self.dispatcher);
-            self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
+            self.publish(st, &commit, true);
             Ok(first)
         });
         commit.clear();
         st.scratch = commit;
         result
+    }
+
+    /// Makes a stored commit visible: to the key state (unless the caller applied it
+    /// already), to the watchers it matches, and to readers of the current revision.
+    fn publish(&self, st: &mut State, commit: &[Event], apply: bool) {
+        if apply {
+            for e in commit {
+                st.kv.apply(e);
+            }
+        }
+        st.watches.dispatch(commit, &self.dispatcher);
+        self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
     }
 
     /// Commits a write group (see `storage::group`): plans the writers' commits in order
@@ -456,13 +464,7 @@ impl Inner {
                 }
                 Ok(()) => {
                     for commit in &commits {
-                        if !multi {
-                            for e in commit {
-                                st.kv.apply(e);
-                            }
-                        }
-                        st.watches.dispatch(commit, &self.dispatcher);
-                        self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
+                        self.publish(st, commit, !multi);
                     }
                     if st.log.wants_checkpoint() {
                         let kv = &st.kv;
