@@ -22,7 +22,7 @@ The shared library is found through ``$TIDEMARK_LIBRARY``, then a source checkou
 
 from __future__ import annotations
 
-from . import _ffi
+from . import _ffi, errors
 from ._events import CLOSED, COMPACTED, DELETE, PROGRESS, PUT, Entry, Event, EventKind, Page
 from .errors import (
     ClosedError,
@@ -77,21 +77,7 @@ __all__ = [
     "PROGRESS",
     "COMPACTED",
     "CLOSED",
-    "TidemarkError",
-    "NullArgumentError",
-    "InvalidArgumentError",
-    "NotFoundError",
-    "CompactedError",
-    "FutureRevisionError",
-    "ConflictError",
-    "WatchTimeout",
-    "ClosedError",
-    "TidemarkIOError",
-    "CorruptError",
-    "LockedError",
-    "TooLargeError",
-    "PanicError",
-    "UnknownStatusError",
+    *(name for name in errors.__all__ if name != "error_for_status"),  # the exception classes
     "library_version",
     "library_path",
     "status_name",

@@ -1,17 +1,23 @@
-"""Small helpers shared by the store and watch modules."""
+"""Small helpers shared by the store, watch and lockstep modules."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import sys
 import threading
 import traceback
 import types
-from typing import Any, Optional, Union
+from ctypes import string_at
+from typing import Any, Callable, Dict, Optional, TypeVar, Union
 
 from . import _ffi
 
 Key = Union[str, bytes, bytearray, memoryview]
 """Keys and values: ``str`` (encoded as UTF-8) or any bytes-like object."""
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # Per-thread state: how deep the current thread is inside tidemark push callbacks (the store's
 # own threads). Closing a store from there is finished on a helper thread instead.
@@ -46,6 +52,20 @@ def to_bytes(x: Any, what: str = "key") -> bytes:
     raise TypeError(f"{what} must be str or bytes, not {t.__name__}")
 
 
+SELECTOR_DOC = """The selector is one of ``key=`` (that key), ``prefix=`` (the keys that start
+with it), ``start=``/``end=`` (the half-open range ``[start, end)``; a missing ``end`` is
+unbounded), or none of them (every key); giving more than one raises ``TypeError``."""
+
+
+def selector_keywords(fn: _F) -> _F:
+    """Marks a method taking the selector keywords (``key``, ``prefix``, ``start``, ``end``,
+    turned into a selector by :func:`make_selector`): appends :data:`SELECTOR_DOC` to its
+    docstring."""
+    doc = (fn.__doc__ or "").rstrip()
+    fn.__doc__ = doc + "\n\n        " + SELECTOR_DOC.replace("\n", "\n        ")
+    return fn
+
+
 def make_selector(
     key: Optional[Key] = None,
     prefix: Optional[Key] = None,
@@ -72,6 +92,39 @@ def make_selector(
         f"key={s!r}" if kind == _ffi.SELECT_KEY else f"prefix={s!r}" if kind == _ffi.SELECT_PREFIX else f"start={s!r}, end={e!r}"
     )
     return sel
+
+
+def take_json_string(ptr: Optional[int], null_message: str) -> Dict[str, Any]:
+    """Parses and frees a JSON string the library returned (``RuntimeError(null_message)``
+    for NULL)."""
+    if not ptr:  # pragma: no cover - the library always writes it on success
+        raise RuntimeError(null_message)
+    try:
+        text = string_at(ptr)
+    finally:
+        _ffi.string_free(ptr)
+    result: Dict[str, Any] = json.loads(text)
+    return result
+
+
+class CallbackRegistry(Dict[int, _T]):
+    """What the library's C callbacks reach through ``userdata``: a token (never 0) per
+    registered object. The drop function (the library calls it exactly once per
+    registration) removes the entry and calls the object's ``drop_method``."""
+
+    def __init__(self, drop_method: str) -> None:
+        super().__init__()
+        self._drop_method = drop_method
+        self._tokens = itertools.count(1)
+
+    def new_token(self) -> int:
+        return next(self._tokens)
+
+    def drop(self, userdata: Optional[int]) -> None:
+        """The drop function; also ends a registration the library did not take."""
+        obj = self.pop(userdata or 0, None)
+        if obj is not None:
+            getattr(obj, self._drop_method)()
 
 
 def describe_selector(sel: Optional[_ffi.Selector]) -> str:

@@ -9,20 +9,19 @@ closing their store (which stops them first).
 
 from __future__ import annotations
 
-import atexit
 import collections
 import enum
-import itertools
 import json
 import threading
 import time
 import weakref
 from ctypes import byref, c_void_p, string_at
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Deque, Dict, NamedTuple, Optional, Tuple, Union
 from urllib.parse import urlencode
 
 from . import _ffi
-from ._util import enter_callback, leave_callback, report_callback_exception
+from ._handle import CHandle, ended_at_exit
+from ._util import CallbackRegistry, enter_callback, leave_callback, report_callback_exception, take_json_string
 from .errors import ClosedError, InvalidArgumentError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,18 +33,7 @@ Address = Union[str, bytes, Tuple[str, int]]
 
 # Every server and follower still running, stopped at interpreter exit (while Python is whole:
 # a follower's thread must not call into a finalizing interpreter).
-_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
-
-
-def _stop_all_at_exit() -> None:
-    for obj in list(_live):
-        try:
-            obj.stop()
-        except Exception:  # pragma: no cover
-            pass
-
-
-atexit.register(_stop_all_at_exit)
+_live: "weakref.WeakSet[Any]" = ended_at_exit()
 
 
 def _need(fn: Any) -> Any:
@@ -77,19 +65,6 @@ def _options_json(options: Dict[str, Any]) -> Optional[bytes]:
         raise TypeError(f"options must be JSON values (str, int, bool...): {e}") from None
 
 
-def _read_json_string(fn: Any, h: int) -> Dict[str, Any]:
-    out = c_void_p()
-    fn(h, byref(out))
-    if not out.value:  # pragma: no cover - the library always writes it on success
-        raise RuntimeError("the library returned no status")
-    try:
-        text = string_at(out.value)
-    finally:
-        _ffi.string_free(out.value)
-    result: Dict[str, Any] = json.loads(text)
-    return result
-
-
 def _address(addr: Address) -> bytes:
     if isinstance(addr, tuple):
         if len(addr) != 2:
@@ -115,11 +90,77 @@ def _query_value(v: Any) -> str:
     return str(v)
 
 
+class _Running(CHandle):
+    """What a :class:`Server` and a :class:`Follower` share: started from a store (which they
+    keep alive and which stops them before it closes), ``options``, ``running``, ``status()``
+    and ``stop()`` (idempotent, any thread)."""
+
+    _live = _live
+    #: What ``repr`` and the errors call it.
+    _NAME: ClassVar[str]
+
+    def __init__(self, store: "Store", options: Dict[str, Any]) -> None:
+        super().__init__()
+        self._stopped = threading.Event()
+        self._store = store
+        self._options = dict(options)
+
+    def _started(self, h: Optional[int]) -> None:
+        self._own(h)
+        self._store._adopt(self)  # stops it and raises ClosedError if the store was closed meanwhile
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._h is None else "running"
+        return f"<tidemark.{self._NAME} {self._where()} {state}>"
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        """The options it was started with (a copy)."""
+        return dict(self._options)
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`stop` (or closing the store) stopped it."""
+        return self._h is not None
+
+    def _status(self, fn: Any) -> Dict[str, Any]:
+        with self._lock:
+            h = self._h
+            if h is None:
+                raise ClosedError(f"the {self._NAME.lower()} is stopped")
+            out = c_void_p()
+            fn(h, byref(out))
+            return take_json_string(out.value, "the library returned no status")
+
+    def stop(self) -> None:
+        """Stops it (idempotent, any thread)."""
+        self._end_once()
+
+    def _end(self) -> None:
+        self.stop()
+
+    def _stop_handle(self, h: int) -> None:
+        raise NotImplementedError
+
+    def _end_handle(self, h: int) -> None:
+        try:
+            self._stop_handle(h)
+        finally:
+            self._stopped.set()
+            self._store._release(self)
+
+    def _wait_ended(self) -> None:
+        self._stopped.wait()  # another thread is stopping it: wait for the end
+
+
 # =============================================================================================
 # The server
 
 
-class Server:
+class Server(_Running):
     """A lockstep server: ``store.serve("127.0.0.1:0", writable=True)``.
 
     Serves the store's keys over HTTP (``GET /<path>/<since>``, ``?since=``, ``&follow=true``,
@@ -131,13 +172,11 @@ class Server:
     a ``with`` block, when it is garbage-collected, and when its store is closed.
     """
 
+    _NAME = "Server"
+
     def __init__(self, store: "Store", addr: Address, options: Dict[str, Any]) -> None:
         # Use Store.serve.
-        self._h: Optional[int] = None
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._store = store
-        self._options = dict(options)
+        super().__init__(store, options)
         #: The address it listens on, e.g. ``"127.0.0.1:41234"``.
         self.addr = ""
         #: The port it listens on.
@@ -151,27 +190,15 @@ class Server:
         raw = _ffi.lockstep_server_addr(h)
         self.addr = raw.decode("utf-8", "replace") if raw else ""
         self.port = int(_ffi.lockstep_server_port(h))
-        _live.add(self)
-        store._adopt(self)  # stops it and raises ClosedError if the store was closed meanwhile
+        self._started(h)
 
-    def __repr__(self) -> str:
-        state = "stopped" if self._h is None else "running"
-        return f"<tidemark.Server http://{self.addr} {state}>"
+    def _where(self) -> str:
+        return f"http://{self.addr}"
 
     @property
     def store(self) -> "Store":
         """The store it serves."""
         return self._store
-
-    @property
-    def options(self) -> Dict[str, Any]:
-        """The options it was started with (a copy)."""
-        return dict(self._options)
-
-    @property
-    def running(self) -> bool:
-        """True until :meth:`stop` (or closing the store) stopped it."""
-        return self._h is not None
 
     def url(self, path: str = "/", **query: Any) -> str:
         """``http://ADDR`` + ``path`` (+ the query), e.g. ``server.url("/servers/", since=5,
@@ -189,40 +216,16 @@ class Server:
         ``connections``, ``following``, ``requests``, ``records_served``,
         ``refused_connections``, ``writable``, ``auth``, ``heartbeat_ms``. Raises
         :class:`ClosedError` once the server is stopped."""
-        with self._lock:
-            h = self._h
-            if h is None:
-                raise ClosedError("the server is stopped")
-            return _read_json_string(_ffi.lockstep_server_status_json, h)
+        return self._status(_ffi.lockstep_server_status_json)
 
     def stop(self) -> None:
         """Stops the server (idempotent, any thread): no new connections, every follow response
         ends with its final chunk, and every serving thread has ended when it returns (clients
         that read nothing are cut after about one second). The GIL is released meanwhile."""
-        with self._lock:
-            h, self._h = self._h, None
-        if h is None:
-            self._stopped.wait()  # another thread is stopping it: wait for the end
-            return
-        _live.discard(self)
-        try:
-            _ffi.lockstep_server_stop(h)
-        finally:
-            self._stopped.set()
-            self._store._release(self)
+        self._end_once()
 
-    def __enter__(self) -> "Server":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        try:
-            if getattr(self, "_h", None) is not None:
-                self.stop()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+    def _stop_handle(self, h: int) -> None:
+        _ffi.lockstep_server_stop(h)
 
 
 # =============================================================================================
@@ -335,7 +338,7 @@ class _FollowerState:
     def __init__(self, callback: Optional[Callable[[FollowEvent], Any]], desc: str) -> None:
         self.callback = callback
         self.desc = desc
-        self.token = next(_tokens)
+        self.token = _registry.new_token()
         self.done = threading.Event()
         self.changed = threading.Condition(threading.Lock())
         self.thread_ident: Optional[int] = None
@@ -371,8 +374,7 @@ class _FollowerState:
             self.changed.notify_all()
 
 
-_registry: Dict[int, _FollowerState] = {}
-_tokens = itertools.count(1)
+_registry: CallbackRegistry[_FollowerState] = CallbackRegistry("on_drop")
 
 
 def _on_c_event(userdata: Optional[int], event: Optional[int]) -> None:
@@ -381,19 +383,13 @@ def _on_c_event(userdata: Optional[int], event: Optional[int]) -> None:
         state.on_event(event)
 
 
-def _on_c_drop(userdata: Optional[int]) -> None:
-    state = _registry.pop(userdata or 0, None)
-    if state is not None:
-        state.on_drop()
-
-
 # Module globals, so they outlive every follower; which follower a call is for comes from
 # `userdata`, whose registry entry the drop function (called exactly once) removes.
 _c_event = _ffi.LOCKSTEP_CALLBACK(_on_c_event)
-_c_drop = _ffi.DROP_CALLBACK(_on_c_drop)
+_c_drop = _ffi.DROP_CALLBACK(_registry.drop)
 
 
-class Follower:
+class Follower(_Running):
     """A lockstep follower: ``store.follow("http://127.0.0.1:4567/servers/", callback=fn)``.
 
     Mirrors the feed into the store (under ``prefix``, by default the URL's path) on a thread
@@ -409,6 +405,8 @@ class Follower:
     and when its store is closed.
     """
 
+    _NAME = "Follower"
+
     def __init__(
         self,
         store: "Store",
@@ -417,10 +415,7 @@ class Follower:
         options: Dict[str, Any],
     ) -> None:
         # Use Store.follow.
-        self._h: Optional[int] = None
-        self._lock = threading.Lock()
-        self._store = store
-        self._options = dict(options)
+        super().__init__(store, options)
         self.url = url
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable")
@@ -437,31 +432,17 @@ class Follower:
             store._call(_need(_ffi.lockstep_follow), curl, copts, _c_event, state.token, _c_drop, byref(out))
         except BaseException:
             # The library dropped userdata already if it got that far; make sure either way.
-            if _registry.pop(state.token, None) is not None:
-                state.on_drop()
+            _registry.drop(state.token)
             raise
-        self._h = out.value
-        _live.add(self)
-        store._adopt(self)  # stops it and raises ClosedError if the store was closed meanwhile
+        self._started(out.value)
 
-    def __repr__(self) -> str:
-        state = "stopped" if self._h is None else "running"
-        return f"<tidemark.Follower {self.url} {state}>"
+    def _where(self) -> str:
+        return self.url
 
     @property
     def store(self) -> "Store":
         """The local store it writes to."""
         return self._store
-
-    @property
-    def options(self) -> Dict[str, Any]:
-        """The options it was started with (a copy)."""
-        return dict(self._options)
-
-    @property
-    def running(self) -> bool:
-        """True until :meth:`stop` (or closing the store) stopped it."""
-        return self._h is not None
 
     @property
     def exceptions(self) -> Deque[BaseException]:
@@ -485,11 +466,7 @@ class Follower:
         ``batches``, ``malformed_lines``, ``errors``, ``connections``, ``resyncs``,
         ``heartbeats``), ``local_revision``, ``last_error``, ``last_malformed``, ``url``,
         ``prefix``. Raises :class:`ClosedError` once the follower is stopped."""
-        with self._lock:
-            h = self._h
-            if h is None:
-                raise ClosedError("the follower is stopped")
-            return _read_json_string(_ffi.lockstep_follower_status_json, h)
+        return self._status(_ffi.lockstep_follower_status_json)
 
     def wait_for(self, predicate: Callable[[Dict[str, Any]], Any], timeout: Optional[float] = None) -> Dict[str, Any]:
         """Waits until ``predicate(self.status())`` is true and returns that status. Wakes on
@@ -542,30 +519,14 @@ class Follower:
         ``connect_timeout_ms`` (a connection attempt in flight); the GIL is released meanwhile.
         Called from inside the follower's own callback it returns at once, and the follower
         ends right after that callback."""
-        with self._lock:
-            h, self._h = self._h, None
+        self._end_once()
+
+    def _stop_handle(self, h: int) -> None:
+        _ffi.lockstep_follower_stop(h)
+
+    def _wait_ended(self) -> None:
+        # Another thread is stopping it: wait for the end (not on the follower's own thread,
+        # which that stop is waiting for).
         state = self._state
-        if h is None:
-            # Another thread is stopping it: wait for the end (not on the follower's own
-            # thread, which that stop is waiting for).
-            if state.thread_ident != threading.get_ident():
-                state.done.wait()
-            return
-        _live.discard(self)
-        try:
-            _ffi.lockstep_follower_stop(h)
-        finally:
-            self._store._release(self)
-
-    def __enter__(self) -> "Follower":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        try:
-            if getattr(self, "_h", None) is not None:
-                self.stop()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+        if state.thread_ident != threading.get_ident():
+            state.done.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import threading
@@ -13,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 from . import _ffi
 from ._events import Entry, Event, Page, take_page
-from ._util import Key, in_callback, make_selector, to_bytes
+from ._handle import CHandle, end_each, ended_at_exit
+from ._util import Key, in_callback, make_selector, selector_keywords, take_json_string, to_bytes
 from .errors import ClosedError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,23 +27,12 @@ _store_put_if = _ffi.store_put_if
 _store_delete = _ffi.store_delete
 _store_get = _ffi.store_get
 
-_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+# Every store still open, closed at interpreter exit: push callbacks get their CLOSED call and
+# pull watches wake up, instead of store threads calling into a finalizing Python.
+_open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-def _close_all_at_exit() -> None:
-    # Ends every watch while the interpreter is still whole: push callbacks get their CLOSED
-    # call and pull watches wake up, instead of store threads calling into a finalizing Python.
-    for store in list(_open_stores):
-        try:
-            store.close()
-        except Exception:  # pragma: no cover
-            pass
-
-
-atexit.register(_close_all_at_exit)
-
-
-class Store:
+class Store(CHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``
@@ -61,14 +50,13 @@ class Store:
     servers and followers started from the store (:meth:`serve`, :meth:`follow`).
     """
 
-    _h: Optional[int]
+    _live = _open_stores
 
     def __init__(self, path: Union[None, str, "os.PathLike[str]", bytes] = None, **options: Any) -> None:
-        self._h = None
+        super().__init__()
         self._inflight: List[None] = []
         # Lockstep servers and followers started from this store: stopped before it closes.
         self._dependents: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._close_lock = threading.Lock()
         self._close_done = threading.Event()
         self._close_done.set()  # nothing to wait for until the store is open
         self._options: Dict[str, Any] = dict(options)
@@ -78,8 +66,7 @@ class Store:
         out = c_void_p()
         _ffi.store_open(cpath, copts, byref(out))
         self._close_done.clear()
-        self._h = out.value
-        _open_stores.add(self)
+        self._own(out.value)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -94,14 +81,16 @@ class Store:
         of the close runs on a helper thread once the callback returns."""
         # The lock only guards taking the handle: the close itself runs outside it, because a
         # callback the close is waiting for may call close() too.
-        with self._close_lock:
-            h = self._h
-            self._h = None
-        if h is None:
-            if not in_callback():
-                self._close_done.wait()  # another thread is closing: wait for it to finish
-            return
-        _open_stores.discard(self)
+        self._end_once()
+
+    def _end(self) -> None:
+        self.close()
+
+    def _wait_ended(self) -> None:
+        if not in_callback():
+            self._close_done.wait()  # another thread is closing: wait for it to finish
+
+    def _end_handle(self, h: int) -> None:
         if in_callback():
             threading.Thread(target=self._finish_close, args=(h,), name="tidemark-close", daemon=True).start()
             return
@@ -112,25 +101,18 @@ class Store:
         # threads started before self._h was cleared (they are short, except a blocking
         # durable write or an unwatch waiting for its callback).
         try:
-            self._stop_dependents()
+            end_each(self._dependents)
             while self._inflight:
                 time.sleep(0.0005)
-            self._stop_dependents()  # any started by a call that was in flight
+            end_each(self._dependents)  # any started by a call that was in flight
             _ffi.store_close(h)
         finally:
             self._close_done.set()
 
-    def _stop_dependents(self) -> None:
-        for dep in list(self._dependents):
-            try:
-                dep.stop()
-            except Exception:  # pragma: no cover - stop does not raise
-                pass
-
     def _adopt(self, dep: Any) -> None:
         """Registers a server or follower to stop before the store closes; if the store was
         closed meanwhile, stops it and raises :class:`ClosedError`."""
-        with self._close_lock:
+        with self._lock:
             closed = self._h is None
             if not closed:
                 self._dependents.add(dep)
@@ -145,18 +127,6 @@ class Store:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._h is None
-
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         where = "memory" if not self._path else repr(self._path)
@@ -286,6 +256,13 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
+    def _page(self, fn: Callable[..., Any], *args: Any) -> Page:
+        """Calls ``fn(handle, *args, &out)`` (see :meth:`_call`) and takes the page it wrote."""
+        out = c_void_p()
+        self._call(fn, *args, byref(out))
+        return take_page(out.value or 0)
+
+    @selector_keywords
     def range(
         self,
         *,
@@ -298,11 +275,9 @@ class Store:
         """The current keys matching the selector (none = all), in byte order, as ``PUT``
         events (``revision`` = the key's mod_revision), at most ``limit`` (0 = no limit).
         ``page.has_more`` tells whether keys were left out."""
-        sel = make_selector(key, prefix, start, end)
-        out = c_void_p()
-        self._call(_ffi.store_range, sel, limit, byref(out))
-        return take_page(out.value or 0)
+        return self._page(_ffi.store_range, make_selector(key, prefix, start, end), limit)
 
+    @selector_keywords
     def changes(
         self,
         from_revision: int = 1,
@@ -322,10 +297,9 @@ class Store:
         Raises :class:`CompactedError` (``.earliest_revision``) when ``from_revision`` was
         compacted, :class:`FutureRevisionError` (``.current_revision``) beyond current + 1."""
         sel = make_selector(key, prefix, start, end)
-        out = c_void_p()
-        self._call(_ffi.store_changes, sel, from_revision, to_revision, limit, byref(out))
-        return take_page(out.value or 0)
+        return self._page(_ffi.store_changes, sel, from_revision, to_revision, limit)
 
+    @selector_keywords
     def iter_changes(
         self,
         from_revision: int = 1,
@@ -347,9 +321,7 @@ class Store:
                 return
         frm = from_revision
         while True:
-            out = c_void_p()
-            self._call(_ffi.store_changes, sel, frm, to_revision, page_size, byref(out))
-            page = take_page(out.value or 0)
+            page = self._page(_ffi.store_changes, sel, frm, to_revision, page_size)
             yield from page.events
             if not page.has_more:
                 return
@@ -387,14 +359,7 @@ class Store:
         effective options, and more for durable stores."""
         out = c_void_p()
         self._call(_ffi.store_status_json, byref(out))
-        if not out.value:  # pragma: no cover - the library always writes it on success
-            raise RuntimeError("tidemark_store_status_json returned NULL")
-        try:
-            text = string_at(out.value)
-        finally:
-            _ffi.string_free(out.value)
-        result: Dict[str, Any] = json.loads(text)
-        return result
+        return take_json_string(out.value, "tidemark_store_status_json returned NULL")
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -440,6 +405,7 @@ class Store:
         credit: int = ...,
     ) -> "WatchHandle": ...
 
+    @selector_keywords
     def watch(
         self,
         *,
@@ -471,19 +437,18 @@ class Store:
         is lost). ``progress_interval_ms`` > 0 adds ``PROGRESS`` events on idle watches.
         ``credit`` (callbacks only) enables flow control: at most that many events are
         delivered before ``handle.grant(n)``."""
-        from .watch import Watch, WatchHandle
+        from .watch import Watch, WatchHandle, WatchSpec
 
-        sel = make_selector(key, prefix, start, end)
+        spec = WatchSpec(make_selector(key, prefix, start, end), start_revision, max_queue, progress_interval_ms)
         if callback is None:
             if batched or credit:
                 raise TypeError("batched= and credit= only apply to callback watches")
-            return Watch(self, sel, start_revision, max_queue, progress_interval_ms, timeout)
+            return Watch(self, spec, timeout)
         if timeout is not None:
             raise TypeError("timeout= only applies to iterator watches")
-        return WatchHandle._register(
-            self, sel, start_revision, max_queue, progress_interval_ms, credit, callback, batched
-        )
+        return WatchHandle._register(self, spec, credit, callback, batched)
 
+    @selector_keywords
     def awatch(
         self,
         *,
@@ -499,10 +464,10 @@ class Store:
         thread to the running asyncio loop (``loop.call_soon_threadsafe``), with flow
         control so a slow coroutine never makes memory grow. ``async for ev in
         store.watch(...)`` does the same."""
-        from .watch import AsyncWatch
+        from .watch import AsyncWatch, WatchSpec
 
-        sel = make_selector(key, prefix, start, end)
-        return AsyncWatch(self, sel, start_revision, max_queue, progress_interval_ms)
+        spec = WatchSpec(make_selector(key, prefix, start, end), start_revision, max_queue, progress_interval_ms)
+        return AsyncWatch(self, spec)
 
     # -- lockstep over HTTP ----------------------------------------------------------------
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import itertools
 import threading
 import time
 import weakref
 from ctypes import byref, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _ffi
 from ._events import CLOSED, COMPACTED, DELETE, PUT, Event, decode_callback, take_events
-from ._util import describe_selector, enter_callback, leave_callback, report_callback_exception
+from ._util import CallbackRegistry, describe_selector, enter_callback, leave_callback, report_callback_exception
 from .errors import ClosedError, CompactedError, NotFoundError, WatchTimeout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,10 +30,24 @@ __all__ = ["Watch", "WatchHandle", "AsyncWatch"]
 WAIT_SLICE_MS = 200
 
 
-def _options(start_revision: int, max_queue: int, progress_interval_ms: int, credit: int = 0) -> _ffi.WatchOptions:
-    if start_revision < 0 or max_queue < 0 or progress_interval_ms < 0 or credit < 0:
-        raise ValueError("watch options must not be negative")
-    return _ffi.WatchOptions(start_revision, max_queue, progress_interval_ms, credit)
+class WatchSpec(NamedTuple):
+    """What a watch is opened with (:meth:`Store.watch <tidemark.Store.watch>`): the selector,
+    the revision to start from (0 = the next one) and the options."""
+
+    selector: Optional[_ffi.Selector]
+    start_revision: int
+    max_queue: int
+    progress_interval_ms: int
+
+    def options(self, credit: int = 0) -> _ffi.WatchOptions:
+        """The C watch options (``ValueError`` for a negative one)."""
+        if self.start_revision < 0 or self.max_queue < 0 or self.progress_interval_ms < 0 or credit < 0:
+            raise ValueError("watch options must not be negative")
+        return _ffi.WatchOptions(self.start_revision, self.max_queue, self.progress_interval_ms, credit)
+
+    def start(self, store: "Store") -> int:
+        """The revision the watch starts from: ``start_revision``, or the store's next one."""
+        return self.start_revision or store.revision + 1
 
 
 def _compacted(event: Event) -> CompactedError:
@@ -64,36 +77,26 @@ class Watch:
     (see :class:`AsyncWatch`).
     """
 
-    def __init__(
-        self,
-        store: "Store",
-        selector: Optional[_ffi.Selector],
-        start_revision: int,
-        max_queue: int,
-        progress_interval_ms: int,
-        timeout: Optional[float] = None,
-    ) -> None:
+    def __init__(self, store: "Store", spec: WatchSpec, timeout: Optional[float] = None) -> None:
         self._h: Optional[int] = None
         self._lock = threading.Lock()
         self._pending: Deque[Event] = collections.deque()
         self._close_requested = False
         self._store = store
-        self._selector = selector
-        self._max_queue = max_queue
-        self._progress = progress_interval_ms
+        self._spec = spec
         self.timeout = timeout
         #: The terminal event (``COMPACTED`` or ``CLOSED``) once the watch has ended on one.
         self.terminal: Optional[Event] = None
-        opts = _options(start_revision, max_queue, progress_interval_ms)
+        opts = spec.options()
         # Where this watch starts in the log, to hand over to a push watch for `async for`.
-        self._position = start_revision or store.revision + 1
+        self._position = spec.start(store)
         out = c_void_p()
-        store._call(_ffi.watch_open, selector, byref(opts), byref(out))
+        store._call(_ffi.watch_open, spec.selector, byref(opts), byref(out))
         self._h = out.value
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"id={self.id}"
-        return f"<tidemark.Watch {describe_selector(self._selector)} {state}>"
+        return f"<tidemark.Watch {describe_selector(self._spec.selector)} {state}>"
 
     @property
     def id(self) -> int:
@@ -229,24 +232,14 @@ class Watch:
             self._pending.clear()
             ended = self._h is None
             self._free()
-        aw = AsyncWatch(
-            self._store,
-            self._selector,
-            self._position,
-            self._max_queue,
-            self._progress,
-            carry=carry,
-            ended=ended,
-            terminal=self.terminal,
-        )
-        return aw
+        spec = self._spec._replace(start_revision=self._position)
+        return AsyncWatch(self._store, spec, carry=carry, ended=ended, terminal=self.terminal)
 
 
 # =============================================================================================
 # Push: callbacks on the store's threads
 
-_registry: Dict[int, "WatchHandle"] = {}
-_tokens = itertools.count(1)
+_registry: CallbackRegistry["WatchHandle"] = CallbackRegistry("_on_drop")
 
 
 def _on_c_callback(userdata: Optional[int], events: Optional[int], count: int) -> None:
@@ -255,17 +248,11 @@ def _on_c_callback(userdata: Optional[int], events: Optional[int], count: int) -
         handle._on_events(events or 0, count)
 
 
-def _on_c_drop(userdata: Optional[int]) -> None:
-    handle = _registry.pop(userdata or 0, None)
-    if handle is not None:
-        handle._on_drop()
-
-
 # The only two C function pointers the binding ever hands to the library. They are module
 # globals, so they outlive every watch; which watch a call is for comes from `userdata`
 # (a token into _registry, whose entry is removed by the drop function, called exactly once).
 _c_callback = _ffi.WATCH_CALLBACK(_on_c_callback)
-_c_drop = _ffi.DROP_CALLBACK(_on_c_drop)
+_c_drop = _ffi.DROP_CALLBACK(_registry.drop)
 
 
 class WatchHandle:
@@ -290,7 +277,7 @@ class WatchHandle:
         self._store_ref = weakref.ref(store)
         self._callback = callback
         self._batched = batched
-        self._token = next(_tokens)
+        self._token = _registry.new_token()
         self._done = threading.Event()
         self._cancel_requested = False
         self._on_end: Optional[Callable[[], None]] = None
@@ -310,10 +297,7 @@ class WatchHandle:
     def _register(
         cls,
         store: "Store",
-        selector: Optional[_ffi.Selector],
-        start_revision: int,
-        max_queue: int,
-        progress_interval_ms: int,
+        spec: WatchSpec,
         credit: int,
         callback: Optional[Callable[[Any], Any]],
         batched: bool,
@@ -326,21 +310,20 @@ class WatchHandle:
                 raise TypeError("callback must be callable")
             if asyncio.iscoroutinefunction(callback):
                 raise TypeError("callback is a coroutine function: use `async for ev in store.watch(...)` instead")
-        opts = _options(start_revision, max_queue, progress_interval_ms, credit)
+        opts = spec.options(credit)
         handle = cls(store, callback, batched)
-        handle._selector_desc = describe_selector(selector)
+        handle._selector_desc = describe_selector(spec.selector)
         if prepare is not None:
             prepare(handle)
         # Registered before the call: callbacks (a replay) may run before it returns.
         _registry[handle._token] = handle
         out = c_uint64()
         try:
-            store._call(_ffi.store_watch, selector, byref(opts), _c_callback, handle._token, _c_drop, byref(out))
+            store._call(_ffi.store_watch, spec.selector, byref(opts), _c_callback, handle._token, _c_drop, byref(out))
         except BaseException:
             # The library called drop_userdata already (it always does once it took the
             # callback); make sure the handle does not linger either way.
-            if _registry.pop(handle._token, None) is not None:
-                handle._on_drop()
+            _registry.drop(handle._token)
             raise
         handle.id = out.value
         if handle._cancel_requested:
@@ -467,21 +450,15 @@ class AsyncWatch:
     def __init__(
         self,
         store: "Store",
-        selector: Optional[_ffi.Selector],
-        start_revision: int,
-        max_queue: int,
-        progress_interval_ms: int,
+        spec: WatchSpec,
         *,
         carry: Iterable[Event] = (),
         ended: bool = False,
         terminal: Optional[Event] = None,
     ) -> None:
         self._store = store
-        self._selector = selector
-        self._start = start_revision or store.revision + 1
-        self._max_queue = max_queue
-        self._progress = progress_interval_ms
-        self._credit = max_queue or 1000
+        self._spec = spec._replace(start_revision=spec.start(store))
+        self._credit = spec.max_queue or 1000
         self._buf: Deque[Event] = collections.deque(carry)
         self._carry = len(self._buf)  # events not delivered through the push watch (no credit)
         self._owed = 0
@@ -493,7 +470,7 @@ class AsyncWatch:
         self.terminal = terminal
 
     def __repr__(self) -> str:
-        return f"<tidemark.AsyncWatch {describe_selector(self._selector)} {'ended' if self._finished else 'open'}>"
+        return f"<tidemark.AsyncWatch {describe_selector(self._spec.selector)} {'ended' if self._finished else 'open'}>"
 
     def _push(self, events: List[Event]) -> None:
         # On the loop thread.
@@ -562,10 +539,7 @@ class AsyncWatch:
             handle._on_end = functools.partial(_async_ended, ref, loop)
 
         try:
-            self._handle = WatchHandle._register(
-                self._store, self._selector, self._start, self._max_queue, self._progress, self._credit,
-                None, True, prepare,
-            )
+            self._handle = WatchHandle._register(self._store, self._spec, self._credit, None, True, prepare)
         except BaseException:
             self._ended = True
             self._finished = True
