@@ -75,18 +75,22 @@ puts_parallel(Keys, Value, P) ->
     N = 400000,
     T = best_of(3, fun() ->
                            {ok, S} = tidemark:open(memory, #{}),
-                           Self = self(),
-                           T0 = ns(),
-                           Pids = [spawn_link(fun() ->
-                                                      put_loop(S, Keys, Value, J * N, (J + 1) * N),
-                                                      Self ! {done, self()}
-                                              end) || J <- lists:seq(0, P - 1)],
-                           [receive {done, Pid} -> ok end || Pid <- Pids],
-                           D = ns() - T0,
+                           D = parallel_put_loops(S, Keys, Value, P, N),
                            tidemark:close(S),
                            D
                    end),
     report(io_lib:format("put/3, ~p processes (total)", [P]), P * N, T).
+
+%% P processes each put N keys into S at once; the nanoseconds until the last has finished.
+parallel_put_loops(S, Keys, Value, P, N) ->
+    Self = self(),
+    T0 = ns(),
+    Pids = [spawn_link(fun() ->
+                               put_loop(S, Keys, Value, J * N, (J + 1) * N),
+                               Self ! {done, self()}
+                       end) || J <- lists:seq(0, P - 1)],
+    [receive {done, Pid} -> ok end || Pid <- Pids],
+    ns() - T0.
 
 batch_puts(Keys, Value) ->
     N = 1000000,
@@ -262,14 +266,7 @@ durable_run(Base, Keys, Value, Sync, P, N) ->
     Dir = Base ++ "-" ++ integer_to_list(erlang:unique_integer([positive])),
     case tidemark:open(Dir, #{sync => Sync}) of
         {ok, S} ->
-            Self = self(),
-            T0 = ns(),
-            Pids = [spawn_link(fun() ->
-                                       put_loop(S, Keys, Value, J * N, (J + 1) * N),
-                                       Self ! {done, self()}
-                               end) || J <- lists:seq(0, P - 1)],
-            [receive {done, Pid} -> ok end || Pid <- Pids],
-            D = ns() - T0,
+            D = parallel_put_loops(S, Keys, Value, P, N),
             tidemark:close(S),
             report(io_lib:format("durable put/3, sync ~p, ~p process(es) (total)", [Sync, P]), P * N, D);
         {error, Reason} ->

@@ -690,6 +690,31 @@ badarg:
     return enif_make_badarg(env);
 }
 
+/* The answer of range_nif (entries, changes == 0) or changes_nif (events and next_revision,
+ * changes != 0) for what the store returned. */
+static ERL_NIF_TERM events_answer(ErlNifEnv *env, const tidemark_events *evs, int changes)
+{
+    size_t n = tidemark_events_len(evs), i = n;
+    const tidemark_event *data = tidemark_events_data(evs);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    ERL_NIF_TERM keys[3] = {changes ? am_events : am_entries, am_has_more, am_next_revision};
+    ERL_NIF_TERM vals[3];
+    ERL_NIF_TERM map;
+    tm_arena arena;
+    arena_init(env, &arena, tidemark_events_arena(evs));
+    while (i > 0) {
+        i--;
+        list = enif_make_list_cell(env, changes ? make_event_map(env, &data[i], &arena)
+                                                : make_entry_map(env, &data[i], &arena), list);
+    }
+    vals[0] = list;
+    vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
+    if (changes)
+        vals[2] = make_u64(env, tidemark_events_next_revision(evs));
+    enif_make_map_from_arrays(env, keys, vals, changes ? 3 : 2, &map);
+    return make_ok(env, map);
+}
+
 /* range_nif(Store, Selector, Limit) -> {ok, #{entries := [...], has_more := bool()}} */
 static ERL_NIF_TERM range_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -707,26 +732,7 @@ static ERL_NIF_TERM range_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     st = tidemark_store_range(s, &sel, (size_t)limit, &evs);
-    if (st == TIDEMARK_OK) {
-        size_t n = tidemark_events_len(evs), i = n;
-        const tidemark_event *data = tidemark_events_data(evs);
-        ERL_NIF_TERM list = enif_make_list(env, 0);
-        ERL_NIF_TERM keys[2] = {am_entries, am_has_more};
-        ERL_NIF_TERM vals[2];
-        ERL_NIF_TERM map;
-        tm_arena arena;
-        arena_init(env, &arena, tidemark_events_arena(evs));
-        while (i > 0) {
-            i--;
-            list = enif_make_list_cell(env, make_entry_map(env, &data[i], &arena), list);
-        }
-        vals[0] = list;
-        vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
-        enif_make_map_from_arrays(env, keys, vals, 2, &map);
-        result = make_ok(env, map);
-    } else {
-        result = status_error(env, st);
-    }
+    result = st == TIDEMARK_OK ? events_answer(env, evs, 0) : status_error(env, st);
     core_done(r->core);
     tidemark_events_free(evs);
     return result;
@@ -750,27 +756,7 @@ static ERL_NIF_TERM changes_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     st = tidemark_store_changes(s, &sel, from, to, (size_t)limit, &evs);
-    if (st == TIDEMARK_OK) {
-        size_t n = tidemark_events_len(evs), i = n;
-        const tidemark_event *data = tidemark_events_data(evs);
-        ERL_NIF_TERM list = enif_make_list(env, 0);
-        ERL_NIF_TERM keys[3] = {am_events, am_has_more, am_next_revision};
-        ERL_NIF_TERM vals[3];
-        ERL_NIF_TERM map;
-        tm_arena arena;
-        arena_init(env, &arena, tidemark_events_arena(evs));
-        while (i > 0) {
-            i--;
-            list = enif_make_list_cell(env, make_event_map(env, &data[i], &arena), list);
-        }
-        vals[0] = list;
-        vals[1] = tidemark_events_has_more(evs) ? am_true : am_false;
-        vals[2] = make_u64(env, tidemark_events_next_revision(evs));
-        enif_make_map_from_arrays(env, keys, vals, 3, &map);
-        result = make_ok(env, map);
-    } else {
-        result = status_error(env, st);
-    }
+    result = st == TIDEMARK_OK ? events_answer(env, evs, 1) : status_error(env, st);
     core_done(r->core);
     tidemark_events_free(evs);
     return result;
@@ -1030,12 +1016,23 @@ static ERL_NIF_TERM watch_ended_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 
 enum { LS_STOPPED = 0, LS_RUNNING = 1, LS_STOPPING = 2 };
 
+/* Which of the two a lockstep resource runs; picks the C calls to status and stop it. */
+typedef enum { LS_SERVER = 0, LS_FOLLOWER = 1 } ls_kind;
+
+/* The part servers and followers share, the first member of both resources (so a pointer to
+ * either resource is a pointer to it). Started, statused, stopped and destroyed by the ls_*
+ * functions below, whatever the kind. */
 typedef struct {
-    ErlNifMutex *mtx;   /* guards state, server, store */
-    ErlNifCond *cond;   /* signalled when a stop completes */
+    ErlNifMutex *mtx;     /* guards state, handle, store (and a follower's monitor) */
+    ErlNifCond *cond;     /* signalled when a stop completes */
+    ls_kind kind;         /* read-only */
     int state;
-    tidemark_lockstep_server *server; /* NULL unless running */
-    tm_store_res *store;              /* a store resource reference while running */
+    void *handle;         /* the tidemark_lockstep_server or _follower; NULL unless running */
+    tm_store_res *store;  /* a store resource reference while running */
+} tm_lockstep_res;
+
+typedef struct {
+    tm_lockstep_res ls;
     char *addr;                       /* copied at start */
     unsigned port;
 } tm_server_res;
@@ -1052,25 +1049,39 @@ typedef struct {
 } tm_fctx;
 
 struct tm_follower_res {
-    ErlNifMutex *mtx;       /* guards state, follower, store, monitored, mon */
-    ErlNifCond *cond;
-    int state;
-    tidemark_lockstep_follower *follower;
-    tm_store_res *store;
+    tm_lockstep_res ls;
     tm_fctx *ctx;           /* read-only after creation */
-    int monitored;
+    int monitored;          /* guarded by ls.mtx, like mon */
     ErlNifMonitor mon;
 };
 
 static ErlNifResourceType *server_type;
 static ErlNifResourceType *follower_type;
 
+/* By kind: the resource type, and the name of the resource's mutex and condition. */
+static ErlNifResourceType **const ls_types[] = {&server_type, &follower_type};
+static char *const ls_names[] = {"tidemark_server", "tidemark_follower"};
+
+/* Stops a running server or follower (joining its threads), then lets go of the store
+ * reference it held. Either may be NULL. */
+static void ls_stop_now(ls_kind kind, void *handle, tm_store_res *store)
+{
+    if (handle != NULL) {
+        if (kind == LS_SERVER)
+            tidemark_lockstep_server_stop(handle);
+        else
+            tidemark_lockstep_follower_stop(handle);
+    }
+    if (store != NULL)
+        enif_release_resource(store); /* may close the store (on this thread) */
+}
+
 /* --- the reaper: stops what garbage-collected resources were running ---------------------- */
 
 typedef struct tm_reap {
     struct tm_reap *next;
-    tidemark_lockstep_server *server;
-    tidemark_lockstep_follower *follower;
+    ls_kind kind;
+    void *handle;
     tm_store_res *store;
 } tm_reap;
 
@@ -1079,16 +1090,6 @@ static ErlNifCond *reap_cond;
 static tm_reap *reap_head, *reap_tail;
 static int reap_started, reap_quit;
 static ErlNifTid reap_tid;
-
-static void reap_now(tidemark_lockstep_server *server, tidemark_lockstep_follower *follower, tm_store_res *store)
-{
-    if (server != NULL)
-        tidemark_lockstep_server_stop(server);
-    if (follower != NULL)
-        tidemark_lockstep_follower_stop(follower);
-    if (store != NULL)
-        enif_release_resource(store); /* may close the store (on this thread) */
-}
 
 static void *reaper_main(void *arg)
 {
@@ -1105,7 +1106,7 @@ static void *reaper_main(void *arg)
         if (reap_head == NULL)
             reap_tail = NULL;
         enif_mutex_unlock(reap_lock);
-        reap_now(it->server, it->follower, it->store);
+        ls_stop_now(it->kind, it->handle, it->store);
         enif_free(it);
         enif_mutex_lock(reap_lock);
     }
@@ -1114,13 +1115,13 @@ static void *reaper_main(void *arg)
 }
 
 /* Called from destructors, on whatever thread dropped the last reference: never blocks. */
-static void reap_later(tidemark_lockstep_server *server, tidemark_lockstep_follower *follower, tm_store_res *store)
+static void reap_later(ls_kind kind, void *handle, tm_store_res *store)
 {
     tm_reap *it = enif_alloc(sizeof *it);
     if (it != NULL) {
         it->next = NULL;
-        it->server = server;
-        it->follower = follower;
+        it->kind = kind;
+        it->handle = handle;
         it->store = store;
         enif_mutex_lock(reap_lock);
         if (!reap_started && !reap_quit
@@ -1140,7 +1141,7 @@ static void reap_later(tidemark_lockstep_server *server, tidemark_lockstep_follo
         enif_free(it);
     }
     /* No reaper (out of memory or threads, or unloading): stop on this thread. */
-    reap_now(server, follower, store);
+    ls_stop_now(kind, handle, store);
 }
 
 /* Stops the reaper once it has stopped everything queued (unload). */
@@ -1164,21 +1165,27 @@ static void reaper_shutdown(void)
 
 /* --- destructors and monitors ------------------------------------------------------------- */
 
-static void server_dtor(ErlNifEnv *env, void *obj)
+/* The shared part of both destructors: what still runs goes to the reaper. Nobody else can
+ * reach the resource any more: no lock needed. */
+static void ls_dtor(tm_lockstep_res *r)
 {
-    tm_server_res *r = obj;
-    (void)env;
-    /* Nobody else can reach the resource any more: no lock needed. */
-    if (r->server != NULL || r->store != NULL)
-        reap_later(r->server, NULL, r->store);
-    r->server = NULL;
+    if (r->handle != NULL || r->store != NULL)
+        reap_later(r->kind, r->handle, r->store);
+    r->handle = NULL;
     r->store = NULL;
-    if (r->addr != NULL)
-        enif_free(r->addr);
     if (r->cond != NULL)
         enif_cond_destroy(r->cond);
     if (r->mtx != NULL)
         enif_mutex_destroy(r->mtx);
+}
+
+static void server_dtor(ErlNifEnv *env, void *obj)
+{
+    tm_server_res *r = obj;
+    (void)env;
+    ls_dtor(&r->ls);
+    if (r->addr != NULL)
+        enif_free(r->addr);
 }
 
 static void fctx_release(tm_fctx *c)
@@ -1197,17 +1204,19 @@ static void follower_dtor(ErlNifEnv *env, void *obj)
     tm_follower_res *r = obj;
     (void)env;
     /* The context holds no reference on the resource now (or it would not be dying). */
-    if (r->follower != NULL || r->store != NULL)
-        reap_later(NULL, r->follower, r->store);
-    r->follower = NULL;
-    r->store = NULL;
+    ls_dtor(&r->ls);
     if (r->ctx != NULL)
         fctx_release(r->ctx);
     r->ctx = NULL;
-    if (r->cond != NULL)
-        enif_cond_destroy(r->cond);
-    if (r->mtx != NULL)
-        enif_mutex_destroy(r->mtx);
+}
+
+/* With r->ls.mtx held: no more down callback for the receiving process. */
+static void follower_demonitor(ErlNifEnv *env, tm_follower_res *r)
+{
+    if (r->monitored) {
+        (void)enif_demonitor_process(env, r, &r->mon);
+        r->monitored = 0;
+    }
 }
 
 /* The receiving process died: no more messages, and the context lets go of the handle, so a
@@ -1219,9 +1228,9 @@ static void follower_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonit
     (void)env;
     (void)pid;
     (void)mon;
-    enif_mutex_lock(r->mtx);
+    enif_mutex_lock(r->ls.mtx);
     r->monitored = 0;
-    enif_mutex_unlock(r->mtx);
+    enif_mutex_unlock(r->ls.mtx);
     enif_mutex_lock(r->ctx->mtx);
     held = r->ctx->res;
     r->ctx->res = NULL;
@@ -1321,6 +1330,92 @@ static char *cstring(const ErlNifBinary *b)
     return s;
 }
 
+/* --- what servers and followers share ---------------------------------------------------- */
+
+/* A new, stopped resource of that kind (size bytes, zeroed); its mtx or cond is NULL when
+ * out of memory. Released by the caller. */
+static void *ls_alloc(ls_kind kind, size_t size)
+{
+    tm_lockstep_res *r = enif_alloc_resource(*ls_types[kind], size);
+    memset(r, 0, size);
+    r->kind = kind;
+    r->mtx = enif_mutex_create(ls_names[kind]);
+    r->cond = enif_cond_create(ls_names[kind]);
+    return r;
+}
+
+/* The resource of that kind t is a handle of, or NULL. */
+static void *ls_get(ErlNifEnv *env, ERL_NIF_TERM t, ls_kind kind)
+{
+    void *obj;
+    return enif_get_resource(env, t, *ls_types[kind], &obj) ? obj : NULL;
+}
+
+/* The resource now runs handle, and keeps store from being collected while it does. */
+static void ls_run(tm_lockstep_res *r, void *handle, tm_store_res *store)
+{
+    enif_mutex_lock(r->mtx);
+    r->handle = handle;
+    r->store = store;
+    enif_keep_resource(store);
+    r->state = LS_RUNNING;
+    enif_mutex_unlock(r->mtx);
+}
+
+/* server_status_nif and follower_status_nif: {ok, Json}, or {error, closed} once stopped. */
+static ERL_NIF_TERM ls_status(ErlNifEnv *env, ERL_NIF_TERM t, ls_kind kind)
+{
+    tm_lockstep_res *r = ls_get(env, t, kind);
+    char *json = NULL;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    if (r == NULL)
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    if (r->state != LS_RUNNING) {
+        enif_mutex_unlock(r->mtx);
+        return closed_error(env);
+    }
+    st = kind == LS_SERVER ? tidemark_lockstep_server_status_json(r->handle, &json)
+                           : tidemark_lockstep_follower_status_json(r->handle, &json);
+    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
+    enif_mutex_unlock(r->mtx);
+    tidemark_string_free(json);
+    return result;
+}
+
+/* stop_server_nif and stop_follower_nif, on dirty I/O schedulers: the C stop joins threads.
+ * A concurrent second call waits for the first. */
+static ERL_NIF_TERM ls_stop(ErlNifEnv *env, ERL_NIF_TERM t, ls_kind kind)
+{
+    tm_lockstep_res *r = ls_get(env, t, kind);
+    void *handle;
+    tm_store_res *store;
+    if (r == NULL)
+        return enif_make_badarg(env);
+    enif_mutex_lock(r->mtx);
+    while (r->state == LS_STOPPING)
+        enif_cond_wait(r->cond, r->mtx);
+    if (r->state == LS_RUNNING) {
+        r->state = LS_STOPPING;
+        handle = r->handle;
+        store = r->store;
+        r->handle = NULL;
+        r->store = NULL;
+        enif_mutex_unlock(r->mtx);
+        /* A follower's follower_drop runs inside: the context lets go of the resource (t
+         * keeps it). */
+        ls_stop_now(kind, handle, store);
+        enif_mutex_lock(r->mtx);
+        if (kind == LS_FOLLOWER)
+            follower_demonitor(env, (tm_follower_res *)r);
+        r->state = LS_STOPPED;
+        enif_cond_broadcast(r->cond);
+    }
+    enif_mutex_unlock(r->mtx);
+    return am_ok;
+}
+
 /* serve_nif(Store, Addr :: binary() | default, OptionsJson :: binary() (<<>> = none)) */
 static ERL_NIF_TERM serve_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
@@ -1366,100 +1461,47 @@ static ERL_NIF_TERM serve_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     }
     core_done(sr->core);
 
-    r = enif_alloc_resource(server_type, sizeof *r);
-    memset(r, 0, sizeof *r);
-    r->mtx = enif_mutex_create("tidemark_server");
-    r->cond = enif_cond_create("tidemark_server");
+    r = ls_alloc(LS_SERVER, sizeof *r);
     bound = tidemark_lockstep_server_addr(server);
     r->addr = enif_alloc(strlen(bound ? bound : "") + 1);
-    if (r->mtx == NULL || r->cond == NULL || r->addr == NULL) {
+    if (r->ls.mtx == NULL || r->ls.cond == NULL || r->addr == NULL) {
         tidemark_lockstep_server_stop(server);
         enif_release_resource(r);
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
     }
     strcpy(r->addr, bound ? bound : "");
     r->port = tidemark_lockstep_server_port(server);
-    r->server = server;
-    r->store = sr;
-    enif_keep_resource(sr); /* a running server keeps its store from being collected */
-    r->state = LS_RUNNING;
+    ls_run(&r->ls, server, sr);
     term = enif_make_resource(env, r);
     enif_release_resource(r);
     return make_ok(env, term);
 }
 
-static int get_server(ErlNifEnv *env, ERL_NIF_TERM t, tm_server_res **out)
-{
-    return enif_get_resource(env, t, server_type, (void **)out);
-}
-
 static ERL_NIF_TERM server_addr_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_server_res *r;
+    tm_server_res *r = ls_get(env, argv[0], LS_SERVER);
     (void)argc;
-    if (!get_server(env, argv[0], &r))
-        return enif_make_badarg(env);
-    return make_string_bin(env, r->addr);
+    return r == NULL ? enif_make_badarg(env) : make_string_bin(env, r->addr);
 }
 
 static ERL_NIF_TERM server_port_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_server_res *r;
+    tm_server_res *r = ls_get(env, argv[0], LS_SERVER);
     (void)argc;
-    if (!get_server(env, argv[0], &r))
-        return enif_make_badarg(env);
-    return enif_make_uint(env, r->port);
+    return r == NULL ? enif_make_badarg(env) : enif_make_uint(env, r->port);
 }
 
 static ERL_NIF_TERM server_status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_server_res *r;
-    char *json = NULL;
-    tidemark_status st;
-    ERL_NIF_TERM result;
     (void)argc;
-    if (!get_server(env, argv[0], &r))
-        return enif_make_badarg(env);
-    enif_mutex_lock(r->mtx);
-    if (r->state != LS_RUNNING) {
-        enif_mutex_unlock(r->mtx);
-        return closed_error(env);
-    }
-    st = tidemark_lockstep_server_status_json(r->server, &json);
-    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
-    enif_mutex_unlock(r->mtx);
-    tidemark_string_free(json);
-    return result;
+    return ls_status(env, argv[0], LS_SERVER);
 }
 
-/* Dirty I/O: joins the server's threads. A concurrent second call waits for the first. */
+/* Dirty I/O: joins the server's threads (up to about a second). */
 static ERL_NIF_TERM stop_server_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_server_res *r;
-    tidemark_lockstep_server *server;
-    tm_store_res *store;
     (void)argc;
-    if (!get_server(env, argv[0], &r))
-        return enif_make_badarg(env);
-    enif_mutex_lock(r->mtx);
-    while (r->state == LS_STOPPING)
-        enif_cond_wait(r->cond, r->mtx);
-    if (r->state == LS_RUNNING) {
-        r->state = LS_STOPPING;
-        server = r->server;
-        store = r->store;
-        r->server = NULL;
-        r->store = NULL;
-        enif_mutex_unlock(r->mtx);
-        tidemark_lockstep_server_stop(server);
-        if (store != NULL)
-            enif_release_resource(store);
-        enif_mutex_lock(r->mtx);
-        r->state = LS_STOPPED;
-        enif_cond_broadcast(r->cond);
-    }
-    enif_mutex_unlock(r->mtx);
-    return am_ok;
+    return ls_stop(env, argv[0], LS_SERVER);
 }
 
 /* follow_nif(Store, Url :: binary(), OptionsJson :: binary(), Pid | none) */
@@ -1484,10 +1526,7 @@ static ERL_NIF_TERM follow_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (memchr(url_bin.data, 0, url_bin.size) || memchr(opts_bin.data, 0, opts_bin.size))
         return enif_make_badarg(env);
 
-    r = enif_alloc_resource(follower_type, sizeof *r);
-    memset(r, 0, sizeof *r);
-    r->mtx = enif_mutex_create("tidemark_follower");
-    r->cond = enif_cond_create("tidemark_follower");
+    r = ls_alloc(LS_FOLLOWER, sizeof *r);
     c = enif_alloc(sizeof *c);
     if (c != NULL) {
         memset(c, 0, sizeof *c);
@@ -1498,7 +1537,7 @@ static ERL_NIF_TERM follow_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     }
     curl = cstring(&url_bin);
     copts = opts_bin.size > 0 ? cstring(&opts_bin) : NULL;
-    if (r->mtx == NULL || r->cond == NULL || c == NULL || c->mtx == NULL || (notify && c->env == NULL)
+    if (r->ls.mtx == NULL || r->ls.cond == NULL || c == NULL || c->mtx == NULL || (notify && c->env == NULL)
         || curl == NULL || (opts_bin.size > 0 && copts == NULL)) {
         result = enif_raise_exception(env, enif_make_atom(env, "enomem"));
         goto out;
@@ -1526,12 +1565,7 @@ static ERL_NIF_TERM follow_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         goto undo;
     }
     core_done(sr->core);
-    enif_mutex_lock(r->mtx);
-    r->follower = follower;
-    r->store = sr;
-    enif_keep_resource(sr); /* a running follower keeps its store from being collected */
-    r->state = LS_RUNNING;
-    enif_mutex_unlock(r->mtx);
+    ls_run(&r->ls, follower, sr);
     term = enif_make_resource(env, r);
     result = make_ok(env, term);
     goto out;
@@ -1544,12 +1578,9 @@ undo:
         enif_mutex_unlock(c->mtx);
         if (held != NULL)
             enif_release_resource(held);
-        enif_mutex_lock(r->mtx);
-        if (r->monitored) {
-            (void)enif_demonitor_process(env, r, &r->mon);
-            r->monitored = 0;
-        }
-        enif_mutex_unlock(r->mtx);
+        enif_mutex_lock(r->ls.mtx);
+        follower_demonitor(env, r);
+        enif_mutex_unlock(r->ls.mtx);
     }
 out:
     if (curl)
@@ -1560,75 +1591,27 @@ out:
     return result;
 }
 
-static int get_follower(ErlNifEnv *env, ERL_NIF_TERM t, tm_follower_res **out)
-{
-    return enif_get_resource(env, t, follower_type, (void **)out);
-}
-
 static ERL_NIF_TERM follower_status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_follower_res *r;
-    char *json = NULL;
-    tidemark_status st;
-    ERL_NIF_TERM result;
     (void)argc;
-    if (!get_follower(env, argv[0], &r))
-        return enif_make_badarg(env);
-    enif_mutex_lock(r->mtx);
-    if (r->state != LS_RUNNING) {
-        enif_mutex_unlock(r->mtx);
-        return closed_error(env);
-    }
-    st = tidemark_lockstep_follower_status_json(r->follower, &json);
-    result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
-    enif_mutex_unlock(r->mtx);
-    tidemark_string_free(json);
-    return result;
+    return ls_status(env, argv[0], LS_FOLLOWER);
 }
 
-/* Dirty I/O: takes up to about connect_timeout_ms. A concurrent second call waits for the
- * first. When it returns, no message for this follower will be sent any more. */
+/* Dirty I/O: takes up to about connect_timeout_ms. When it returns, no message for this
+ * follower will be sent any more. */
 static ERL_NIF_TERM stop_follower_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_follower_res *r;
-    tidemark_lockstep_follower *follower;
-    tm_store_res *store;
     (void)argc;
-    if (!get_follower(env, argv[0], &r))
-        return enif_make_badarg(env);
-    enif_mutex_lock(r->mtx);
-    while (r->state == LS_STOPPING)
-        enif_cond_wait(r->cond, r->mtx);
-    if (r->state == LS_RUNNING) {
-        r->state = LS_STOPPING;
-        follower = r->follower;
-        store = r->store;
-        r->follower = NULL;
-        r->store = NULL;
-        enif_mutex_unlock(r->mtx);
-        /* follower_drop runs inside: the context lets go of the resource (argv keeps it). */
-        tidemark_lockstep_follower_stop(follower);
-        if (store != NULL)
-            enif_release_resource(store);
-        enif_mutex_lock(r->mtx);
-        if (r->monitored) {
-            (void)enif_demonitor_process(env, r, &r->mon);
-            r->monitored = 0;
-        }
-        r->state = LS_STOPPED;
-        enif_cond_broadcast(r->cond);
-    }
-    enif_mutex_unlock(r->mtx);
-    return am_ok;
+    return ls_stop(env, argv[0], LS_FOLLOWER);
 }
 
 /* follower_dropped_nif(Follower) -> true once drop_userdata has run (used by the tests) */
 static ERL_NIF_TERM follower_dropped_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    tm_follower_res *r;
+    tm_follower_res *r = ls_get(env, argv[0], LS_FOLLOWER);
     int dropped;
     (void)argc;
-    if (!get_follower(env, argv[0], &r))
+    if (r == NULL)
         return enif_make_badarg(env);
     enif_mutex_lock(r->ctx->mtx);
     dropped = r->ctx->dropped;

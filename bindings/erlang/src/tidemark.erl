@@ -304,11 +304,7 @@ server_port(Server) -> server_port_nif(Server).
 %% `records_served', `refused_connections', `writable', `auth', `heartbeat_ms'.
 %% `{error, closed}' once stopped.
 -spec server_status(server()) -> map() | {error, closed}.
-server_status(Server) ->
-    case server_status_nif(Server) of
-        {ok, Json} -> lockstep_status(decode_json(Json));
-        Error -> Error
-    end.
+server_status(Server) -> lockstep_status_result(server_status_nif(Server)).
 
 %% @doc Stops the server: no new connections, every follow response ends with its final
 %% chunk, and every server thread has ended when it returns (clients that read nothing are
@@ -347,11 +343,7 @@ follow(_, _, _) ->
 %% `resyncs', `heartbeats', `local_revision', `last_error', `last_malformed', `url',
 %% `prefix'. `{error, closed}' once stopped.
 -spec follower_status(follower()) -> map() | {error, closed}.
-follower_status(Follower) ->
-    case follower_status_nif(Follower) of
-        {ok, Json} -> lockstep_status(decode_json(Json));
-        Error -> Error
-    end.
+follower_status(Follower) -> lockstep_status_result(follower_status_nif(Follower)).
 
 %% @doc Stops the follower. When it returns its thread has ended and no further message for
 %% it is sent (messages already in the mailbox stay there). Takes at most about
@@ -392,12 +384,15 @@ lockstep_json(Opts) ->
                              (_, V) -> V
                           end, Opts)).
 
-%% JSON null is `undefined', and the follower's state an atom.
-lockstep_status(Map) ->
+%% server_status/1 and follower_status/1 from what the NIF answered: the JSON decoded, its
+%% null as `undefined' and the follower's state an atom; an error as it is.
+lockstep_status_result({ok, Json}) ->
     maps:map(fun(_, null) -> undefined;
                 (state, S) when is_binary(S) -> binary_to_atom(S, utf8);
                 (_, V) -> V
-             end, Map).
+             end, decode_json(Json));
+lockstep_status_result(Error) ->
+    Error.
 
 %% @private A small JSON encoder for store options: maps (atom or binary keys), lists,
 %% integers, floats, booleans, null, binaries and atoms (as strings).

@@ -7,12 +7,11 @@
 -include_lib("eunit/include/eunit.hrl").
 
 -define(WAIT, 8000).
+-define(POLL_MS, 5).
 
 %%% Helpers
 
-store() ->
-    {ok, S} = tidemark:open(memory, #{}),
-    S.
+-include("tidemark_test_helpers.hrl").
 
 %% A served store with a few records under /servers/.
 served(Opts) ->
@@ -23,15 +22,6 @@ served(Opts) ->
 url(Srv, Path) -> <<"http://", (tidemark:server_addr(Srv))/binary, Path/binary>>.
 
 json(Map) -> tidemark:encode_json(Map).
-
-%% Polls until Fun() returns Expected (the deadline only stops a broken build from hanging).
-wait_until(Fun, Expected) -> wait_until(Fun, Expected, ?WAIT).
-wait_until(Fun, Expected, Left) ->
-    case Fun() of
-        Expected -> ok;
-        Other when Left =< 0 -> error({still, Other, expected, Expected});
-        _ -> timer:sleep(5), wait_until(Fun, Expected, Left - 5)
-    end.
 
 %% The next notification of kind Kind for follower F (others stay in the mailbox).
 next(F, Kind) ->

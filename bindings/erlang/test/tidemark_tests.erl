@@ -5,12 +5,11 @@
 -include_lib("eunit/include/eunit.hrl").
 
 -define(WAIT, 4000). % below EUnit's 5 s per test, so a failure names its cause
+-define(POLL_MS, 2).
 
 %%% Helpers
 
-store() ->
-    {ok, S} = tidemark:open(memory, #{}),
-    S.
+-include("tidemark_test_helpers.hrl").
 
 with_store(Fun) ->
     S = store(),
@@ -43,15 +42,6 @@ no_message(Ref) ->
 %% removed because its process died ends on another thread, so "the watch has ended" is
 %% awaited there rather than asserted at once.
 wait_ended(Ref) -> wait_until(fun() -> tidemark:watch_ended(Ref) end, true).
-
-%% Polls until Fun() returns Expected (the deadline only stops a broken build from hanging).
-wait_until(Fun, Expected) -> wait_until(Fun, Expected, ?WAIT).
-wait_until(Fun, Expected, Left) ->
-    case Fun() of
-        Expected -> ok;
-        Other when Left =< 0 -> error({still, Other, expected, Expected});
-        _ -> timer:sleep(2), wait_until(Fun, Expected, Left - 2)
-    end.
 
 put_n(S, Prefix, N) ->
     [begin {ok, R} = tidemark:put(S, [Prefix, integer_to_binary(I)], <<"v">>), R end
