@@ -241,7 +241,9 @@ follow_mirror_test_() ->
                        errors := 0, malformed_lines := 0, last_error := undefined,
                        last_malformed := undefined, url := Url, prefix := <<"/mirror/">>}, FS),
         ?assert(maps:get(records, FS) >= 5),
-        ?assertMatch(#{following := 1, connections := 1}, tidemark:server_status(Srv)),
+        %% One follow response; the finished resync connection may not be reaped yet.
+        #{following := 1, connections := Conns} = tidemark:server_status(Srv),
+        ?assert(Conns >= 1),
         %% Stop: idempotent, and no message afterwards.
         ?assertEqual(ok, tidemark:stop_follower(F)),
         ?assert(tidemark:follower_dropped(F)),
