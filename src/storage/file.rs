@@ -1024,12 +1024,8 @@ impl Storage for FileLog {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<u64> {
-        let from = from.max(1);
         let limit = limit.max(1);
-        if from < self.earliest {
-            return Err(Error::Compacted { requested: from, earliest: self.earliest });
-        }
-        let to = to.min(self.last);
+        let (from, to) = super::scan_range(from, to, self.earliest, self.last)?;
         if from > to {
             return Ok(to + 1);
         }

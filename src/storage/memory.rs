@@ -73,11 +73,7 @@ impl Storage for MemoryLog {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<u64> {
-        let from = from.max(1);
-        if from < self.base {
-            return Err(Error::Compacted { requested: from, earliest: self.base });
-        }
-        let to = to.min(self.last_revision());
+        let (from, to) = super::scan_range(from, to, self.base, self.last_revision())?;
         if from > to {
             return Ok(to + 1);
         }

@@ -95,3 +95,14 @@ pub trait Storage: Send + Sync {
         StorageStats::default()
     }
 }
+
+/// The revisions of `[from, to]` a log holding `[earliest, last]` can serve, for `scan`:
+/// `from` 0 reads as 1, `to` is clamped to `last`, and a `from` below `earliest` is
+/// `Compacted`. The range is empty when the returned `from` exceeds `to`.
+pub(crate) fn scan_range(from: u64, to: u64, earliest: u64, last: u64) -> Result<(u64, u64)> {
+    let from = from.max(1);
+    if from < earliest {
+        return Err(crate::error::Error::Compacted { requested: from, earliest });
+    }
+    Ok((from, to.min(last)))
+}
