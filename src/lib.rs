@@ -20,5 +20,6 @@ pub use event::{Bytes, Event, EventKind};
 pub use kv::{Entry, Op};
 pub use options::{Options, SyncPolicy};
 pub use selector::{prefix_end, Selector};
+pub use storage::TailRepair;
 pub use store::{Changes, PullWatch, Store, DEFAULT_LIMIT};
 pub use watch::{Callback, WatchOptions, DEFAULT_MAX_QUEUE};

@@ -40,6 +40,9 @@ pub struct Options {
     /// Directory stores: open for inspection only; writes and compaction are refused and
     /// nothing in the directory is changed (a torn tail is ignored, not cut).
     pub read_only: bool,
+    /// Directory stores: refuse to open (`Corrupt`) rather than cut more than one partial
+    /// commit off the end of the log (see docs/durability.md, "Tail repairs").
+    pub strict_recovery: bool,
     /// Directory stores: a segment file is closed and a new one started once it holds
     /// this many bytes.
     pub segment_size: u64,
@@ -64,6 +67,7 @@ impl Default for Options {
             sync: SyncPolicy::Always,
             sync_interval_ms: 100,
             read_only: false,
+            strict_recovery: false,
             segment_size: 64 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
@@ -78,6 +82,7 @@ const KNOWN: &[&str] = &[
     "sync",
     "sync_interval_ms",
     "read_only",
+    "strict_recovery",
     "segment_size",
     "checkpoint_bytes",
     "cache_bytes",
@@ -126,10 +131,15 @@ impl Options {
                     }
                 }
                 "sync_interval_ms" => opts.sync_interval_ms = positive(key, v)?,
-                "read_only" => {
-                    opts.read_only = v.as_bool().ok_or_else(|| {
-                        Error::InvalidArgument("option \"read_only\" must be true or false".into())
-                    })?
+                "read_only" | "strict_recovery" => {
+                    let b = v.as_bool().ok_or_else(|| {
+                        Error::InvalidArgument(format!("option \"{key}\" must be true or false"))
+                    })?;
+                    if key == "read_only" {
+                        opts.read_only = b;
+                    } else {
+                        opts.strict_recovery = b;
+                    }
                 }
                 "segment_size" => {
                     let n = positive(key, v)?;
