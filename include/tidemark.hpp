@@ -257,6 +257,12 @@ class selector {
   std::string start_, end_;
 };
 
+/// What opening a directory store cut off the end of its log (see tidemark_store_tail_repair);
+/// all 0 when nothing was cut.
+struct tail_repair {
+  std::uint64_t bytes = 0, commits = 0, revisions = 0, first_revision = 0;
+};
+
 /// How a watch starts and is paced (see tidemark_watch_options).
 struct watch_options {
   std::uint64_t start_revision = 0;  ///< 0 = only the future; N = replay from N, then live
@@ -384,6 +390,12 @@ class store {
     std::uint64_t removed = 0;
     detail::check(tidemark_store_compact(p_.get(), keep_revision, &removed));
     return removed;
+  }
+  /// What opening the store cut off the end of its log.
+  tidemark::tail_repair tail_repair() const {
+    tidemark::tail_repair r;
+    detail::check(tidemark_store_tail_repair(p_.get(), &r.bytes, &r.commits, &r.revisions, &r.first_revision));
+    return r;
   }
   /// The store's state as JSON.
   std::string status_json() const {

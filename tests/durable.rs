@@ -1,14 +1,16 @@
 //! Directory stores: reopen, group commit, torn tails, corruption, checkpoints and
 //! compaction, locking, read-only opens, bad paths and limits.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{segments, snapshot};
 use tidemark::{Error, Event, Op, Selector, Store, WatchOptions};
+
+mod common;
 
 fn open(dir: &Path, opts: &str) -> tidemark::Result<Store> {
     Store::open(Some(dir.to_str().unwrap()), Some(opts))
@@ -29,25 +31,6 @@ fn all_changes(s: &Store, sel: &Selector, from: u64) -> Vec<Event> {
 
 fn keys(s: &Store) -> Vec<Event> {
     s.range(&Selector::All, 0).unwrap().0
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
-        .collect()
 }
 
 /// Where a segment's records end: its last non-zero byte (the rest is zero padding to whole

@@ -125,6 +125,7 @@ int main() {
   CHECK(s.range({}, 1).has_more());
   EXPECT_ERROR(s.range(tidemark::selector::range("b", "a")), TIDEMARK_ERR_INVALID_ARGUMENT);
   CHECK(s.status_json().find("\"revision\":6") != std::string::npos);
+  CHECK(s.tail_repair().commits == 0 && s.tail_repair().first_revision == 0);
 
   // A push watch with a lambda; its std::function is freed by drop_userdata on unwatch.
   {

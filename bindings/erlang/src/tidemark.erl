@@ -38,7 +38,7 @@
 -export([open/2, close/1, version/0,
          put/3, put/4, get/2, delete/2, batch/2,
          range/3, changes/3, changes/4,
-         compact/2, earliest_revision/1, current_revision/1, status/1,
+         compact/2, earliest_revision/1, current_revision/1, status/1, tail_repair/1,
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1]).
@@ -118,6 +118,20 @@ version() -> version_nif().
 status(Store) ->
     case status_nif(Store) of
         {ok, Json} -> {ok, decode_json(Json)};
+        Error -> Error
+    end.
+
+%% @doc What opening a directory store cut off the end of its log (a torn tail, see
+%% docs/durability.md "Tail repairs"): `none', or the bytes, commits and revisions cut and
+%% the first revision cut.
+-spec tail_repair(store()) ->
+          none | #{bytes := non_neg_integer(), commits := pos_integer(),
+                   revisions := non_neg_integer(), first_revision := revision()} | error().
+tail_repair(Store) ->
+    case tail_repair_nif(Store) of
+        {_, 0, _, _} -> none;
+        {Bytes, Commits, Revisions, First} ->
+            #{bytes => Bytes, commits => Commits, revisions => Revisions, first_revision => First};
         Error -> Error
     end.
 
@@ -503,6 +517,7 @@ skip_ws(B) -> B.
 open_nif(_Path, _OptsJson) -> ?NIF.
 close_nif(_Store) -> ?NIF.
 status_nif(_Store) -> ?NIF.
+tail_repair_nif(_Store) -> ?NIF.
 current_revision_nif(_Store) -> ?NIF.
 earliest_revision_nif(_Store) -> ?NIF.
 watcher_count_nif(_Store) -> ?NIF.

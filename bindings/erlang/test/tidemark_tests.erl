@@ -142,6 +142,7 @@ durable_store(Dir) ->
             ok; % a build without directory stores
         {ok, S} ->
             ?assertMatch({ok, #{durable := true}}, tidemark:status(S)),
+            ?assertEqual(none, tidemark:tail_repair(S)),
             ?assertMatch({error, {locked, <<_/binary>>}}, tidemark:open(Dir, #{})),
             ?assertMatch({error, {invalid_argument, _}},
                          tidemark:open(Dir ++ "-other", #{sync => sometimes})),
@@ -171,7 +172,18 @@ durable_store(Dir) ->
             ?assertEqual(Es, Es2),
             ?assertMatch({ok, _}, tidemark:compact(S2, 100)),
             ?assertEqual({error, {compacted, 100}}, tidemark:changes(S2, 1, 0)),
+            {ok, 205} = tidemark:put(S2, <<"t">>, <<"after the checkpoint">>),
             ok = tidemark:close(S2),
+            ?assertEqual({error, closed}, tidemark:tail_repair(S2)),
+            %% A torn last commit (its last byte lost in a crash) is cut on open and reported.
+            Seg = filename:join(Dir, lists:last(lists:sort(filelib:wildcard("seg-*.log", Dir)))),
+            {ok, Bin} = file:read_file(Seg),
+            End = data_end(Bin, byte_size(Bin)),
+            ok = file:write_file(Seg, [binary:part(Bin, 0, End - 1), <<0>>, binary:part(Bin, End, byte_size(Bin) - End)]),
+            {ok, S4} = tidemark:open(Dir, #{}),
+            ?assertMatch(#{commits := 1, revisions := 1, first_revision := 205}, tidemark:tail_repair(S4)),
+            ?assertEqual(204, tidemark:current_revision(S4)),
+            ok = tidemark:close(S4),
             %% A store that is garbage-collected releases the directory.
             P = spawn(fun() -> {ok, _} = tidemark:open(Dir, #{}) end),
             M = monitor(process, P),
@@ -182,6 +194,13 @@ durable_store(Dir) ->
                                    Locked -> Locked
                                end
                        end, ok)
+    end.
+
+%% Where a segment's records end: after its last non-zero byte (zero padding follows).
+data_end(Bin, N) when N > 0 ->
+    case binary:at(Bin, N - 1) of
+        0 -> data_end(Bin, N - 1);
+        _ -> N
     end.
 
 tmp_dir() ->
