@@ -300,6 +300,9 @@ impl FileLog {
             let seg = &self.segments[i];
             let start = self.start_offset(i, from)?;
             let mut reader = self.reader(seg, start)?;
+            // Where the records read end: a closed segment must end where the next one starts
+            // (one not read at open may have lost records at its end).
+            let mut end = None;
             while let Some((off, frame)) = reader.next().map_err(|e| io_err("cannot read", &seg.path, e))? {
                 let Frame::Record(payload, _) = frame else {
                     return Err(self.damaged(seg, off));
@@ -308,6 +311,7 @@ impl FileLog {
                     break;
                 }
                 let (first, count) = codec::record_span(payload).ok_or_else(|| self.damaged(seg, off))?;
+                end = Some(first + count);
                 if first + count <= from {
                     continue;
                 }
@@ -329,6 +333,17 @@ impl FileLog {
                     if *matched >= limit && e.commit_end {
                         return Ok(Some(e.revision + 1));
                     }
+                }
+            }
+            if let (Some(end), Some(next)) = (end, self.segments.get(i + 1)) {
+                if end != next.base {
+                    return Err(Error::Corrupt(format!(
+                        "{}: ends at revision {} but the next segment starts at {}: revisions {end} to {} are lost",
+                        seg.path.display(),
+                        end - 1,
+                        next.base,
+                        next.base - 1
+                    )));
                 }
             }
             i += 1;
