@@ -126,7 +126,7 @@ impl Store {
         let feed: Arc<dyn Feed> = self.inner.clone();
         if let Err(e) = self.inner.dispatcher.start(&feed) {
             self.inner.forget(w.id);
-            return Err(Error::Io(format!("cannot start a dispatcher thread: {e}")));
+            return Err(Error::io("cannot start a dispatcher thread", e));
         }
         let mut s = w.state.lock();
         w.wake(&mut s, &self.inner.dispatcher);
