@@ -82,6 +82,10 @@ class Watch:
         self._lock = threading.Lock()
         self._pending: Deque[Event] = collections.deque()
         self._close_requested = False
+        # Set first thing by close(): from then on nothing is yielded, whatever was fetched.
+        self._closed_by_user = False
+        # A COMPACTED that came after events in the same delivery: raised by the next fetch.
+        self._deferred: Optional[CompactedError] = None
         self._store = store
         self._spec = spec
         self.timeout = timeout
@@ -134,6 +138,9 @@ class Watch:
             while True:
                 h = self._h
                 if h is None:
+                    deferred, self._deferred = self._deferred, None
+                    if deferred is not None:
+                        raise deferred
                     return None
                 if self._close_requested:
                     self._free()
@@ -152,15 +159,22 @@ class Watch:
                     self._free()
                     return None
                 events, next_revision = take_events(out.value or 0)
+                if self._closed_by_user:  # closed while this thread waited: drop it
+                    self._free()
+                    return None
                 if not events:  # pragma: no cover - the library never delivers an empty batch
                     continue
                 last = events[-1]
                 if last.kind == COMPACTED or last.kind == CLOSED:
-                    self.terminal = last
+                    # The events before the terminal one (if any) are still yielded.
+                    self.terminal = events.pop()
                     self._free()
                     if last.kind == COMPACTED:
-                        raise _compacted(last)
-                    return None
+                        if not events:
+                            raise _compacted(last)
+                        self._deferred = _compacted(last)
+                    if not events:
+                        return None
                 self._position = next_revision
                 return events
         finally:
@@ -171,6 +185,8 @@ class Watch:
         Returns ``[]`` once the watch has ended (store closed, watch closed); raises
         :class:`WatchTimeout` if nothing came within ``timeout`` seconds (``None`` = wait),
         :class:`CompactedError` if the watch fell behind compaction."""
+        if self._closed_by_user:
+            return []
         if self._pending:
             batch = list(self._pending)
             self._pending.clear()
@@ -181,14 +197,19 @@ class Watch:
         pending = self._pending
         pop = pending.popleft
         while True:
-            while pending:
+            # Checked before every yield: after close() returns, nothing more is yielded.
+            while pending and not self._closed_by_user:
                 yield pop()
+            if self._closed_by_user:
+                return
             batch = self._fetch(self.timeout)
             if batch is None:
                 return
             pending.extend(batch)
 
     def __next__(self) -> Event:
+        if self._closed_by_user:
+            raise StopIteration
         if not self._pending:
             batch = self._fetch(self.timeout)
             if batch is None:
@@ -200,7 +221,9 @@ class Watch:
 
     def close(self) -> None:
         """Ends the watch (idempotent, any thread). If another thread is blocked reading it,
-        that thread wakes up within ``WAIT_SLICE_MS`` and its iteration ends."""
+        that thread wakes up within ``WAIT_SLICE_MS`` and its iteration ends. Once it
+        returns, nothing more is yielded (events already fetched are dropped)."""
+        self._closed_by_user = True
         self._pending.clear()
         if self._lock.acquire(blocking=False):
             try:
@@ -280,6 +303,8 @@ class WatchHandle:
         self._token = _registry.new_token()
         self._done = threading.Event()
         self._cancel_requested = False
+        # Set first thing by cancel(): the trampoline stops calling the callback at once.
+        self._cancelled = False
         self._on_end: Optional[Callable[[], None]] = None
         self._selector_desc = "all"
         #: The watch id in the store (set once registered).
@@ -350,7 +375,7 @@ class WatchHandle:
         if events and events[-1].is_terminal:
             self.terminal = events[-1]
         cb = self._callback
-        if cb is None:
+        if cb is None or self._cancelled:
             return
         enter_callback()
         try:
@@ -358,6 +383,8 @@ class WatchHandle:
                 self._invoke(cb, events)
             else:
                 for ev in events:
+                    if self._cancelled:  # cancelled by an earlier call of this delivery
+                        break
                     self._invoke(cb, ev)
         finally:
             leave_callback()
@@ -383,7 +410,9 @@ class WatchHandle:
     def cancel(self) -> None:
         """Ends the watch (idempotent). From outside the callback: when it returns the
         callback is not running and will not be called again. From inside the callback: it
-        returns at once and the callback is not called again after the current call."""
+        returns at once and the callback is not called again after the current call (not
+        for the rest of the current delivery either)."""
+        self._cancelled = True
         if self.id is None:  # still registering (called from a replayed callback)
             self._cancel_requested = True
             return
@@ -473,7 +502,9 @@ class AsyncWatch:
         return f"<tidemark.AsyncWatch {describe_selector(self._spec.selector)} {'ended' if self._finished else 'open'}>"
 
     def _push(self, events: List[Event]) -> None:
-        # On the loop thread.
+        # On the loop thread. A delivery scheduled before aclose() is dropped.
+        if self._finished:
+            return
         self._buf.extend(events)
         if events and events[-1].is_terminal:
             self._ended = True
