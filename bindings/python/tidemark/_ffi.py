@@ -163,9 +163,6 @@ LOCKSTEP_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)
 
 SELECT_ALL, SELECT_KEY, SELECT_PREFIX, SELECT_RANGE = 0, 1, 2, 3
 
-TIMEOUT_STATUS = 7
-CLOSED_STATUS = 8
-
 
 # ---------------------------------------------------------------------------------------------
 # Errors

@@ -12,15 +12,14 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _ffi
 from ._events import CLOSED, COMPACTED, DELETE, PUT, Event, decode_callback, take_events
+from ._handle import StoreHandle
 from ._util import CallbackRegistry, describe_selector, enter_callback, leave_callback, report_callback_exception
 from .errors import ClosedError, CompactedError, NotFoundError, WatchTimeout
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
 
 __all__ = ["Watch", "WatchHandle", "AsyncWatch"]
 
@@ -45,7 +44,7 @@ class WatchSpec(NamedTuple):
             raise ValueError("watch options must not be negative")
         return _ffi.WatchOptions(self.start_revision, self.max_queue, self.progress_interval_ms, credit)
 
-    def start(self, store: "Store") -> int:
+    def start(self, store: StoreHandle) -> int:
         """The revision the watch starts from: ``start_revision``, or the store's next one."""
         return self.start_revision or store.revision + 1
 
@@ -77,7 +76,7 @@ class Watch:
     (see :class:`AsyncWatch`).
     """
 
-    def __init__(self, store: "Store", spec: WatchSpec, timeout: Optional[float] = None) -> None:
+    def __init__(self, store: StoreHandle, spec: WatchSpec, timeout: Optional[float] = None) -> None:
         self._h: Optional[int] = None
         self._lock = threading.Lock()
         self._pending: Deque[Event] = collections.deque()
@@ -296,7 +295,7 @@ class WatchHandle:
     forever; the handle itself stays registered until the library calls its drop function.
     """
 
-    def __init__(self, store: "Store", callback: Optional[Callable[[Any], Any]], batched: bool) -> None:
+    def __init__(self, store: StoreHandle, callback: Optional[Callable[[Any], Any]], batched: bool) -> None:
         self._store_ref = weakref.ref(store)
         self._callback = callback
         self._batched = batched
@@ -321,7 +320,7 @@ class WatchHandle:
     @classmethod
     def _register(
         cls,
-        store: "Store",
+        store: StoreHandle,
         spec: WatchSpec,
         credit: int,
         callback: Optional[Callable[[Any], Any]],
@@ -365,7 +364,7 @@ class WatchHandle:
         return not self._done.is_set()
 
     @property
-    def store(self) -> Optional["Store"]:
+    def store(self) -> Optional[StoreHandle]:
         """The store, or ``None`` if it was garbage-collected."""
         return self._store_ref()
 
@@ -478,7 +477,7 @@ class AsyncWatch:
 
     def __init__(
         self,
-        store: "Store",
+        store: StoreHandle,
         spec: WatchSpec,
         *,
         carry: Iterable[Event] = (),
