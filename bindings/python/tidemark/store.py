@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import weakref
-from ctypes import byref, c_uint64, c_void_p, string_at
+from ctypes import byref, c_size_t, c_uint64, c_void_p, string_at
 from typing import Any, Callable, Dict, Iterator, Optional, Union, overload
 
 from . import _ffi
@@ -271,6 +271,10 @@ class Store(StoreHandle):
         ``has_more`` transparently. ``to_revision`` 0 means the revision current when the
         iteration starts (so it terminates even under concurrent writes)."""
         sel = make_selector(key, prefix, start, end)
+        # Checked here, not only in the C call: they are compared first.
+        from_revision = _ffi.check_uint(from_revision, "from_revision")
+        to_revision = _ffi.check_uint(to_revision, "to_revision")
+        page_size = _ffi.check_uint(page_size, "page_size", c_size_t)
         if not to_revision:
             to_revision = self.revision
             if to_revision < from_revision:

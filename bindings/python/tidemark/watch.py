@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 import weakref
-from ctypes import byref, c_uint64, c_void_p
+from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _ffi
@@ -39,10 +39,14 @@ class WatchSpec(NamedTuple):
     progress_interval_ms: int
 
     def options(self, credit: int = 0) -> _ffi.WatchOptions:
-        """The C watch options (``ValueError`` for a negative one)."""
-        if self.start_revision < 0 or self.max_queue < 0 or self.progress_interval_ms < 0 or credit < 0:
-            raise ValueError("watch options must not be negative")
-        return _ffi.WatchOptions(self.start_revision, self.max_queue, self.progress_interval_ms, credit)
+        """The C watch options, each checked by :func:`~tidemark._ffi.check_uint`
+        (``TypeError``/``ValueError`` naming the option)."""
+        return _ffi.WatchOptions(
+            _ffi.check_uint(self.start_revision, "start_revision"),
+            _ffi.check_uint(self.max_queue, "max_queue", c_size_t),
+            _ffi.check_uint(self.progress_interval_ms, "progress_interval_ms", c_uint32),
+            _ffi.check_uint(credit, "credit"),
+        )
 
     def start(self, store: StoreHandle) -> int:
         """The revision the watch starts from: ``start_revision``, or the store's next one."""
@@ -87,7 +91,7 @@ class Watch:
         self._deferred: Optional[CompactedError] = None
         self._store = store
         self._spec = spec
-        self.timeout = timeout
+        self.timeout = _ffi.check_timeout(timeout)
         #: The terminal event (``COMPACTED`` or ``CLOSED``) once the watch has ended on one.
         self.terminal: Optional[Event] = None
         opts = spec.options()
@@ -127,6 +131,7 @@ class Watch:
 
     def _fetch(self, timeout: Optional[float]) -> Optional[List[Event]]:
         """One delivery from the library; ``None`` once the watch has ended."""
+        timeout = _ffi.check_timeout(timeout)
         if timeout is None:
             self._lock.acquire()
         elif not self._lock.acquire(timeout=max(timeout, 0)):
@@ -484,6 +489,7 @@ class AsyncWatch:
         ended: bool = False,
         terminal: Optional[Event] = None,
     ) -> None:
+        spec.options()  # checks them now rather than at the first await
         self._store = store
         self._spec = spec._replace(start_revision=spec.start(store))
         self._credit = spec.max_queue or 1000
@@ -601,7 +607,7 @@ class AsyncWatch:
         await self.aclose()
 
     def __del__(self) -> None:
-        h = self._handle
+        h = getattr(self, "_handle", None)  # None if __init__ raised
         if h is not None and h.active:
             try:
                 h.cancel()
