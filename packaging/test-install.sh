@@ -4,7 +4,8 @@
 # too), the soname, the exported symbols and their version, the split debug info, builds the
 # C quickstart with pkg-config (shared, then static with Libs.private) and the C++ quickstart
 # with CMake find_package (shared and static), runs them against the installed library, checks
-# the CMake version file and the CLI, and uninstalls.
+# the CMake version file, builds the Erlang application with rebar3 from the installed library
+# (no checkout), runs the CLI, and uninstalls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -129,13 +130,26 @@ for case in "$VERSION:TRUE" "$MAJOR.0:TRUE" "$MAJOR.999:FALSE" "$((MAJOR + 1)).0
 done
 ok "tidemarkConfigVersion.cmake: $VERSION and $MAJOR.0 accepted, $MAJOR.999 and $((MAJOR + 1)).0 refused"
 
-# 5. The CLI.
+# 5. The Erlang application outside a checkout: rebar3 builds the NIF from the installed libtidemark.a.
+erl_app=$tmp/erlang/tidemark
+mkdir -p "$erl_app"
+cp -r bindings/erlang/Makefile bindings/erlang/rebar.config bindings/erlang/src bindings/erlang/c_src "$erl_app/"
+find "$erl_app/c_src" -name '*.o' -delete
+(cd "$erl_app" && TIDEMARK_ROOT="$tmp/no-checkout" rebar3 compile >"$tmp/rebar3.log" 2>&1) || { cat "$tmp/rebar3.log"; fail "rebar3 compile against the installed library"; }
+grep -q -- "-I$prefix/include" "$tmp/rebar3.log" && grep -q "$lib/libtidemark.a" "$tmp/rebar3.log" || fail "the NIF was not built from $prefix"
+got=$(cd "$tmp" && erl -noshell -pa "$erl_app/_build/default/lib/tidemark/ebin" -eval '
+  {ok, S} = tidemark:open(memory, #{}), {ok, _} = tidemark:put(S, <<"k">>, <<"v">>),
+  {ok, E} = tidemark:get(S, <<"k">>), io:format("~s", [maps:get(value, E)]), ok = tidemark:close(S), halt(0).')
+[ "$got" = v ] || fail "the rebar3-built Erlang application against the installed library: '$got'"
+ok "Erlang: rebar3 compile outside a checkout links the installed libtidemark.a (pkg-config), put/get work"
+
+# 6. The CLI.
 [ "$("$prefix/bin/tidemark" --version)" = "tidemark $VERSION" ] || fail "bin/tidemark --version"
 "$prefix/bin/tidemark" put --store "$tmp/store" greeting hello >/dev/null
 [ "$("$prefix/bin/tidemark" get --store "$tmp/store" greeting)" = hello ] || fail "bin/tidemark get"
 ok "bin/tidemark: --version, put, get"
 
-# 6. Uninstall leaves nothing of ours.
+# 7. Uninstall leaves nothing of ours.
 "${MAKE_INSTALL[@]}" uninstall PREFIX="$prefix"
 [ -z "$(find "$prefix" \( -type f -o -type l \))" ] || fail "uninstall left: $(find "$prefix" \( -type f -o -type l \))"
 ok "make uninstall removes every installed file"
