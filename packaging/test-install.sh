@@ -21,6 +21,13 @@ REAL=libtidemark.so.$VERSION
 SONAME=libtidemark.so.$MAJOR
 MAKE_INSTALL=(make --no-print-directory -s -C "$ROOT")
 
+# The bindings carry the crate's version, set by hand.
+py_version=$(sed -n 's/^version = "\([^"]*\)"/\1/p' bindings/python/pyproject.toml)
+py_init_version=$(sed -n 's/^__version__ = "\([^"]*\)"/\1/p' bindings/python/tidemark/__init__.py)
+erl_version=$(sed -n 's/.*{vsn, "\([^"]*\)"}.*/\1/p' bindings/erlang/src/tidemark.app.src)
+[ "$py_version $py_init_version $erl_version" = "$VERSION $VERSION $VERSION" ] || \
+  fail "versions differ: Cargo.toml $VERSION, pyproject.toml $py_version, __init__.py $py_init_version, tidemark.app.src $erl_version"
+
 expected_files() { # the installed tree, relative to the prefix: "f path" files, "l path -> target" links
   LC_ALL=C sort <<LIST
 f bin/tidemark
