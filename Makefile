@@ -1,4 +1,5 @@
-# tidemark: `make demo` shows it working, `make test` runs every test. See README.md.
+# tidemark: `make demo` shows it working, `make test` runs every test, `make install PREFIX=...
+# DESTDIR=...` installs the library (docs/abi.md). See README.md.
 CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
@@ -85,6 +86,9 @@ $(DIST)/$(REALNAME): target/release/libtidemark.a packaging/tidemark.map include
 
 $(DIST)/$(REALNAME).debug: $(DIST)/$(REALNAME)
 
+target/release/libtidemark.a target/release/tidemark:
+	$(CARGO) build --release
+
 $(DIST)/libtidemark.a: target/release/libtidemark.a
 	@mkdir -p $(DIST)
 	strip --strip-debug -o $@ $<
@@ -99,7 +103,9 @@ CMAKE_NATIVE_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(NATIVE_LIBS)))
 SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' \
 	-e 's|@NATIVE_LIBS@|$(NATIVE_LIBS)|g' -e 's|@CMAKE_NATIVE_LIBS@|$(CMAKE_NATIVE_LIBS)|g'
 
-install: dist
+# Installs the current release build (`make` first; it is built here only when missing, so
+# `make && sudo make install` needs no cargo as root).
+install: dist-files
 	install -d $(LIBDIR)/pkgconfig $(CMAKEDIR) $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(DIST)/$(REALNAME) $(LIBDIR)/$(REALNAME)
 	install -m 644 $(DIST)/$(REALNAME).debug $(LIBDIR)/$(REALNAME).debug
