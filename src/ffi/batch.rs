@@ -1,7 +1,7 @@
 //! Atomic write batches: built by the caller, committed all or nothing.
 
 use crate::error::Error;
-use crate::kv::Op;
+use crate::op::Op;
 
 use super::{bytes_in, guard, need, tidemark_status, Failure};
 

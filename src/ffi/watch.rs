@@ -4,7 +4,7 @@ use std::ffi::c_void;
 use std::time::Duration;
 
 use crate::event::Event;
-use crate::store::PullWatch;
+use crate::watch::PullWatch;
 use crate::watch::{WatchOptions, DEFAULT_MAX_QUEUE};
 
 use super::{

@@ -41,7 +41,7 @@ no_message(Ref) ->
 %% A terminal message (closed, compacted) is sent just before drop_userdata runs, and a watch
 %% removed because its process died ends on another thread, so "the watch has ended" is
 %% awaited there rather than asserted at once.
-wait_ended(Ref) -> wait_until(fun() -> tidemark:watch_ended(Ref) end, true).
+wait_ended(Ref) -> wait_until(fun() -> tidemark_nif:watch_ended_nif(Ref) end, true).
 
 put_n(S, Prefix, N) ->
     [begin {ok, R} = tidemark:put(S, [Prefix, integer_to_binary(I)], <<"v">>), R end
@@ -116,7 +116,7 @@ closed_store_test() ->
     ?assertEqual(C, tidemark:watch(S, all)),
     ?assertEqual(C, tidemark:unwatch(S, Ref)),
     ?assertEqual(C, tidemark:activate(Ref, 1)),
-    ?assert(tidemark:watch_ended(Ref)).
+    ?assert(tidemark_nif:watch_ended_nif(Ref)).
 
 status_test() ->
     with_store(fun(S) ->
@@ -405,14 +405,14 @@ badarg_test() ->
 
 json_test() ->
     ?assertEqual(<<"{\"a\":1,\"b\":[true,false,null],\"c\":\"x\\\"y\"}">>,
-                 tidemark:encode_json(#{a => 1, b => [true, false, null], c => <<"x\"y">>})),
+                 tidemark_json:encode(#{a => 1, b => [true, false, null], c => <<"x\"y">>})),
     ?assertEqual(#{<<"a">> => 1.5, <<"b">> => <<"\t">>},
                  maps:from_list([{atom_to_binary(K), V} || {K, V} <- maps:to_list(
-                     tidemark:decode_json(tidemark:encode_json(#{<<"a">> => 1.5, "b" => <<"\t">>})))])),
-    ?assertError(badarg, tidemark:encode_json(#{a => self()})),
+                     tidemark_json:decode(tidemark_json:encode(#{<<"a">> => 1.5, "b" => <<"\t">>})))])),
+    ?assertError(badarg, tidemark_json:encode(#{a => self()})),
     ?assertEqual(#{a => 1, b => [true, false, null], c => <<"x\"y\n">>, d => 1.5, e => -2,
                    f => #{}, g => 1.0e3},
-                 tidemark:decode_json(<<" {\"a\": 1, \"b\": [true, false, null], \"c\": \"x\\\"y\\n\","
+                 tidemark_json:decode(<<" {\"a\": 1, \"b\": [true, false, null], \"c\": \"x\\\"y\\n\","
                                         " \"d\": 1.5, \"e\": -2, \"f\": {}, \"g\": 1e3} ">>)).
 
 %%% Watches
@@ -435,7 +435,7 @@ watch_basics_test() ->
         ?assertEqual(ok, tidemark:unwatch(S, Ref)),
         ?assertEqual(0, tidemark:watcher_count(S)),
         %% unwatch returns after drop_userdata: the watch has ended.
-        ?assert(tidemark:watch_ended(Ref)),
+        ?assert(tidemark_nif:watch_ended_nif(Ref)),
         ?assertEqual({error, not_found}, tidemark:unwatch(S, Ref)),
         ?assertEqual({error, not_found}, tidemark:activate(Ref, 1)),
         %% After unwatch returns, nothing more is sent for Ref.
@@ -525,7 +525,7 @@ watch_close_test() ->
     [begin
          ?assertMatch(#{revision := 1}, next(R)),
          ?assertEqual(closed, next(R)),
-         ?assert(tidemark:watch_ended(R))
+         ?assert(tidemark_nif:watch_ended_nif(R))
      end || R <- Refs].
 
 watch_refs_are_stable_test() ->
@@ -732,7 +732,7 @@ dead_owner_test_() ->
         exit(Owner, kill),
         wait_until(fun() -> tidemark:watcher_count(S) end, 1),
         [wait_ended(R) || R <- [Target | Refs]],
-        ?assertNot(tidemark:watch_ended(Mine)),
+        ?assertNot(tidemark_nif:watch_ended_nif(Mine)),
         %% The store is unaffected.
         {ok, 101} = tidemark:put(S, <<"k">>, <<>>),
         ?assertEqual(lists:seq(1, 101), revs(events(Mine, 101))),
@@ -865,7 +865,7 @@ unwatch_while_busy_test_() ->
                    Loop(I) ->
                        {ok, R} = tidemark:watch(S, all),
                        ok = tidemark:unwatch(S, R),
-                       ?assert(tidemark:watch_ended(R)),
+                       ?assert(tidemark_nif:watch_ended_nif(R)),
                        flush(R),
                        Loop(I - 1)
                end,
