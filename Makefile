@@ -78,7 +78,7 @@ dist-files: $(DIST_FILES)
 $(DIST)/$(REALNAME): target/release/libtidemark.a packaging/tidemark.map include/tidemark.h
 	@mkdir -p $(DIST)
 	$(CC) -shared -o $@.full -Wl,-soname,$(SONAME) -Wl,--version-script=packaging/tidemark.map \
-	  -Wl,--gc-sections -Wl,-z,relro,-z,now $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) \
+	  -Wl,--gc-sections -Wl,--no-undefined -Wl,-z,relro,-z,now $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) \
 	  target/release/libtidemark.a $(NATIVE_LIBS)
 	objcopy --only-keep-debug $@.full $@.debug
 	cd $(DIST) && objcopy --strip-debug --strip-unneeded --add-gnu-debuglink=$(REALNAME).debug $(REALNAME).full $(REALNAME)
