@@ -157,13 +157,11 @@ impl Inner {
                     for commit in &commits {
                         self.publish(st, commit, !multi);
                     }
-                    if st.log.wants_checkpoint() {
-                        let kv = &st.kv;
-                        // Best effort: the commits are durable in the log either way.
-                        let _ = st.log.checkpoint(&mut |visit| {
-                            kv.range(&Selector::All, 0, visit);
-                        });
-                    }
+                    let kv = &st.kv;
+                    // Best effort: the commits are durable in the log either way.
+                    let _ = st.log.checkpoint_if_due(&mut |visit| {
+                        kv.range(&Selector::All, 0, visit);
+                    });
                 }
             }
         }
