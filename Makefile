@@ -68,8 +68,9 @@ check-header: build
 	@echo "check-header: include/tidemark.h is up to date"
 
 # The shared library is linked again from libtidemark.a with a soname and the symbol-version
-# script (cargo cannot add a version script to a cdylib: rustc passes its own), then its debug
-# info is split into a .debug file and the shipped copy stripped. target/release is untouched.
+# script (a cdylib cannot take one: rustc passes its own, and a second leaves the exports
+# unversioned), then its debug info is split into a .debug file and the shipped copy stripped.
+# target/release is untouched.
 dist: build
 	@$(MAKE) --no-print-directory dist-files
 

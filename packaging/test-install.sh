@@ -73,10 +73,12 @@ header_fns=$(grep -o '\btidemark_[a-z0-9_]*(' include/tidemark.h | tr -d '(' | s
 exports=$(nm -D --defined-only "$lib/$REAL" | awk '$2 != "A" {print $3}' | sort -u)
 [ "$(sed 's/@@.*//' <<<"$exports")" = "$header_fns" ] || \
   fail "exports differ from the header: $(diff <(echo "$header_fns") <(sed 's/@@.*//' <<<"$exports") | grep '^[<>]' | head)"
+cargo_exports=$(nm -D --defined-only target/release/libtidemark.so | awk '{print $3}' | sort -u)
+[ "$cargo_exports" = "$header_fns" ] || fail "target/release/libtidemark.so (cargo's) exports differ from the header"
 node=TIDEMARK_$(cut -d. -f1,2 <<<"$VERSION")
 unversioned=$(grep -v "@@$node\$" <<<"$exports" || true)
 [ -z "$unversioned" ] || fail "exports without version $node: $unversioned"
-ok "exports: the header's $(wc -l <<<"$header_fns") functions, all @@$node, nothing else"
+ok "exports: the header's $(wc -l <<<"$header_fns") functions (as cargo's cdylib), all @@$node, nothing else"
 
 # Stripped library, debug info in the .debug file it names.
 readelf -S "$lib/$REAL" | grep -q '\.debug_info' && fail "the installed $REAL still has debug info"
