@@ -214,26 +214,27 @@ ERL_NIF_TERM version_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 /* ------------------------------------------------------------------------------------------ */
 /* keys                                                                                       */
 
-/* put_nif(Store, Key, Value, Expected :: -1 (unconditional) | N) */
+/* put_nif(Store, Key, Value, Expected :: none (unconditional) | N) */
 ERL_NIF_TERM put_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tm_store_res *r;
     tidemark_store *s;
     ErlNifBinary k, v;
-    ErlNifSInt64 expected;
+    uint64_t expected = 0;
+    int conditional = !enif_is_identical(argv[3], am_none);
     uint64_t rev = 0;
     tidemark_status st;
     ERL_NIF_TERM result;
     if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &k) || !get_bytes(env, argv[2], &v)
-        || !enif_get_int64(env, argv[3], &expected) || expected < -1)
+        || (conditional && !get_u64(env, argv[3], &expected)))
         return enif_make_badarg(env);
     DIRTY_IF_DURABLE(r, "put_nif", put_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
-    if (expected < 0)
-        st = tidemark_store_put(s, k.data, k.size, v.data, v.size, &rev);
+    if (conditional)
+        st = tidemark_store_put_if(s, k.data, k.size, v.data, v.size, expected, &rev);
     else
-        st = tidemark_store_put_if(s, k.data, k.size, v.data, v.size, (uint64_t)expected, &rev);
+        st = tidemark_store_put(s, k.data, k.size, v.data, v.size, &rev);
     result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, rev)) : status_error(env, st);
     core_done(r->core);
     return result;
@@ -290,18 +291,23 @@ ERL_NIF_TERM delete_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return result;
 }
 
-/* batch_nif(Store, [{put, K, V} | {delete, K} | {require, K, Rev}]) */
+/* batch_nif(Store, [{put, K, V} | {delete, K} | {require, K, Rev}]): every operation is
+ * checked (a proper list, each a tuple of the right arity and types, revisions within 64 bits)
+ * before anything is committed; any malformed one is badarg and nothing changes. */
 ERL_NIF_TERM batch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tm_store_res *r;
     tidemark_store *s;
     tidemark_batch *b;
     ERL_NIF_TERM list = argv[1], head, result;
+    unsigned ops;
     uint64_t first = 0;
     tidemark_status st = TIDEMARK_OK;
-    if (!get_store(env, argv[0], &r) || !enif_is_list(env, list))
+    /* enif_get_list_length fails for an improper list. */
+    if (!get_store(env, argv[0], &r) || !enif_get_list_length(env, list, &ops))
         return enif_make_badarg(env);
     DIRTY_IF_DURABLE(r, "batch_nif", batch_nif);
+    DIRTY_CPU_IF(ops > TM_NORMAL_MAX_ITEMS, "batch_nif", batch_nif);
     b = tidemark_batch_new();
     while (enif_get_list_cell(env, list, &head, &list)) {
         const ERL_NIF_TERM *el;
@@ -379,6 +385,8 @@ ERL_NIF_TERM range_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !get_u64(env, argv[2], &limit)
         || limit > SIZE_MAX)
         return enif_make_badarg(env);
+    /* At most limit entries (0 = all of them). */
+    DIRTY_CPU_IF(limit == 0 || limit > TM_NORMAL_MAX_ITEMS, "range_nif", range_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
     st = tidemark_store_range(s, &sel, (size_t)limit, &evs);
@@ -405,6 +413,16 @@ ERL_NIF_TERM changes_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     DIRTY_IF_DURABLE(r, "changes_nif", changes_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
+    if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        /* Every revision is one event, so [from, min(to, current)] bounds the answer, whatever
+         * the limit (which never splits a commit). A commit racing this check can add to it. */
+        uint64_t cur = tidemark_store_current_revision(s);
+        uint64_t hi = to == 0 || to > cur ? cur : to;
+        if (hi >= from && hi - from >= TM_NORMAL_MAX_ITEMS) {
+            core_done(r->core);
+            return enif_schedule_nif(env, "changes_nif", ERL_NIF_DIRTY_JOB_CPU_BOUND, changes_nif, argc, argv);
+        }
+    }
     st = tidemark_store_changes(s, &sel, from, to, (size_t)limit, &evs);
     result = st == TIDEMARK_OK ? events_answer(env, evs, 1) : status_error(env, st);
     core_done(r->core);
@@ -463,4 +481,15 @@ void store_unload(void)
         core_close(c);
         core_release(c);
     }
+}
+
+/* status_reason_nif(Code) -> the Reason of {error, Reason} for that status code (revision 0,
+ * message <<>>): the tests check every code of tidemark.h against it. */
+ERL_NIF_TERM status_reason_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    unsigned code;
+    (void)argc;
+    if (!enif_get_uint(env, argv[0], &code))
+        return enif_make_badarg(env);
+    return status_reason(env, (tidemark_status)code, 0, make_string_bin(env, ""));
 }

@@ -54,30 +54,45 @@ ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v)
 }
 
 /* {error, Reason} for a failed call; must run right after it, on the same thread. */
+ERL_NIF_TERM status_reason(ErlNifEnv *env, tidemark_status st, uint64_t rev, ERL_NIF_TERM msg)
+{
+    /* The reason's atom is the C name without its prefix, lowercased, so that a code the
+     * header gains gets its atom without an edit here: TIDEMARK_ERR_TOO_LARGE -> too_large. */
+    static const char prefix[] = "TIDEMARK_ERR_";
+    const char *name = tidemark_status_name(st);
+    char atom[64];
+    size_t i, n;
+    ERL_NIF_TERM tag;
+    if (name == NULL || strncmp(name, prefix, sizeof prefix - 1) != 0 || strcmp(name, "TIDEMARK_ERR_UNKNOWN") == 0
+        || (n = strlen(name + sizeof prefix - 1)) >= sizeof atom)
+        return enif_make_tuple3(env, am_unknown, enif_make_uint(env, (unsigned)st), msg);
+    for (i = 0; i < n; i++) {
+        char c = name[sizeof prefix - 1 + i];
+        atom[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+    }
+    atom[n] = 0;
+    tag = enif_make_atom(env, atom);
+    /* The shape: which codes carry the revision tidemark_last_error_revision() gives, which
+     * carry nothing, and (every other one) the message. */
+    switch (st) {
+    case TIDEMARK_ERR_COMPACTED:
+    case TIDEMARK_ERR_CONFLICT:
+    case TIDEMARK_ERR_FUTURE_REVISION:
+        return enif_make_tuple2(env, tag, make_u64(env, rev));
+    case TIDEMARK_ERR_NOT_FOUND:
+    case TIDEMARK_ERR_CLOSED:
+    case TIDEMARK_ERR_TIMEOUT:
+        return tag;
+    default:
+        return enif_make_tuple2(env, tag, msg);
+    }
+}
+
 ERL_NIF_TERM status_error(ErlNifEnv *env, tidemark_status st)
 {
     uint64_t rev = tidemark_last_error_revision();
     ERL_NIF_TERM msg = make_string_bin(env, tidemark_last_error_message());
-    ERL_NIF_TERM reason;
-    switch (st) {
-    case TIDEMARK_ERR_NOT_FOUND: reason = am_not_found; break;
-    case TIDEMARK_ERR_CLOSED: reason = am_closed; break;
-    case TIDEMARK_ERR_TIMEOUT: reason = am_timeout; break;
-    case TIDEMARK_ERR_COMPACTED: reason = enif_make_tuple2(env, am_compacted, make_u64(env, rev)); break;
-    case TIDEMARK_ERR_CONFLICT: reason = enif_make_tuple2(env, am_conflict, make_u64(env, rev)); break;
-    case TIDEMARK_ERR_FUTURE_REVISION: reason = enif_make_tuple2(env, am_future_revision, make_u64(env, rev)); break;
-    case TIDEMARK_ERR_INVALID_ARGUMENT: reason = enif_make_tuple2(env, am_invalid_argument, msg); break;
-    case TIDEMARK_ERR_NULL_ARGUMENT: reason = enif_make_tuple2(env, am_null_argument, msg); break;
-    case TIDEMARK_ERR_IO: reason = enif_make_tuple2(env, am_io, msg); break;
-    case TIDEMARK_ERR_CORRUPT: reason = enif_make_tuple2(env, am_corrupt, msg); break;
-    case TIDEMARK_ERR_LOCKED: reason = enif_make_tuple2(env, am_locked, msg); break;
-    case TIDEMARK_ERR_TOO_LARGE: reason = enif_make_tuple2(env, am_too_large, msg); break;
-    case TIDEMARK_ERR_PANIC: reason = enif_make_tuple2(env, am_panic, msg); break;
-    default:
-        reason = enif_make_tuple3(env, am_unknown, enif_make_uint(env, (unsigned)st), msg);
-        break;
-    }
-    return make_error(env, reason);
+    return make_error(env, status_reason(env, st, rev, msg));
 }
 
 ERL_NIF_TERM closed_error(ErlNifEnv *env)

@@ -57,12 +57,12 @@ static ErlNifFunc nif_funcs[] = {
     {"put_nif", 4, put_nif, 0},
     {"get_nif", 2, get_nif, 0},
     {"delete_nif", 2, delete_nif, 0},
+    /* batch, range and changes move themselves to a dirty CPU scheduler when big */
     {"batch_nif", 2, batch_nif, 0},
     {"range_nif", 3, range_nif, 0},
-    {"range_dirty_nif", 3, range_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"changes_nif", 5, changes_nif, 0},
-    {"changes_dirty_nif", 5, changes_nif, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"compact_nif", 2, compact_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"status_reason_nif", 1, status_reason_nif, 0},
     /* watch.c */
     {"watch_nif", 7, watch_nif, 0},
     {"unwatch_nif", 2, unwatch_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* waits for a running callback */

@@ -33,7 +33,9 @@
  *    one), so closing or unwatching (which wait for a running callback) cannot deadlock.
  *  - open, close, compact and unwatch (which waits for a running callback) run on dirty I/O
  *    schedulers; on a durable store so do put, delete, batch and changes (they may wait on
- *    the disk); changes/range with a big limit run on dirty CPU schedulers (tidemark.erl).
+ *    the disk); on an in-memory store a batch of more than TM_NORMAL_MAX_ITEMS operations, a
+ *    range that may return more entries and changes that may return more events move to
+ *    dirty CPU schedulers (below), so no call holds a normal scheduler for long.
  *
  * lockstep servers and followers (resources too) are described at the top of lockstep.c.
  */
@@ -50,13 +52,11 @@
 
 #define TM_ATOMS(X)                                                                            \
     X(ok) X(error) X(true) X(false) X(undefined) X(all) X(key) X(prefix) X(range) X(infinity)  \
-    X(put) X(delete) X(require) X(not_found) X(closed) X(timeout) X(compacted) X(conflict)     \
-    X(future_revision) X(invalid_argument) X(null_argument) X(io) X(corrupt) X(locked)         \
-    X(too_large) X(panic) X(unknown) X(noproc) X(tidemark_event) X(progress) X(revision)       \
-    X(type) X(value) X(version) X(create_revision) X(mod_revision) X(events) X(entries)        \
-    X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default) X(none)               \
-    X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) X(line) \
-    X(connected) X(applied) X(malformed) X(resync_started) X(resync_done)
+    X(put) X(delete) X(require) X(closed) X(compacted) X(unknown) X(noproc) X(tidemark_event)  \
+    X(progress) X(revision) X(type) X(value) X(version) X(create_revision) X(mod_revision)     \
+    X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
+    X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
+    X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done)
 
 #define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
 TM_ATOMS(TM_DECLARE_ATOM)
@@ -69,6 +69,10 @@ ERL_NIF_TERM make_error(ErlNifEnv *env, ERL_NIF_TERM reason);
 ERL_NIF_TERM make_string_bin(ErlNifEnv *env, const char *s);
 ERL_NIF_TERM make_bytes(ErlNifEnv *env, tidemark_bytes b);
 ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v);
+/* The Reason of {error, Reason} for a status: not_found | closed | timeout, {Atom, Revision}
+ * (compacted, conflict, future_revision), {Atom, Message} (every other code, Atom from the
+ * code's C name), {unknown, Code, Message} (not a status). */
+ERL_NIF_TERM status_reason(ErlNifEnv *env, tidemark_status st, uint64_t rev, ERL_NIF_TERM msg);
 /* {error, Reason} for a failed call; must run right after it, on the same thread. */
 ERL_NIF_TERM status_error(ErlNifEnv *env, tidemark_status st);
 ERL_NIF_TERM closed_error(ErlNifEnv *env);
@@ -125,6 +129,18 @@ int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out);
             return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_IO_BOUND, fun, argc, argv); \
     } while (0)
 
+/* Work that grows with the input (a batch's operations, the events or entries a read returns)
+ * stays on the caller's normal scheduler only up to this many items, about a millisecond of
+ * work (Erlang's budget for a NIF call on a normal scheduler; docs/benchmarks.md has the
+ * measured gaps); above it, the call moves itself to a dirty CPU scheduler. */
+#define TM_NORMAL_MAX_ITEMS 200
+
+#define DIRTY_CPU_IF(big, name, fun)                                                           \
+    do {                                                                                       \
+        if ((big) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)                       \
+            return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, fun, argc, argv); \
+    } while (0)
+
 /* --- load and unload of each file (0 = failed) -------------------------------------------- */
 
 int store_load(ErlNifEnv *env, ErlNifResourceFlags flags);
@@ -142,7 +158,7 @@ void store_unload(void);
 TM_NIF(open_nif) TM_NIF(close_nif) TM_NIF(status_nif) TM_NIF(current_revision_nif)
 TM_NIF(earliest_revision_nif) TM_NIF(watcher_count_nif) TM_NIF(version_nif) TM_NIF(put_nif)
 TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(changes_nif)
-TM_NIF(compact_nif)
+TM_NIF(compact_nif) TM_NIF(status_reason_nif)
 /* watch.c */
 TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
 /* lockstep.c */

@@ -15,6 +15,7 @@ typedef struct {
     int limited;
     uint64_t credit;
     int ended;         /* drop_userdata ran: tidemark will never call back again */
+    int cancelled;     /* atomic: unwatch started or the owner died; the callback sends no more */
     int monitored;
     ErlNifMonitor mon;
     ErlNifPid pid;     /* receiver; read-only after creation */
@@ -51,6 +52,7 @@ static void watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor 
     (void)env;
     (void)pid;
     (void)mon;
+    __atomic_store_n(&w->cancelled, 1, __ATOMIC_RELEASE); /* nobody to send to */
     enif_mutex_lock(w->mtx);
     w->monitored = 0;
     id = w->id;
@@ -93,6 +95,9 @@ static void watch_callback(void *userdata, const tidemark_event *events, size_t 
     uint64_t changes = 0;
     size_t i;
     for (i = 0; i < count; i++) {
+        /* Stop within a delivery too: nothing more after unwatch/1 started. */
+        if (__atomic_load_n(&w->cancelled, __ATOMIC_ACQUIRE))
+            return;
         uint32_t kind = events[i].kind;
         ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_event, enif_make_resource(env, w),
                                             make_watch_body(env, &events[i]));
@@ -224,6 +229,7 @@ ERL_NIF_TERM unwatch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_mutex_unlock(w->mtx);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
+    __atomic_store_n(&w->cancelled, 1, __ATOMIC_RELEASE);
     st = tidemark_store_unwatch(s, id);
     result = st == TIDEMARK_OK ? am_ok : status_error(env, st);
     core_done(r->core);

@@ -62,14 +62,16 @@
                             revision := revision(), retry_ms := non_neg_integer(),
                             cursor := binary() | undefined, message := binary() | undefined,
                             line := binary() | undefined}.
--type error() :: {error, not_found | closed | noproc
+%% One reason per status code of include/tidemark.h (the atom is the code's name without
+%% `TIDEMARK_ERR_', lowercased; the tests check every code against this type), plus `noproc'.
+-type error() :: {error, not_found | closed | timeout | noproc
                         | {compacted, Earliest :: revision()}
                         | {conflict, CurrentModRevision :: revision()}
                         | {future_revision, Current :: revision()}
-                        | {invalid_argument | locked | io | corrupt | too_large | panic, binary()}}.
+                        | {invalid_argument | null_argument | locked | io | corrupt | too_large
+                           | panic, binary()}
+                        | {unknown, Code :: non_neg_integer(), binary()}}.
 
-%% changes/range limits above this run on a dirty CPU scheduler.
--define(DIRTY_LIMIT, 1000).
 -define(U64_MAX, 18446744073709551615).
 
 %%% Stores
@@ -119,7 +121,7 @@ watcher_count(Store) -> tidemark_nif:watcher_count_nif(Store).
 
 %% @doc Sets `Key' to `Value'; returns the new revision.
 -spec put(store(), key(), iodata()) -> {ok, revision()} | error().
-put(Store, Key, Value) -> tidemark_nif:put_nif(Store, Key, Value, -1).
+put(Store, Key, Value) -> tidemark_nif:put_nif(Store, Key, Value, none).
 
 %% @doc Like {@link put/3}; with `#{expected_mod_revision => N}' only if the key's
 %% mod_revision is `N' (0 = the key must not exist), otherwise `{error, {conflict, Current}}'.
@@ -129,7 +131,7 @@ put(Store, Key, Value, #{expected_mod_revision := N} = Opts)
   when is_integer(N), N >= 0, map_size(Opts) =:= 1 ->
     tidemark_nif:put_nif(Store, Key, Value, N);
 put(Store, Key, Value, Opts) when Opts =:= #{} ->
-    tidemark_nif:put_nif(Store, Key, Value, -1);
+    tidemark_nif:put_nif(Store, Key, Value, none);
 put(_, _, _, _) ->
     erlang:error(badarg).
 
@@ -156,10 +158,7 @@ batch(Store, Ops) -> tidemark_nif:batch_nif(Store, Ops).
                                version := pos_integer()}],
                  has_more := boolean()}} | error().
 range(Store, Selector, Limit) when is_integer(Limit), Limit >= 0 ->
-    case Limit =:= 0 orelse Limit > ?DIRTY_LIMIT of
-        true -> tidemark_nif:range_dirty_nif(Store, Selector, Limit);
-        false -> tidemark_nif:range_nif(Store, Selector, Limit)
-    end;
+    tidemark_nif:range_nif(Store, Selector, Limit);
 range(_, _, _) ->
     erlang:error(badarg).
 
@@ -183,10 +182,7 @@ changes(Store, From, To, Opts) when is_map(Opts) ->
     Limit = maps:get(limit, Opts, 0),
     Selector = maps:get(selector, Opts, all),
     check_keys(Opts, [limit, selector]),
-    case Limit > ?DIRTY_LIMIT of
-        true -> tidemark_nif:changes_dirty_nif(Store, Selector, From, To, Limit);
-        false -> tidemark_nif:changes_nif(Store, Selector, From, To, Limit)
-    end;
+    tidemark_nif:changes_nif(Store, Selector, From, To, Limit);
 changes(_, _, _, _) ->
     erlang:error(badarg).
 
