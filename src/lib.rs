@@ -9,6 +9,9 @@ mod event;
 pub mod ffi;
 mod kv;
 pub mod lockstep;
+// The streams change that follows this foundation uses all of it.
+#[allow(dead_code)]
+mod ns;
 mod options;
 mod selector;
 pub mod storage;

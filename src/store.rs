@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::kv::{Entry, Kv, Op};
+use crate::ns;
 use crate::options::Options;
 use crate::selector::Selector;
 use crate::storage::group::{WriteGroup, Writer};
@@ -124,29 +125,55 @@ impl Store {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Put(key, value)])
     }
 
     /// Puts only if the key's `mod_revision` is `expected` (0 = the key must not exist).
     pub fn put_if(&self, key: &[u8], value: &[u8], expected: u64) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Require(key, expected), Op::Put(key, value)])
     }
 
     /// Deletes a key; a missing key is `NotFound` and takes no revision.
     pub fn delete(&self, key: &[u8]) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Delete(key)])
     }
 
     /// Commits all operations atomically at consecutive revisions. Returns the revision of
     /// the first write, or 0 when the operations wrote nothing (only requirements).
     pub fn commit(&self, ops: &[Op<'_>]) -> Result<u64> {
+        ns::check_user_ops(ops)?;
+        self.inner.write(ops)
+    }
+
+    /// `commit` for the store's own features: the keys may be in the reserved namespace.
+    pub(crate) fn commit_reserved(&self, ops: &[Op<'_>]) -> Result<u64> {
         self.inner.write(ops)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Entry> {
+        ns::check_user_key(key)?;
+        self.get_reserved(key)
+    }
+
+    /// `get` for the store's own features: the key may be in the reserved namespace.
+    pub(crate) fn get_reserved(&self, key: &[u8]) -> Result<Entry> {
         check_key(key)?;
         let st = self.inner.read()?;
         st.kv.get(key).cloned().ok_or_else(|| not_found(key))
+    }
+
+    /// `range_visit` for the store's own features: any selector, the reserved namespace included.
+    pub(crate) fn range_reserved(
+        &self,
+        selector: &Selector,
+        limit: usize,
+        visit: &mut dyn FnMut(&Event),
+    ) -> Result<bool> {
+        selector.validate()?;
+        Ok(self.inner.read()?.kv.range(selector, limit, visit))
     }
 
     /// Visits current keys matching `selector` in key order (as PUT events), at most `limit`
@@ -157,8 +184,7 @@ impl Store {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<bool> {
-        selector.validate()?;
-        Ok(self.inner.read()?.kv.range(selector, limit, visit))
+        self.range_reserved(&ns::user_selector(selector)?, limit, visit)
     }
 
     pub fn range(&self, selector: &Selector, limit: usize) -> Result<(Vec<Event>, bool)> {
@@ -178,7 +204,7 @@ impl Store {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<(bool, u64)> {
-        selector.validate()?;
+        let selector = &ns::user_selector(selector)?;
         let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
         let st = self.inner.read()?;
         let current = st.log.last_revision();
@@ -209,6 +235,7 @@ impl Store {
 
     /// Registers a push watch; `callback` runs on the store's dispatcher threads.
     pub fn watch(&self, selector: Selector, opts: &WatchOptions, callback: Callback) -> Result<u64> {
+        let selector = ns::user_selector(&selector)?;
         let w = self.inner.register(selector, opts, Some(callback))?;
         if let Err(e) = self.inner.dispatcher.start(&self.inner) {
             self.inner.forget(w.id);
@@ -270,6 +297,7 @@ impl Store {
     /// Opens a pull watch, consumed with `PullWatch::next`.
     pub fn watch_pull(&self, selector: Selector, opts: &WatchOptions) -> Result<PullWatch> {
         let opts = WatchOptions { credit: None, ..*opts };
+        let selector = ns::user_selector(&selector)?;
         let watcher = self.inner.register(selector, &opts, None)?;
         Ok(PullWatch { inner: self.inner.clone(), watcher })
     }
@@ -470,7 +498,7 @@ impl Inner {
                         let kv = &st.kv;
                         // Best effort: the commits are durable in the log either way.
                         let _ = st.log.checkpoint(&mut |visit| {
-                            kv.range(&Selector::All, 0, visit);
+                            kv.range(&Selector::every_key(), 0, visit);
                         });
                     }
                 }
@@ -518,7 +546,7 @@ impl Inner {
         let st = &mut *st;
         let kv = &st.kv;
         st.log.compact(keep, &mut |visit| {
-            kv.range(&Selector::All, 0, visit);
+            kv.range(&Selector::every_key(), 0, visit);
         })
     }
 
@@ -574,7 +602,7 @@ impl Inner {
             let mut got = Vec::new();
             let mut pending: Option<Event> = None;
             // Every event is visited (at most `room` of them) to see where commits end.
-            let scanned = st.log.scan(&Selector::All, from, head, room, &mut |e| {
+            let scanned = st.log.scan(&Selector::every_key(), from, head, room, &mut |e| {
                 if w.selector.matches(&e.key) {
                     got.extend(pending.take());
                     pending = Some(Event { commit_end: false, ..e.clone() });

@@ -655,7 +655,7 @@ static void test_kv(void) {
   CHECK_OK(tidemark_store_get(s, S("empty"), &e));
   CHECK(tidemark_entry_value(e).len == 0 && tidemark_entry_version(e) == 1);
   tidemark_entry_free(e);
-  static const uint8_t bkey[] = {0x00, 0xff, 0x00, 'k'};
+  static const uint8_t bkey[] = {0x01, 0xff, 0x00, 'k'};
   static const uint8_t bval[] = {0x00, 0x01, 0xfe, 0x00};
   CHECK_OK(tidemark_store_put(s, bkey, sizeof bkey, bval, sizeof bval, &rev));
   CHECK(rev == 8);
@@ -710,6 +710,57 @@ static void test_kv(void) {
   CHECK(bytes_is(tidemark_entry_value(e), "v1b"));
   CHECK(tidemark_entry_mod_revision(e) == 3);
   tidemark_entry_free(e);
+}
+
+/* The reserved namespace: keys starting with 0x00 belong to tidemark's features; the user key
+ * API refuses them and ALL never shows them. */
+static void test_reserved_namespace(void) {
+  section("reserved 0x00 namespace");
+  tidemark_store *s = open_store(NULL);
+  uint64_t rev = UNTOUCHED;
+  const uint8_t reserved[] = {0x00, 's', '/', 'x'};
+  CHECK_ST(tidemark_store_put(s, reserved, sizeof reserved, S("v"), &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK_ST(tidemark_store_put(s, reserved, 1, S("v"), &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(rev == UNTOUCHED && strstr(tidemark_last_error_message(), "reserved") != NULL);
+  CHECK_ST(tidemark_store_put_if(s, reserved, sizeof reserved, S("v"), 0, &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK_ST(tidemark_store_delete(s, reserved, sizeof reserved, &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  tidemark_entry *e = SENTINEL;
+  CHECK_ST(tidemark_store_get(s, reserved, sizeof reserved, &e), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(e == SENTINEL);
+  tidemark_batch *b = tidemark_batch_new();
+  CHECK_OK(tidemark_batch_put(b, S("ok"), S("1")));
+  CHECK_OK(tidemark_batch_require(b, reserved, sizeof reserved, 0));
+  CHECK_ST(tidemark_store_commit(s, b, &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  tidemark_batch_free(b);
+  CHECK(tidemark_store_current_revision(s) == 0);
+  /* Selectors into the namespace are refused; ALL, the empty prefix and a RANGE from "" are
+   * confined to user keys. */
+  tidemark_selector bad[] = {
+      {TIDEMARK_SELECT_KEY, {reserved, 2}, {NULL, 0}},
+      {TIDEMARK_SELECT_PREFIX, {reserved, 1}, {NULL, 0}},
+      {TIDEMARK_SELECT_RANGE, {reserved, 2}, {B("z"), 1}},
+      {TIDEMARK_SELECT_RANGE, {NULL, 0}, {reserved, 3}},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    tidemark_events *ev = SENTINEL;
+    CHECK_ST(tidemark_store_changes(s, &bad[i], 0, 0, 0, &ev), TIDEMARK_ERR_INVALID_ARGUMENT);
+    CHECK_ST(tidemark_store_range(s, &bad[i], 0, &ev), TIDEMARK_ERR_INVALID_ARGUMENT);
+    CHECK(ev == SENTINEL);
+    tidemark_watch *w = SENTINEL;
+    CHECK_ST(tidemark_watch_open(s, &bad[i], NULL, &w), TIDEMARK_ERR_INVALID_ARGUMENT);
+    CHECK(w == SENTINEL);
+  }
+  CHECK_OK(tidemark_store_put(s, S("\x01k"), S("v"), &rev));
+  tidemark_selector from_empty = {TIDEMARK_SELECT_RANGE, {NULL, 0}, {B("z"), 1}};
+  tidemark_selector empty_prefix = {TIDEMARK_SELECT_PREFIX, {NULL, 0}, {NULL, 0}};
+  tidemark_events *ev = NULL;
+  CHECK_OK(tidemark_store_range(s, &from_empty, 0, &ev));
+  CHECK(tidemark_events_len(ev) == 1);
+  tidemark_events_free(ev);
+  CHECK_OK(tidemark_store_changes(s, &empty_prefix, 0, 0, 0, &ev));
+  CHECK(tidemark_events_len(ev) == 1);
+  tidemark_events_free(ev);
+  tidemark_store_close(s);
 }
 
 static void test_put_if(void) {
@@ -3009,6 +3060,7 @@ int main(void) {
   test_open();
   test_durable();
   test_kv();
+  test_reserved_namespace();
   test_put_if();
   test_sizes();
   test_status_json();
