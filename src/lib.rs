@@ -9,8 +9,6 @@ mod event;
 pub mod ffi;
 mod kv;
 pub mod lockstep;
-// The streams change that follows this foundation uses all of it.
-#[allow(dead_code)]
 mod ns;
 mod options;
 mod selector;
@@ -21,7 +19,10 @@ mod watch;
 pub use error::{Error, Result};
 pub use event::{Bytes, Event, EventKind};
 pub use kv::{Entry, Op};
+pub use ns::snapshots::Snapshot;
+pub use ns::streams::{new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, MAX_NAME};
+pub use ns::{decode as decode_feature_event, FeatureEvent};
 pub use options::{Options, SyncPolicy};
 pub use selector::{prefix_end, Selector};
-pub use store::{Changes, PullWatch, Store, DEFAULT_LIMIT};
+pub use store::{Changes, Clock, PullWatch, Store, DEFAULT_LIMIT};
 pub use watch::{Callback, WatchOptions, DEFAULT_MAX_QUEUE};

@@ -42,6 +42,15 @@ pub(crate) struct Inner {
     pub dispatcher: Dispatcher,
     /// Directory stores: writers share syncs through this write group (group commit).
     group: Option<WriteGroup>,
+    /// The store's one clock (ms since the epoch) for every timestamp its features write.
+    clock: RwLock<Clock>,
+}
+
+/// A store clock: returns the time in ms since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A batch of changes returned by `changes`.
@@ -101,6 +110,7 @@ impl Store {
             revision: AtomicU64::new(current),
             closed: AtomicBool::new(false),
             group,
+            clock: RwLock::new(Arc::new(system_clock)),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -163,6 +173,21 @@ impl Store {
         check_key(key)?;
         let st = self.inner.read()?;
         st.kv.get(key).cloned().ok_or_else(|| not_found(key))
+    }
+
+    /// Replaces the store's clock (tests inject one so that timestamps are known).
+    pub fn set_clock(&self, clock: Clock) {
+        *self.inner.clock.write() = clock;
+    }
+
+    /// The store clock's time, in ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        (self.inner.clock.read())()
+    }
+
+    /// Runs `f` on the key state under one read lock: a feature's consistent view.
+    pub(crate) fn read_kv<R>(&self, f: impl FnOnce(&Kv) -> R) -> Result<R> {
+        Ok(f(&self.inner.read()?.kv))
     }
 
     /// `range_visit` for the store's own features: any selector, the reserved namespace included.
@@ -315,6 +340,8 @@ impl Store {
             "revision": self.inner.revision(),
             "earliest_revision": st.log.earliest_revision(),
             "keys": st.kv.len(),
+            "streams": ns::streams::count(&st.kv),
+            "snapshots": ns::snapshots::count(&st.kv),
             "watchers": st.watches.len(),
             "durable": disk.durable,
             "path": disk.path,

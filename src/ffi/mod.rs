@@ -9,6 +9,7 @@ mod events;
 mod lockstep;
 mod status;
 mod store;
+mod streams;
 mod watch;
 
 pub use batch::*;
@@ -16,6 +17,7 @@ pub use events::*;
 pub use lockstep::*;
 pub use status::*;
 pub use store::*;
+pub use streams::*;
 pub use watch::*;
 
 use std::ffi::{c_char, CStr};

@@ -10,9 +10,9 @@
 //!
 //! | tag | feature | key after `\0<tag>/` | value |
 //! |---|---|---|---|
-//! | `s` | streams: head | `h` `<name>` | the stream's version and last append |
-//! | `s` | streams: event | `e` `<name as part>` `<version u64>` | the event |
-//! | `n` | snapshots | `<source as part>` `<stream as part>` `<version u64>` | the snapshot |
+//! | `s` | streams: head | `h` `<name>` | see `ns::streams` |
+//! | `s` | streams: event | `e` `<name as part>` `<version u64>` | see `ns::streams` |
+//! | `n` | snapshots | `<source as part>` `<stream as part>` `<version u64>` | see `ns::snapshots` |
 //! | `l` | lockstep follower cursor | `<prefix>` | the follower's cursor document (JSON) |
 //!
 //! Tags reserved for the features to come: `u` subscriptions, `c` contexts, `t` trackers.
@@ -29,7 +29,11 @@
 //! `Require`s on the keys it read (`transact` plans it and retries it on `Conflict`), so it
 //! is atomic, durable under the store's sync policy and survives compaction as current keys.
 
+pub mod snapshots;
+pub mod streams;
+
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::kv::Op;
 use crate::selector::Selector;
 use crate::store::Store;
@@ -127,10 +131,6 @@ impl<'a> Fields<'a> {
         let (v, rest) = self.0.split_first_chunk::<8>()?;
         self.0 = rest;
         Some(u64::from_be_bytes(*v))
-    }
-
-    pub fn rest(self) -> &'a [u8] {
-        self.0
     }
 }
 
@@ -234,6 +234,26 @@ pub fn transact<T>(store: &Store, mut plan: impl FnMut() -> Result<Plan<T>>) -> 
     }
 }
 
+/// A feature event decoded from the log, for feature feeds (`changes`/watches over a
+/// feature's prefix). Events of keys outside the reserved namespace are not feature events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureEvent {
+    /// An event appended to a stream.
+    StreamEvent(streams::StreamEvent),
+    /// A stream's event was deleted (its stream was deleted): the stream and the version.
+    StreamEventDeleted { stream: Vec<u8>, version: u64 },
+    /// A snapshot was recorded.
+    Snapshot(snapshots::Snapshot),
+    /// A snapshot was deleted.
+    SnapshotDeleted { source: Vec<u8>, stream: Vec<u8>, version: u64 },
+}
+
+/// Decodes a log event of the reserved namespace; `None` for user keys, bookkeeping keys
+/// (stream heads, lockstep cursors) and notices.
+pub fn decode(e: &Event) -> Option<FeatureEvent> {
+    streams::decode(e).or_else(|| snapshots::decode(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,7 +267,7 @@ mod tests {
         assert_eq!(f.tag(b"e"), Some(()));
         assert_eq!(f.part(), Some(&b"x\0y"[..]));
         assert_eq!(f.u64(), Some(7));
-        assert!(f.rest().is_empty());
+        assert_eq!(f.u64(), None, "nothing after the version");
         assert!(Fields::of(&a, Feature::Snapshots).is_none());
         assert!(Feature::of(b"user").is_none());
         assert!(Feature::of(b"\0?/x").is_none());
@@ -307,6 +327,39 @@ mod tests {
         assert_eq!((runs, first), (2, 2));
         assert_eq!(store.get_reserved(&key).unwrap().value[..], b"run 2"[..]);
         assert_eq!(transact(&store, || Ok(Plan::Done(7))).unwrap(), 7);
+    }
+
+    #[test]
+    fn feature_events_decode() {
+        use crate::event::EventKind;
+        use streams::{ExpectedVersion, NewEvent};
+        let store = Store::memory(None).unwrap();
+        store.set_clock(std::sync::Arc::new(|| 5));
+        let ev = NewEvent { id: Some([7; 16]), event_type: b"t", data: b"d", metadata: b"m" };
+        store.append(b"s", &[ev], ExpectedVersion::Any).unwrap();
+        store.snapshot_record(b"src", b"s", 0, b"snap").unwrap();
+        store.put(b"user", b"1").unwrap();
+        let mut decoded = Vec::new();
+        let mut deletes = Vec::new();
+        store
+            .range_reserved(&Selector::every_key(), 0, &mut |e| {
+                decoded.push(decode(e));
+                deletes.push(decode(&Event { kind: EventKind::Delete, ..e.clone() }));
+            })
+            .unwrap();
+        let [snapshot, event, head, user] = &decoded[..] else { panic!("{decoded:?}") };
+        let Some(FeatureEvent::StreamEvent(event)) = event else { panic!("{event:?}") };
+        assert_eq!(
+            (event.id(), event.data(), event.timestamp_ms(), event.version),
+            (&[7; 16], &b"d"[..], 5, 0)
+        );
+        let Some(FeatureEvent::Snapshot(snapshot)) = snapshot else { panic!("{snapshot:?}") };
+        assert_eq!((&snapshot.data[..], snapshot.version), (&b"snap"[..], 0));
+        assert_eq!((head, user), (&None, &None), "stream heads and user keys are not feature events");
+        assert_eq!(deletes[1], Some(FeatureEvent::StreamEventDeleted { stream: b"s".to_vec(), version: 0 }));
+        let deleted =
+            FeatureEvent::SnapshotDeleted { source: b"src".to_vec(), stream: b"s".to_vec(), version: 0 };
+        assert_eq!(deletes[0], Some(deleted));
     }
 
     #[test]
