@@ -86,7 +86,9 @@ enum tidemark_status
    */
   TIDEMARK_ERR_FUTURE_REVISION = 5,
   /**
-   * A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
+   * A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision
+   * (after `tidemark_store_append`: `tidemark_last_error_current_version()` is the
+   * stream's current version).
    */
   TIDEMARK_ERR_CONFLICT = 6,
   /**

@@ -7,8 +7,8 @@ use crate::ns::snapshots::Snapshot;
 use crate::ns::streams::{Direction, ExpectedVersion, NewEvent, StreamEvent};
 
 use super::{
-    bytes_in, free_box, guard, guard_value, need, put_out, store_ref, tidemark_bytes, tidemark_status,
-    tidemark_store,
+    bytes_in, free_box, get_ref, guard, guard_value, need, put_out, tidemark_bytes, tidemark_status,
+    tidemark_store, to_boxed_ptr, try_ref, Castable,
 };
 
 /// `expected_version` of `tidemark_store_append`: whatever the stream's state.
@@ -99,11 +99,26 @@ impl<V, T> List<V, T> {
 }
 
 /// Events read by `tidemark_store_read_stream` (opaque); free with `tidemark_stream_events_free`.
-pub struct tidemark_stream_events(List<tidemark_stream_event, StreamEvent>);
+pub struct tidemark_stream_events {
+    _private: [u8; 0],
+}
+impl Castable for tidemark_stream_events {
+    type RustType = List<tidemark_stream_event, StreamEvent>;
+}
 /// Streams listed by `tidemark_store_list_streams` (opaque); free with `tidemark_stream_list_free`.
-pub struct tidemark_stream_list(List<tidemark_stream_info, (Vec<u8>, i64)>);
+pub struct tidemark_stream_list {
+    _private: [u8; 0],
+}
+impl Castable for tidemark_stream_list {
+    type RustType = List<tidemark_stream_info, (Vec<u8>, i64)>;
+}
 /// Snapshots from `tidemark_store_snapshot_read`/`_list` (opaque); free with `tidemark_snapshots_free`.
-pub struct tidemark_snapshots(List<tidemark_snapshot, Snapshot>);
+pub struct tidemark_snapshots {
+    _private: [u8; 0],
+}
+impl Castable for tidemark_snapshots {
+    type RustType = List<tidemark_snapshot, Snapshot>;
+}
 
 fn event_view(e: &StreamEvent) -> tidemark_stream_event {
     tidemark_stream_event {
@@ -168,14 +183,19 @@ pub unsafe extern "C" fn tidemark_store_append(
     result_out: *mut tidemark_append_result,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         if count > 0 {
             need(events, "events")?;
         }
         let expected = ExpectedVersion::from_i64(expected_version)?;
-        let input: &[tidemark_stream_event] =
-            if count == 0 { &[] } else { std::slice::from_raw_parts(events, count) };
+        let input: &[tidemark_stream_event] = if count == 0 {
+            &[]
+        } else {
+            // SAFETY: the header's rule for arrays: a non-NULL `events` points to `count`
+            // readable elements that stay valid and unchanged for the call.
+            unsafe { std::slice::from_raw_parts(events, count) }
+        };
         let new = input.iter().map(|e| new_event(e)).collect::<Result<Vec<_>, _>>()?;
         let a = s.append(stream, &new, expected)?;
         put_out(
@@ -207,7 +227,7 @@ pub unsafe extern "C" fn tidemark_store_read_stream(
     out: *mut *mut tidemark_stream_events,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         let direction = match direction {
@@ -221,7 +241,7 @@ pub unsafe extern "C" fn tidemark_store_read_stream(
             v => return Err(Error::InvalidArgument(format!("from_version {v}")).into()),
         };
         let events = s.read_stream(stream, from, count, direction)?;
-        put_out(out, Box::into_raw(Box::new(tidemark_stream_events(List::new(events, event_view, false)))));
+        put_out(out, to_boxed_ptr::<tidemark_stream_events>(List::new(events, event_view, false)));
         Ok(())
     })
 }
@@ -229,7 +249,7 @@ pub unsafe extern "C" fn tidemark_store_read_stream(
 /// The number of events in the list (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_stream_events_len(list: *const tidemark_stream_events) -> usize {
-    guard_value(0, || list.as_ref().map_or(0, |l| l.0.views.len()))
+    guard_value(0, || get_ref(list).map_or(0, |l| l.views.len()))
 }
 
 /// The events as a contiguous array of `tidemark_stream_events_len` elements, owned by the
@@ -238,7 +258,7 @@ pub unsafe extern "C" fn tidemark_stream_events_len(list: *const tidemark_stream
 pub unsafe extern "C" fn tidemark_stream_events_data(
     list: *const tidemark_stream_events,
 ) -> *const tidemark_stream_event {
-    guard_value(std::ptr::null(), || list.as_ref().map_or(std::ptr::null(), |l| l.0.views.as_ptr()))
+    guard_value(std::ptr::null(), || get_ref(list).map_or(std::ptr::null(), |l| l.views.as_ptr()))
 }
 
 /// Frees a list of stream events. NULL is a no-op.
@@ -256,7 +276,7 @@ pub unsafe extern "C" fn tidemark_store_stream_version(
     version_out: *mut i64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(version_out, "version_out")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         put_out(version_out, s.stream_version(stream)?);
@@ -279,14 +299,14 @@ pub unsafe extern "C" fn tidemark_store_list_streams(
     out: *mut *mut tidemark_stream_list,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let prefix = bytes_in(prefix, prefix_len, "prefix")?;
         let after = bytes_in(after, after_len, "after")?;
         let (names, more) = s.list_streams(prefix, (!after.is_empty()).then_some(after), limit)?;
         let view =
             |(n, v): &(Vec<u8>, i64)| tidemark_stream_info { name: tidemark_bytes::of(n), version: *v };
-        put_out(out, Box::into_raw(Box::new(tidemark_stream_list(List::new(names, view, more)))));
+        put_out(out, to_boxed_ptr::<tidemark_stream_list>(List::new(names, view, more)));
         Ok(())
     })
 }
@@ -294,7 +314,7 @@ pub unsafe extern "C" fn tidemark_store_list_streams(
 /// The number of streams in the list (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_stream_list_len(list: *const tidemark_stream_list) -> usize {
-    guard_value(0, || list.as_ref().map_or(0, |l| l.0.views.len()))
+    guard_value(0, || get_ref(list).map_or(0, |l| l.views.len()))
 }
 
 /// The streams as a contiguous array of `tidemark_stream_list_len` elements, owned by the
@@ -303,13 +323,13 @@ pub unsafe extern "C" fn tidemark_stream_list_len(list: *const tidemark_stream_l
 pub unsafe extern "C" fn tidemark_stream_list_data(
     list: *const tidemark_stream_list,
 ) -> *const tidemark_stream_info {
-    guard_value(std::ptr::null(), || list.as_ref().map_or(std::ptr::null(), |l| l.0.views.as_ptr()))
+    guard_value(std::ptr::null(), || get_ref(list).map_or(std::ptr::null(), |l| l.views.as_ptr()))
 }
 
 /// True when the limit left names out (false for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_stream_list_has_more(list: *const tidemark_stream_list) -> bool {
-    guard_value(false, || list.as_ref().is_some_and(|l| l.0.has_more))
+    guard_value(false, || get_ref(list).is_some_and(|l| l.has_more))
 }
 
 /// Frees a stream list. NULL is a no-op.
@@ -330,7 +350,7 @@ pub unsafe extern "C" fn tidemark_store_delete_stream(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         put_out(revision_out, s.delete_stream(stream)?);
         Ok(())
@@ -353,7 +373,7 @@ pub unsafe extern "C" fn tidemark_store_snapshot_record(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let source = bytes_in(source, source_len, "source")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         let data = bytes_in(data, data_len, "data")?;
@@ -376,15 +396,12 @@ pub unsafe extern "C" fn tidemark_store_snapshot_read(
     out: *mut *mut tidemark_snapshots,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let source = bytes_in(source, source_len, "source")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         let snap = s.snapshot_read(source, stream, max_version)?;
-        put_out(
-            out,
-            Box::into_raw(Box::new(tidemark_snapshots(List::new(vec![snap], snapshot_view, false)))),
-        );
+        put_out(out, to_boxed_ptr::<tidemark_snapshots>(List::new(vec![snap], snapshot_view, false)));
         Ok(())
     })
 }
@@ -402,7 +419,7 @@ pub unsafe extern "C" fn tidemark_store_snapshot_delete(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let source = bytes_in(source, source_len, "source")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         put_out(revision_out, s.snapshot_delete(source, stream, version)?);
@@ -422,12 +439,12 @@ pub unsafe extern "C" fn tidemark_store_snapshot_list(
     out: *mut *mut tidemark_snapshots,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let source = bytes_in(source, source_len, "source")?;
         let stream = bytes_in(stream, stream_len, "stream")?;
         let list = s.snapshot_list(source, stream)?;
-        put_out(out, Box::into_raw(Box::new(tidemark_snapshots(List::new(list, snapshot_view, false)))));
+        put_out(out, to_boxed_ptr::<tidemark_snapshots>(List::new(list, snapshot_view, false)));
         Ok(())
     })
 }
@@ -435,7 +452,7 @@ pub unsafe extern "C" fn tidemark_store_snapshot_list(
 /// The number of snapshots in the list (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_snapshots_len(list: *const tidemark_snapshots) -> usize {
-    guard_value(0, || list.as_ref().map_or(0, |l| l.0.views.len()))
+    guard_value(0, || get_ref(list).map_or(0, |l| l.views.len()))
 }
 
 /// The snapshots as a contiguous array of `tidemark_snapshots_len` elements, owned by the
@@ -444,7 +461,7 @@ pub unsafe extern "C" fn tidemark_snapshots_len(list: *const tidemark_snapshots)
 pub unsafe extern "C" fn tidemark_snapshots_data(
     list: *const tidemark_snapshots,
 ) -> *const tidemark_snapshot {
-    guard_value(std::ptr::null(), || list.as_ref().map_or(std::ptr::null(), |l| l.0.views.as_ptr()))
+    guard_value(std::ptr::null(), || get_ref(list).map_or(std::ptr::null(), |l| l.views.as_ptr()))
 }
 
 /// Frees a snapshot list. NULL is a no-op.

@@ -34,7 +34,7 @@ pub mod streams;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::kv::Op;
+use crate::op::Op;
 use crate::selector::Selector;
 use crate::store::Store;
 

@@ -16,7 +16,8 @@ use super::streams::check_name;
 use super::{Feature, Fields, Key};
 use crate::error::{Error, Result};
 use crate::event::{Bytes, Event, EventKind};
-use crate::kv::{Kv, Op};
+use crate::kv::Kv;
+use crate::op::Op;
 use crate::selector::Selector;
 use crate::store::Store;
 

@@ -151,6 +151,9 @@ impl StreamEvent {
     }
 }
 
+/// A page of `list_streams`: (name, version) pairs, and whether more names follow.
+pub type StreamPage = (Vec<(Vec<u8>, i64)>, bool);
+
 /// Which way `read_stream` goes from its starting version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -347,12 +350,7 @@ impl Store {
     /// Stream names in byte order with their versions, at most `limit` (0 = 1000), those
     /// starting with `prefix`, after `after` (exclusive; None = from the first). Returns
     /// the page and whether more names follow it.
-    pub fn list_streams(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, i64)>, bool)> {
+    pub fn list_streams(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<StreamPage> {
         let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
         let lo = head_key(prefix);
         let start = match after {
