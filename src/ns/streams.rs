@@ -322,6 +322,9 @@ impl Store {
         direction: Direction,
     ) -> Result<Vec<StreamEvent>> {
         check_name(stream, "stream")?;
+        if direction == Direction::Forward && from.is_none() {
+            return Err(Error::InvalidArgument("a forward read needs a start version".into()));
+        }
         let name: Bytes = Arc::from(stream);
         let mut key = event_key(stream, 0);
         self.read_kv(|kv| {
@@ -332,10 +335,7 @@ impl Store {
                 )));
             };
             let versions: Box<dyn Iterator<Item = u64>> = match (direction, from) {
-                (Direction::Forward, None) => {
-                    return Err(Error::InvalidArgument("a forward read needs a start version".into()))
-                }
-                (Direction::Forward, Some(f)) => Box::new(f..=h.version),
+                (Direction::Forward, f) => Box::new(f.unwrap_or(0)..=h.version),
                 (Direction::Backward, f) => Box::new((0..=f.unwrap_or(h.version).min(h.version)).rev()),
             };
             let count = if count == 0 { usize::MAX } else { count };
