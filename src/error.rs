@@ -28,6 +28,13 @@ pub enum Error {
         expected: u64,
         current: u64,
     },
+    /// A stream append's expected version did not hold; `current` is the stream's version
+    /// now (−1 = no stream). `expected` is in the C encoding (see `ExpectedVersion`).
+    WrongExpectedVersion {
+        stream: Vec<u8>,
+        expected: i64,
+        current: i64,
+    },
     Timeout,
     Closed,
     /// An I/O failure; the `io::Error` is kept as the error's `source()`.
@@ -92,6 +99,14 @@ impl Error {
             _ => 0,
         }
     }
+
+    /// The stream's current version after `WrongExpectedVersion` (−1 = no stream).
+    pub fn current_version(&self) -> Option<i64> {
+        match self {
+            Error::WrongExpectedVersion { current, .. } => Some(*current),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -110,6 +125,11 @@ impl fmt::Display for Error {
                 f,
                 "conflict on key {}: expected mod_revision {expected}, current is {current}",
                 String::from_utf8_lossy(key)
+            ),
+            Error::WrongExpectedVersion { stream, expected, current } => write!(
+                f,
+                "conflict on stream {}: expected version {expected}, current version is {current}",
+                String::from_utf8_lossy(stream)
             ),
             Error::Timeout => write!(f, "timed out"),
             Error::Closed => write!(f, "closed"),

@@ -413,7 +413,7 @@ impl Storage for FileLog {
             let _ = self.cache.compact(keep, &mut |_| {});
             self.cache_used = 0;
             let mut used = 0;
-            let _ = self.cache.scan(&Selector::All, keep, self.last, usize::MAX, &mut |e| {
+            let _ = self.cache.scan(&Selector::every_key(), keep, self.last, usize::MAX, &mut |e| {
                 used += (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD
             });
             self.cache_used = used;
