@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::sim::{Crash, SimFs};
-use crate::kv::Op;
+use crate::op::Op;
 use crate::selector::Selector;
 use crate::store::Store;
 
