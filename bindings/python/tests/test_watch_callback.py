@@ -399,18 +399,31 @@ def test_cancel_from_another_thread_during_a_delivery_stops_it(store: Store) -> 
     assert not h.active
 
 
-def test_closed_store_push_watch_gets_a_prefix_of_its_backlog_then_closed() -> None:
-    # The C contract (tidemark_store_close): a push watch gets what it had queued, then
-    # CLOSED at the close revision; what it had not read from the log yet is not delivered,
-    # and the consumer resumes after its last event. So a prefix, never a gap.
+def test_closed_store_push_watch_gets_its_replay_backlog_then_closed() -> None:
+    # Issue 18.2 for push watches (tidemark_store_close): every matching event up to the
+    # revision current at close, also a replay not delivered yet, then CLOSED at that revision.
     for _ in range(5):
         s = Store()
         for i in range(4):
             s.put(f"t/{i}", str(i))
+        s.put("other", "x")
         got: List[Event] = []
         h = s.watch(prefix="t/", start_revision=1, callback=got.append)
         s.close()
         assert h.wait(PATIENCE)
-        revs = [e.revision for e in got[:-1]]
-        assert revs == list(range(1, len(revs) + 1))
-        assert got[-1].kind == CLOSED and got[-1].revision == 4
+        assert [e.revision for e in got[:-1]] == [1, 2, 3, 4]
+        assert got[-1].kind == CLOSED and got[-1].revision == 5
+
+
+def test_closed_store_push_watch_out_of_credit_gets_closed_only() -> None:
+    # The one exception of the contract: a watch out of credit is not owed what it was not granted.
+    s = Store()
+    got: List[Event] = []
+    h = s.watch(callback=got.append, credit=1)
+    for i in range(4):
+        s.put(f"k{i}", "v")
+    wait_until(lambda: len(got) == 1, "the granted event")
+    s.close()
+    assert h.wait(PATIENCE)
+    assert [e.revision for e in got[:-1]] == [1]
+    assert got[-1].kind == CLOSED and got[-1].revision == 4
