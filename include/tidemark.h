@@ -689,11 +689,17 @@ void tidemark_string_free(char *string);
 tidemark_status tidemark_store_open(const char *path, const char *options_json, struct tidemark_store **out);
 
 /**
- * Closes and frees the store. Every watch ends first: push watches get a final callback with
- * a `TIDEMARK_EVENT_CLOSED` event, then their `drop_userdata`; pull watches return their
- * queued events, then the CLOSED event, then `TIDEMARK_ERR_CLOSED` (they must still be freed
- * with `tidemark_watch_close`). Waits for running callbacks to return, so it must not be
- * called while another thread still uses the store. NULL is a no-op.
+ * Closes and frees the store. Every watch ends first, and first gets every event that
+ * matches it up to the revision current at close, including those it had not yet read from
+ * the log (a watch still replaying, or one that fell behind its `max_queue`: that backlog is
+ * read into memory before the store closes), then the CLOSED event, whose revision is that
+ * revision. So a consumer that persists the revision of each event it handled can resume
+ * from the next one after reopening, without a gap. A pull watch then returns
+ * `TIDEMARK_ERR_CLOSED` and must still be freed with `tidemark_watch_close`. A push watch
+ * gets those events and the final CLOSED callback before this returns, then its
+ * `drop_userdata`; one out of credit (`tidemark_store_watch_credit`) gets only the CLOSED
+ * callback. Waits for the callbacks to return, so it must not be called while another
+ * thread still uses the store. NULL is a no-op.
  */
 void tidemark_store_close(struct tidemark_store *store);
 
@@ -969,7 +975,8 @@ tidemark_status tidemark_watch_open(struct tidemark_store *store, const struct t
  * Waits up to `timeout_ms` (0 = just check) for the next events and writes them to `*out`
  * (free with `tidemark_events_free`): whole commits in order, or one PROGRESS event, or one
  * terminal event. `TIDEMARK_ERR_TIMEOUT` when nothing came; `TIDEMARK_ERR_CLOSED` once the
- * terminal event has been returned. Blocks the calling thread; call from one thread at a time.
+ * terminal event has been returned. After the store was closed it returns every matching
+ * event up to the revision current at close, then CLOSED (see `tidemark_store_close`). Blocks the calling thread; call from one thread at a time.
  */
 tidemark_status tidemark_watch_next(struct tidemark_watch *watch, uint32_t timeout_ms, struct tidemark_events **out);
 

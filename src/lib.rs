@@ -17,7 +17,7 @@ pub mod storage;
 mod store;
 mod watch;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use event::{Bytes, Event, EventKind};
 pub use kv::Entry;
 pub use ns::snapshots::Snapshot;

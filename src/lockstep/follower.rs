@@ -294,7 +294,7 @@ impl Follower {
         let thread = std::thread::Builder::new()
             .name("tidemark-lockstep-follow".into())
             .spawn(move || runner.run())
-            .map_err(|e| Error::Io(format!("cannot start the follower thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start the follower thread", e))?;
         let thread_id = Some(thread.thread().id());
         Ok(Follower { shared, thread: Some(thread), thread_id, url: url.to_string(), prefix })
     }

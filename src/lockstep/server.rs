@@ -166,8 +166,8 @@ impl Server {
             }
         }
         let listener =
-            TcpListener::bind(&addrs[..]).map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+            TcpListener::bind(&addrs[..]).map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        let bound = listener.local_addr().map_err(|e| Error::io("cannot read the listening address", e))?;
         let shared = Arc::new(Shared {
             store,
             opts,
@@ -185,7 +185,7 @@ impl Server {
         let accept = std::thread::Builder::new()
             .name("tidemark-lockstep-accept".into())
             .spawn(move || accept_loop(&sh, listener))
-            .map_err(|e| Error::Io(format!("cannot start the server thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start the server thread", e))?;
         Ok(Server { addr: bound, shared, accept: Some(accept) })
     }
 

@@ -148,7 +148,7 @@ impl Store {
         let feed: Arc<dyn Feed> = self.inner.clone();
         if let Err(e) = self.inner.dispatcher.start(&feed) {
             self.inner.forget(w.id);
-            return Err(Error::Io(format!("cannot start a dispatcher thread: {e}")));
+            return Err(Error::io("cannot start a dispatcher thread", e));
         }
         let mut s = w.state.lock();
         w.wake(&mut s, &self.inner.dispatcher);
@@ -242,9 +242,10 @@ impl Store {
     }
 
     /// Ends every watch with a `Closed` notice (push callbacks get it as their last call and
-    /// are then dropped) and refuses further operations. Idempotent. A pull watch first
-    /// hands out every matching event up to the revision current at close, also when it was
-    /// still catching up (its backlog is read into memory before the log closes).
+    /// are then dropped) and refuses further operations. Idempotent. Every watch first
+    /// gets every matching event up to the revision current at close, also one that was
+    /// still catching up (its backlog is read into memory before the log closes); a push
+    /// watch out of credit gets only the `Closed` notice.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -311,7 +312,7 @@ impl Inner {
                 return;
             }
             let watchers = st.watches.drain();
-            for w in watchers.iter().filter(|w| !w.push) {
+            for w in &watchers {
                 watch::drain(&*st.log, w);
             }
             st.log.close();

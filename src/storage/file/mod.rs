@@ -83,7 +83,7 @@ pub struct FileLog {
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::Io(format!("{what} {}: {e}", path.display()))
+    Error::io(format!("{what} {}", path.display()), e)
 }
 
 /// Appends a commit to the in-memory tail of the log, dropping its oldest commits while it
@@ -239,7 +239,7 @@ impl FileLog {
             )));
         }
         if let Some(why) = &self.failed {
-            return Err(Error::Io(format!(
+            return Err(Error::io_other(format!(
                 "the log in {} refuses writes since an earlier failure ({why}); reopen the store",
                 self.dir.display()
             )));
