@@ -136,6 +136,7 @@ bench: build
 	$(CARGO) bench --bench core
 	$(CARGO) bench --bench durable
 	$(CARGO) bench --bench lockstep
+	$(CARGO) bench --bench streams
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench
 
