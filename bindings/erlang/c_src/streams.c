@@ -34,13 +34,15 @@ static void names_prune(void)
     tm_named **p = &names;
     while (*p != NULL) {
         tm_named *n = *p;
-        if (n->res->core->store == NULL) {
+        /* core_use takes the core's read lock (NULL, lock released, once closed). */
+        if (core_use(n->res->core) != NULL) {
+            core_done(n->res->core);
+            p = &n->next;
+        } else {
             *p = n->next;
             enif_release_resource(n->res);
             enif_release_binary(&n->name);
             enif_free(n);
-        } else {
-            p = &n->next;
         }
     }
 }
