@@ -39,6 +39,7 @@ demo: deps build
 	$(MAKE) -C examples/c run
 	$(MAKE) -C examples/cpp run
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/quickstart.py
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
 
@@ -140,6 +141,7 @@ bench: build
 	$(CARGO) bench --bench core
 	$(CARGO) bench --bench durable
 	$(CARGO) bench --bench lockstep
+	$(CARGO) bench --bench streams
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench
 

@@ -10,7 +10,11 @@
          watch_nif/7, unwatch_nif/2, activate_nif/2, watch_ended_nif/1,
          serve_nif/3, server_addr_nif/1, server_port_nif/1, server_status_nif/1,
          stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
-         follower_dropped_nif/1
+         follower_dropped_nif/1,
+         append_events_nif/4, read_stream_nif/5, stream_version_nif/2, list_streams_nif/4,
+         delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
+         snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
+         registered_stores_nif/0
         ]).
 
 -on_load(init/0).
@@ -58,3 +62,16 @@ follower_status_nif(_Follower) -> ?NIF.
 stop_follower_nif(_Follower) -> ?NIF.
 %% True once the follower's context was dropped (it has stopped for good); for the tests.
 follower_dropped_nif(_Follower) -> ?NIF.
+append_events_nif(_Store, _Stream, _Events, _Expected) -> ?NIF.
+read_stream_nif(_Store, _Stream, _From, _Count, _Direction) -> ?NIF.
+stream_version_nif(_Store, _Stream) -> ?NIF.
+list_streams_nif(_Store, _Prefix, _After, _Limit) -> ?NIF.
+delete_stream_nif(_Store, _Stream) -> ?NIF.
+snapshot_record_nif(_Store, _Source, _Stream, _Version, _Data) -> ?NIF.
+snapshot_read_nif(_Store, _Source, _Stream, _MaxVersion) -> ?NIF.
+snapshot_delete_nif(_Store, _Source, _Stream, _Version) -> ?NIF.
+snapshot_list_nif(_Store, _Source, _Stream) -> ?NIF.
+register_store_nif(_Name, _Store) -> ?NIF.
+whereis_store_nif(_Name) -> ?NIF.
+unregister_store_nif(_Name) -> ?NIF.
+registered_stores_nif() -> ?NIF.
