@@ -284,13 +284,13 @@ fn follower_mirrors_a_tidemark_server_exactly() {
     }
     let server = serve(&src, r#"{"heartbeat_ms":50}"#);
     let dst = memory();
-    dst.put(b"/mirror/stale", b"{}").unwrap(); // not on the server: the first sync removes it
+    dst.put(b"/mirror/stale", b"{}").unwrap(); // not on the server: the adopting first sync removes it
     let events = Arc::new(Mutex::new(Vec::<String>::new()));
     let ev = events.clone();
     let follower = Follower::start(
         dst.clone(),
         &format!("http://{}/servers/", server.addr()),
-        fast_follow(json!({"prefix": "/mirror/"})),
+        fast_follow(json!({"prefix": "/mirror/", "adopt": true})),
         Some(Box::new(move |e: &FollowEvent<'_>| {
             let name = match e {
                 FollowEvent::Connected { .. } => "connected",

@@ -564,6 +564,12 @@ impl Response {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// Whether the body's end is marked (Content-Length or chunked), so that an end seen by
+    /// `read_body` means the whole body arrived rather than a closed connection.
+    pub fn is_framed(&self) -> bool {
+        !matches!(self.framing, Framing::UntilClose)
+    }
+
     /// Reads more of the body into `out`, waiting at most one poll interval.
     pub fn read_body(&mut self, out: &mut Vec<u8>) -> io::Result<BodyRead> {
         if self.done {

@@ -509,6 +509,10 @@ fn catch_up(store: &Store, sel: &Selector, since: u64) -> Result<(Vec<Event>, u6
     }
     let mut latest: HashMap<crate::event::Bytes, Event> = HashMap::new();
     let mut from = since.max(store.earliest_revision());
+    if from > at {
+        // since = earliest - 1 = the current revision: nothing is newer.
+        return Ok((Vec::new(), at));
+    }
     loop {
         let (more, next) = store.changes_visit(sel, from, at, 10_000, &mut |e| {
             latest.insert(e.key.clone(), e.clone());

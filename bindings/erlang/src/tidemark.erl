@@ -320,7 +320,8 @@ stop_server(Server) -> stop_server_nif(Server).
 %% `Opts' (all optional): `pid' (default `self()'; `none' for no messages), and the follower
 %% options `prefix' (default: the URL's path), `id_field', `order_by', `token', `follow',
 %% `cursor_param', `cursor_key', `poll_ms', `connect_timeout_ms', `idle_timeout_ms',
-%% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes'.
+%% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes', `adopt' (a
+%% first sync into a prefix that holds keys is refused without it), `allow_root_prefix'.
 %%
 %% `pid' receives `{tidemark_lockstep, Follower, Event}' (`Event' is a `lockstep_event()');
 %% it is monitored, and messages stop when it dies. The follower runs until

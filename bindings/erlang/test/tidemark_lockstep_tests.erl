@@ -209,9 +209,12 @@ follow_mirror_test_() ->
         {ok, _} = tidemark:put(S, <<"/servers/2">>, json(#{ip => <<"10.0.0.2">>})),
         {ok, _} = tidemark:put(S, <<"/elsewhere/1">>, <<"{}">>),
         M = store(),
-        {ok, _} = tidemark:put(M, <<"/mirror/stale">>, <<"{}">>), % the follower owns its prefix
+        {ok, _} = tidemark:put(M, <<"/mirror/stale">>, <<"{}">>),
         Url = url(Srv, <<"/servers/">>),
-        {ok, F} = tidemark:follow(M, Url, #{prefix => "/mirror/"}),
+        %% A prefix holding keys it did not mirror is refused, unless the follower adopts it.
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:follow(M, Url, #{prefix => "/mirror/"})),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:follow(M, url(Srv, <<"/">>), #{})),
+        {ok, F} = tidemark:follow(M, Url, #{prefix => "/mirror/", adopt => true}),
         ?assert(is_reference(F)),
         %% The first sync is a full resync: it also removes what the server does not have.
         ?assertMatch(#{kind := resync_started, message := <<_/binary>>, cursor := undefined},

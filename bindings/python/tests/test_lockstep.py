@@ -673,7 +673,15 @@ def test_bad_follower_arguments(store: Store) -> None:
         store.follow(b"http://127.0.0.1:1/a/")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         store.follow("http://127.0.0.1:1/a/", token=object())
+    # the prefix "/" and a prefix holding keys the follower did not mirror are refused
+    with pytest.raises(tidemark.InvalidArgumentError, match="allow_root_prefix"):
+        store.follow("http://127.0.0.1:1/")
+    store.put("/held/x", "{}")
+    with pytest.raises(tidemark.InvalidArgumentError, match="adopt"):
+        store.follow("http://127.0.0.1:1/held/")
     assert not ls._registry  # every failed start dropped its userdata
+    with store.follow("http://127.0.0.1:1/held/", adopt=True, **FAST) as f:
+        assert f.status()["prefix"] == "/held/"
     # bytes prefixes and cursor keys are fine when they are UTF-8
     with store.follow("http://127.0.0.1:1/a/", prefix=b"/b/", cursor_key=b"\0c", **FAST) as f:
         assert f.status()["prefix"] == "/b/"

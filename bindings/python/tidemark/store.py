@@ -502,8 +502,9 @@ class Store(CHandle):
         follower's thread. Options (``None`` = default): ``prefix`` (default: the URL's path),
         ``id_field``, ``order_by``, ``token``, ``follow``, ``cursor_param``, ``cursor_key``,
         ``poll_ms``, ``connect_timeout_ms``, ``idle_timeout_ms``, ``backoff_initial_ms``,
-        ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``. A bad URL or option raises
-        :class:`InvalidArgumentError`."""
+        ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``, ``adopt`` (without it a
+        first sync into a prefix that already holds keys is refused), ``allow_root_prefix``.
+        A bad URL or option raises :class:`InvalidArgumentError`."""
         from .lockstep import Follower
 
         return Follower(self, url, callback, options)
