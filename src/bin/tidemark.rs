@@ -435,6 +435,7 @@ fn watch_url(url: &str, token: Option<String>) -> Result<(), Fail> {
         base.path.push('/');
     }
     let stop = AtomicBool::new(false);
+    let client = http::Client::new(None, Duration::from_secs(2))?;
     let mut cursor = Value::Null;
     let mut backoff = 100u64;
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -446,8 +447,7 @@ fn watch_url(url: &str, token: Option<String>) -> Result<(), Fail> {
         if let Some(a) = &auth {
             headers.push(("Authorization", a.as_str()));
         }
-        let resp = http::connect(&u, Duration::from_secs(2), &stop)
-            .and_then(|s| http::request(s, "GET", &u, &headers, b"", Duration::from_secs(30), &stop));
+        let resp = client.request("GET", &u, &headers, b"", Duration::from_secs(30), &stop);
         let mut resp = match resp {
             Ok(r) if r.status == 200 => r,
             Ok(mut r) => {
@@ -808,9 +808,10 @@ fn bench(a: &Args) -> Result<(), Fail> {
     let server = Server::start(feed.clone(), "127.0.0.1:0", ServerOptions::default())?;
     let url = http::Url::parse(&format!("http://{}/servers/0", server.addr())).map_err(|e| Fail(1, e))?;
     let stop = AtomicBool::new(false);
+    let client = http::Client::new(None, Duration::from_secs(2))?;
     let t = Instant::now();
-    let stream = http::connect(&url, Duration::from_secs(2), &stop).map_err(|e| Fail(1, e.to_string()))?;
-    let mut resp = http::request(stream, "GET", &url, &[], b"", Duration::from_secs(30), &stop)
+    let mut resp = client
+        .request("GET", &url, &[], b"", Duration::from_secs(30), &stop)
         .map_err(|e| Fail(1, e.to_string()))?;
     let mut body = Vec::new();
     let mut lines = 0u64;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 
-use super::http::{self, BodyRead, Url};
+use super::http::{self, BodyRead, Client, Url};
 use super::record::{compare_order, cursor_text, parse_line, Line, LineSplitter, Parsed};
 use super::{options_object, StoreHandle};
 use crate::error::{Error, Result};
@@ -62,6 +62,8 @@ pub struct FollowOptions {
     pub adopt: bool,
     /// Allow the prefix `/` (every key that starts with a slash).
     pub allow_root_prefix: bool,
+    /// PEM file of the certificates trusted for `https://` URLs (default: the Mozilla roots).
+    pub tls_ca_file: Option<String>,
 }
 
 impl Default for FollowOptions {
@@ -83,6 +85,7 @@ impl Default for FollowOptions {
             max_line_bytes: 16 * 1024 * 1024,
             adopt: false,
             allow_root_prefix: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -107,6 +110,7 @@ impl FollowOptions {
                 "order_by" => o.order_by = string(&v)?,
                 "token" => o.token = Some(string(&v)?),
                 "cursor_param" => o.cursor_param = Some(string(&v)?),
+                "tls_ca_file" => o.tls_ca_file = Some(string(&v)?),
                 "cursor_key" => o.cursor_key = Some(string(&v)?.into_bytes()),
                 "follow" => o.follow = v.as_bool().ok_or_else(|| bad("true or false"))?,
                 "adopt" => o.adopt = v.as_bool().ok_or_else(|| bad("true or false"))?,
@@ -127,7 +131,7 @@ impl FollowOptions {
                     "unknown follower option \"{key}\" (known: prefix, id_field, order_by, token, follow, \
                          cursor_param, cursor_key, poll_ms, connect_timeout_ms, idle_timeout_ms, \
                          backoff_initial_ms, backoff_max_ms, batch_records, max_line_bytes, adopt, \
-                         allow_root_prefix)"
+                         allow_root_prefix, tls_ca_file)"
                 )))
                 }
             }
@@ -233,6 +237,8 @@ impl Follower {
         callback: Option<FollowCallback>,
     ) -> Result<Follower> {
         let mut base = Url::parse(url).map_err(Error::InvalidArgument)?;
+        let client =
+            Client::new(opts.tls_ca_file.as_deref(), Duration::from_millis(opts.connect_timeout_ms))?;
         if opts.cursor_param.is_none() && !base.path.ends_with('/') {
             base.path.push('/');
         }
@@ -301,6 +307,7 @@ impl Follower {
         });
         let backoff = opts.backoff_initial_ms;
         let mut runner = Runner {
+            client,
             store,
             shared: shared.clone(),
             base_text: url.to_string(),
@@ -401,6 +408,7 @@ enum Outcome {
 }
 
 struct Runner {
+    client: Client,
     store: StoreHandle,
     shared: Arc<Shared>,
     opts: FollowOptions,
@@ -568,12 +576,6 @@ impl Runner {
     fn session(&mut self, url: &Url) -> Outcome {
         self.set_state("connecting");
         let stop = &self.shared.stop;
-        let connect_timeout = Duration::from_millis(self.opts.connect_timeout_ms);
-        let stream = match http::connect(url, connect_timeout, stop) {
-            Ok(s) => s,
-            Err(_) if self.shared.stopped() => return Outcome::Stopped,
-            Err(e) => return Outcome::Failed(format!("cannot connect to {}:{}: {e}", url.host, url.port)),
-        };
         let auth = self.opts.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Accept", "application/x-ndjson")];
         if let Some(a) = &auth {
@@ -583,10 +585,17 @@ impl Runner {
             0 => 60_000,
             n => n.max(self.opts.connect_timeout_ms),
         });
-        let mut resp = match http::request(stream, "GET", url, &headers, b"", head_timeout, stop) {
+        let mut resp = match self.client.request("GET", url, &headers, b"", head_timeout, stop) {
             Ok(r) => r,
             Err(_) if self.shared.stopped() => return Outcome::Stopped,
-            Err(e) => return Outcome::Failed(format!("request to {} failed: {e}", url.target())),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "request to {}:{}{} failed: {e}",
+                    url.host,
+                    url.port,
+                    url.target()
+                ))
+            }
         };
         if resp.status != 200 {
             let body = resp.read_all(4096, Duration::from_secs(2)).unwrap_or_default();

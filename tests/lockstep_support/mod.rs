@@ -54,8 +54,8 @@ pub fn ndjson(body: &[u8]) -> Vec<Value> {
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Got {
     let u = Url::parse(url).unwrap();
     let stop = AtomicBool::new(false);
-    let s = http::connect(&u, Duration::from_secs(5), &stop).unwrap();
-    let mut r = http::request(s, method, &u, headers, body, Duration::from_secs(20), &stop).unwrap();
+    let client = http::Client::new(None, Duration::from_secs(5)).unwrap();
+    let mut r = client.request(method, &u, headers, body, Duration::from_secs(20), &stop).unwrap();
     let body = r.read_all(usize::MAX, Duration::from_secs(30)).unwrap();
     Got { status: r.status, headers: r.headers.clone(), body }
 }
