@@ -1,9 +1,31 @@
-# tidemark: `make demo` shows it working, `make test` runs every test. See README.md.
+# tidemark: `make demo` shows it working, `make test` runs every test, `make install PREFIX=...
+# DESTDIR=...` installs the library (docs/abi.md). See README.md.
 CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
-.PHONY: all build deps demo test test-rust test-c test-python test-erlang check-header bench clean
+.PHONY: all build deps demo test test-rust test-c test-python test-erlang test-install check-header bench clean
+.PHONY: dist dist-files install uninstall
+
+# `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := $(shell sed -n 's/^version = "\([^"]*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libtidemark.so.$(MAJOR)
+REALNAME := libtidemark.so.$(VERSION)
+# What the Rust standard library needs from the system when libtidemark.a is linked
+# (`rustc --print native-static-libs`): the .pc file's Libs.private and the static CMake target.
+NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# The C API: every function the header declares, and nothing else, is exported.
+lparen  := (
+EXPORTS := $(shell grep -o '\btidemark_[a-z0-9_]*$(lparen)' include/tidemark.h | tr -d '$(lparen)' | sort -u)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+# What `make install` copies, made from the release build (no other cargo profile).
+DIST    := target/dist
+DIST_FILES := $(DIST)/$(REALNAME) $(DIST)/$(REALNAME).debug $(DIST)/libtidemark.a $(DIST)/tidemark
 
 all: build
 
@@ -20,7 +42,7 @@ demo: deps build
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
 
-test: deps build check-header test-rust test-c test-python test-erlang
+test: deps build check-header test-rust test-c test-python test-erlang test-install
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -32,13 +54,78 @@ test-c: build
 test-python: build
 	$(MAKE) -C bindings/python test PYTHON=$(PYTHON)
 
+# The Erlang suite through rebar3 (the NIF comes from bindings/erlang/Makefile's `nif` hook).
 test-erlang: build
-	$(MAKE) -C bindings/erlang test
+	cd bindings/erlang && rebar3 eunit
+
+# Installs into a temporary prefix and builds the C and C++ quickstarts against it.
+test-install: dist
+	./packaging/test-install.sh
 
 # The committed header must be what cbindgen generates from the current source.
 check-header: build
 	@git diff --quiet -- include/tidemark.h || { echo "include/tidemark.h is stale: commit the regenerated header"; git --no-pager diff --stat -- include/tidemark.h; exit 1; }
 	@echo "check-header: include/tidemark.h is up to date"
+
+# The shared library is linked again from libtidemark.a with a soname and the symbol-version
+# script (a cdylib cannot take one: rustc passes its own, and a second leaves the exports
+# unversioned), then its debug info is split into a .debug file and the shipped copy stripped.
+# target/release is untouched.
+dist: build
+	@$(MAKE) --no-print-directory dist-files
+
+dist-files: $(DIST_FILES)
+
+$(DIST)/$(REALNAME): target/release/libtidemark.a packaging/tidemark.map include/tidemark.h
+	@mkdir -p $(DIST)
+	$(CC) -shared -o $@.full -Wl,-soname,$(SONAME) -Wl,--version-script=packaging/tidemark.map \
+	  -Wl,--gc-sections -Wl,--no-undefined -Wl,-z,relro,-z,now $(addprefix -Wl$(comma)-u$(comma),$(EXPORTS)) \
+	  target/release/libtidemark.a $(NATIVE_LIBS)
+	objcopy --only-keep-debug $@.full $@.debug
+	cd $(DIST) && objcopy --strip-debug --strip-unneeded --add-gnu-debuglink=$(REALNAME).debug $(REALNAME).full $(REALNAME)
+	rm $@.full
+
+$(DIST)/$(REALNAME).debug: $(DIST)/$(REALNAME)
+
+target/release/libtidemark.a target/release/tidemark:
+	$(CARGO) build --release
+
+$(DIST)/libtidemark.a: target/release/libtidemark.a
+	@mkdir -p $(DIST)
+	strip --strip-debug -o $@ $<
+
+$(DIST)/tidemark: target/release/tidemark
+	@mkdir -p $(DIST)
+	strip --strip-unneeded -o $@ $<
+
+LIBDIR     = $(DESTDIR)$(PREFIX)/lib
+CMAKEDIR   = $(LIBDIR)/cmake/tidemark
+CMAKE_NATIVE_LIBS := $(subst $(space),;,$(patsubst -l%,%,$(NATIVE_LIBS)))
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g' \
+	-e 's|@NATIVE_LIBS@|$(NATIVE_LIBS)|g' -e 's|@CMAKE_NATIVE_LIBS@|$(CMAKE_NATIVE_LIBS)|g'
+
+# Installs the current release build (`make` first; it is built here only when missing, so
+# `make && sudo make install` needs no cargo as root).
+install: dist-files
+	install -d $(LIBDIR)/pkgconfig $(CMAKEDIR) $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(DIST)/$(REALNAME) $(LIBDIR)/$(REALNAME)
+	install -m 644 $(DIST)/$(REALNAME).debug $(LIBDIR)/$(REALNAME).debug
+	ln -sfn $(REALNAME) $(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(LIBDIR)/libtidemark.so
+	install -m 644 $(DIST)/libtidemark.a $(LIBDIR)/libtidemark.a
+	install -m 644 include/tidemark.h include/tidemark.hpp $(DESTDIR)$(PREFIX)/include/
+	$(SUBST) packaging/tidemark.pc.in > $(LIBDIR)/pkgconfig/tidemark.pc
+	$(SUBST) packaging/tidemarkConfig.cmake.in > $(CMAKEDIR)/tidemarkConfig.cmake
+	$(SUBST) packaging/tidemarkConfigVersion.cmake.in > $(CMAKEDIR)/tidemarkConfigVersion.cmake
+	install -m 755 $(DIST)/tidemark $(DESTDIR)$(PREFIX)/bin/tidemark
+
+uninstall:
+	rm -f $(LIBDIR)/$(REALNAME) $(LIBDIR)/$(REALNAME).debug $(LIBDIR)/$(SONAME) $(LIBDIR)/libtidemark.so \
+	  $(LIBDIR)/libtidemark.a $(LIBDIR)/pkgconfig/tidemark.pc \
+	  $(CMAKEDIR)/tidemarkConfig.cmake $(CMAKEDIR)/tidemarkConfigVersion.cmake \
+	  $(DESTDIR)$(PREFIX)/include/tidemark.h $(DESTDIR)$(PREFIX)/include/tidemark.hpp \
+	  $(DESTDIR)$(PREFIX)/bin/tidemark
+	rmdir $(CMAKEDIR) 2>/dev/null || true
 
 bench: build
 	$(CARGO) bench --bench core

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::event::{empty, Bytes, Event, EventKind};
+use crate::op::Op;
 use crate::selector::Selector;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,23 +16,6 @@ pub struct Entry {
     pub create_revision: u64,
     pub mod_revision: u64,
     pub version: u64,
-}
-
-/// One operation of an atomic commit, borrowed from the caller.
-#[derive(Debug, Clone, Copy)]
-pub enum Op<'a> {
-    Put(&'a [u8], &'a [u8]),
-    Delete(&'a [u8]),
-    /// The key's `mod_revision` must equal this (0 = the key must not exist).
-    Require(&'a [u8], u64),
-}
-
-impl Op<'_> {
-    pub fn key(&self) -> &[u8] {
-        match *self {
-            Op::Put(k, _) | Op::Delete(k) | Op::Require(k, _) => k,
-        }
-    }
 }
 
 /// Point reads and writes go through a hash map; the ordered set of keys, needed only by

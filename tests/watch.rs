@@ -345,6 +345,46 @@ fn closing_a_store_ends_every_watch() {
     assert_eq!(s.watcher_count(), 0);
 }
 
+/// Every event a pull consumer gets until its terminal notice, then the notice.
+fn pull_to_end(w: &tidemark::PullWatch) -> Vec<Event> {
+    let mut got = Vec::new();
+    while got.last().is_none_or(|e: &Event| !e.is_terminal()) {
+        got.extend(w.next(Duration::ZERO).expect("a closed store's watch never times out"));
+    }
+    got
+}
+
+#[test]
+fn a_closed_store_s_pull_watches_deliver_everything_committed_before_close_then_closed() {
+    for dir in [None, Some(tempfile::tempdir().unwrap())] {
+        let path = dir.as_ref().map(|d| d.path().to_str().unwrap().to_owned());
+        let s = Store::open(path.as_deref(), None).unwrap();
+        s.put(b"x/0", b"before").unwrap();
+        // Replaying (never read, so still catching up), live-only with an overflowed queue,
+        // and live-only within its queue.
+        let replaying = s.watch_pull(prefix("x/"), &opts(1, 0)).unwrap();
+        let overflowed = s.watch_pull(prefix("x/"), &opts(0, 2)).unwrap();
+        let live = s.watch_pull(prefix("x/"), &opts(0, 0)).unwrap();
+        s.commit(&[Op::Put(b"x/1", b"1"), Op::Put(b"y/1", b"1"), Op::Put(b"x/2", b"2")]).unwrap();
+        s.put(b"x/3", b"3").unwrap();
+        s.put(b"y/2", b"2").unwrap();
+        s.close();
+        let replayed = pull_to_end(&replaying);
+        assert_eq!(revisions(&replayed), vec![1, 2, 4, 5]);
+        assert_eq!(replayed.last().unwrap().kind, EventKind::Closed);
+        assert_eq!(replayed.last().unwrap().revision, 6, "CLOSED carries the revision at close");
+        for w in [&overflowed, &live] {
+            let got = pull_to_end(w);
+            assert_eq!(revisions(&got), vec![2, 4, 5]);
+            assert_eq!(got.last().unwrap().kind, EventKind::Closed);
+        }
+        for w in [&replaying, &overflowed, &live] {
+            assert!(matches!(w.next(Duration::ZERO), Err(Error::Closed)));
+        }
+        assert!(matches!(s.watch_pull(Selector::All, &opts(1, 0)), Err(Error::Closed)));
+    }
+}
+
 #[test]
 fn dropping_the_store_from_another_handle_keeps_pull_watches_safe() {
     let pull = {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine, skipping what is
-# already there: Erlang headers and EUnit (Debian), pytest and hypothesis (PyPI).
+# already there: Erlang headers, EUnit and rebar3, cmake and pkg-config (Debian); pytest, hypothesis
+# and wheel (PyPI).
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,10 @@ ls /usr/lib/erlang/lib/eunit-* >/dev/null 2>&1 || need_apt+=(erlang-eunit)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v rebar3 >/dev/null 2>&1 || need_apt+=(rebar3)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -22,6 +27,9 @@ PY=${PYTHON:-python3}
 missing_py=()
 $PY -c 'import pytest' 2>/dev/null || missing_py+=(pytest)
 $PY -c 'import hypothesis' 2>/dev/null || missing_py+=(hypothesis)
+# `pip wheel --no-build-isolation` (the wheel test builds offline) needs setuptools and wheel.
+$PY -c 'import setuptools' 2>/dev/null || missing_py+=(setuptools)
+$PY -c 'import wheel' 2>/dev/null || missing_py+=(wheel)
 if [ ${#missing_py[@]} -gt 0 ]; then
   echo "deps: installing ${missing_py[*]} (pip)"
   $PY -m pip install -q "${missing_py[@]}" || $PY -m pip install -q --break-system-packages "${missing_py[@]}"

@@ -1,19 +1,30 @@
 """Copies the native library into the package when building, so that
-``pip install ./bindings/python`` (after ``cargo build --release`` at the repository root)
-gives a package that finds libtidemark without any environment variable.
+``pip install ./bindings/python`` and ``pip wheel ./bindings/python`` (after
+``cargo build --release`` at the repository root) give a package that finds libtidemark
+without any environment variable.
 
-The library is taken from ``$TIDEMARK_LIBRARY`` or ``../../target/release``. Without it the
-package still installs and then looks for the library at import time (see tidemark/_ffi.py).
+The library is taken from ``$TIDEMARK_LIBRARY`` or ``../../target/release``; the bundled copy
+has its debug info stripped (when ``strip`` is on PATH). A wheel with the library inside is
+tagged ``py3-none-<platform>`` (e.g. ``py3-none-linux_x86_64``): it is loaded with ctypes, so it
+fits every Python 3 on that platform but no other platform. Without the library the package
+still installs, as a pure wheel, and then looks for the library at import time (see
+tidemark/_ffi.py).
 """
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
+
+try:  # setuptools >= 70.1 has its own; before that it comes from the wheel package
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:
+    from wheel.bdist_wheel import bdist_wheel
 
 HERE = Path(__file__).resolve().parent
 NAME = {"darwin": "libtidemark.dylib", "win32": "tidemark.dll"}.get(sys.platform, "libtidemark.so")
@@ -37,6 +48,8 @@ class BuildPyWithLibrary(build_py):
         dest = Path(self.build_lib) / "tidemark" / "_lib"
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(lib, dest / NAME)
+        if sys.platform.startswith("linux") and shutil.which("strip"):
+            subprocess.run(["strip", "--strip-debug", str(dest / NAME)], check=True)
         self.announce(f"tidemark: bundled {lib}", level=2)
 
 
@@ -47,4 +60,15 @@ class PlatformDistribution(Distribution):
         return _find_library() is not None
 
 
-setup(cmdclass={"build_py": BuildPyWithLibrary}, distclass=PlatformDistribution)
+class PlatformWheel(bdist_wheel):
+    """Python- and ABI-independent (ctypes), platform-specific when the library is inside."""
+
+    def get_tag(self):
+        _, _, plat = super().get_tag()
+        return "py3", "none", plat
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+    distclass=PlatformDistribution,
+)

@@ -1,9 +1,12 @@
 //! Atomic write batches: built by the caller, committed all or nothing.
 
 use crate::error::Error;
-use crate::kv::Op;
+use crate::op::Op;
 
-use super::{bytes_in, guard, need, tidemark_status, Failure};
+use super::{
+    bytes_in, free_box, get_mut, get_ref, guard, guard_value, tidemark_status, to_boxed_ptr, try_mut,
+    Castable, Failure,
+};
 
 enum Owned {
     Put(Vec<u8>, Vec<u8>),
@@ -13,10 +16,20 @@ enum Owned {
 
 /// An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
 pub struct tidemark_batch {
+    _private: [u8; 0],
+}
+
+impl Castable for tidemark_batch {
+    type RustType = Batch;
+}
+
+/// The operations of a batch, owned until it is freed.
+#[derive(Default)]
+pub(crate) struct Batch {
     ops: Vec<Owned>,
 }
 
-impl tidemark_batch {
+impl Batch {
     pub(crate) fn ops(&self) -> Vec<Op<'_>> {
         self.ops
             .iter()
@@ -36,13 +49,15 @@ fn add(
     op: impl FnOnce(Vec<u8>) -> Result<Owned, Failure>,
 ) -> tidemark_status {
     guard(|| {
-        need(batch, "batch")?;
+        // SAFETY: every caller is an export handing on its caller's batch (see `handle`).
+        let batch = unsafe { try_mut(batch, "batch") }?;
+        // SAFETY: the key follows the header's bytes rule.
         let key = unsafe { bytes_in(key, key_len, "key")? };
         if key.is_empty() {
             return Err(Error::InvalidArgument("keys must not be empty".into()).into());
         }
         let op = op(key.to_vec())?;
-        unsafe { &mut *batch }.ops.push(op);
+        batch.ops.push(op);
         Ok(())
     })
 }
@@ -51,7 +66,7 @@ fn add(
 /// of times, to any store.
 #[no_mangle]
 pub extern "C" fn tidemark_batch_new() -> *mut tidemark_batch {
-    super::guard_value(std::ptr::null_mut(), || Box::into_raw(Box::new(tidemark_batch { ops: Vec::new() })))
+    guard_value(std::ptr::null_mut(), || to_boxed_ptr::<tidemark_batch>(Batch::default()))
 }
 
 /// Adds a put of `value` at `key` (both copied).
@@ -63,7 +78,10 @@ pub unsafe extern "C" fn tidemark_batch_put(
     value: *const u8,
     value_len: usize,
 ) -> tidemark_status {
-    add(batch, key, key_len, |k| Ok(Owned::Put(k, unsafe { bytes_in(value, value_len, "value")? }.to_vec())))
+    add(batch, key, key_len, |k| {
+        // SAFETY: the value follows the header's bytes rule.
+        Ok(Owned::Put(k, unsafe { bytes_in(value, value_len, "value")? }.to_vec()))
+    })
 }
 
 /// Adds a delete of `key`; at commit, a key that does not exist (counting the batch's earlier
@@ -93,14 +111,14 @@ pub unsafe extern "C" fn tidemark_batch_require(
 /// The number of operations in the batch (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_batch_len(batch: *const tidemark_batch) -> usize {
-    super::guard_value(0, || unsafe { batch.as_ref() }.map_or(0, |b| b.ops.len()))
+    guard_value(0, || get_ref(batch).map_or(0, |b| b.ops.len()))
 }
 
 /// Removes every operation so the batch can be reused. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_batch_clear(batch: *mut tidemark_batch) {
-    super::guard_value((), || {
-        if let Some(b) = batch.as_mut() {
+    guard_value((), || {
+        if let Some(b) = get_mut(batch) {
             b.ops.clear()
         }
     })
@@ -109,5 +127,5 @@ pub unsafe extern "C" fn tidemark_batch_clear(batch: *mut tidemark_batch) {
 /// Frees a batch. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_batch_free(batch: *mut tidemark_batch) {
-    super::free_box(batch)
+    free_box(batch)
 }

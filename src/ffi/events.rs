@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use crate::event::Event;
 
-use super::tidemark_bytes;
+use super::{free_box, get_ref, guard_value, tidemark_bytes, Castable};
 
 /// The values of `tidemark_event.kind`.
 #[repr(u32)]
@@ -56,6 +56,15 @@ impl tidemark_event {
 /// An owned batch of events. Keys and values are copied into one arena, so a batch is two
 /// allocations however many events it holds, and a binding can read it in bulk.
 pub struct tidemark_events {
+    _private: [u8; 0],
+}
+
+impl Castable for tidemark_events {
+    type RustType = EventList;
+}
+
+/// What a `tidemark_events` holds: the event views and the arena their bytes point into.
+pub(crate) struct EventList {
     events: Vec<tidemark_event>,
     arena: Vec<u8>,
     has_more: bool,
@@ -77,7 +86,7 @@ thread_local! {
     static SPARE: RefCell<Option<Spare>> = const { RefCell::new(None) };
 }
 
-impl Drop for tidemark_events {
+impl Drop for EventList {
     fn drop(&mut self) {
         let (mut events, mut arena) = (std::mem::take(&mut self.events), std::mem::take(&mut self.arena));
         if events.capacity() * std::mem::size_of::<tidemark_event>() + arena.capacity() <= SPARE_MAX_BYTES {
@@ -88,11 +97,11 @@ impl Drop for tidemark_events {
     }
 }
 
-impl tidemark_events {
+impl EventList {
     /// Collects events from a visitor-style reader, then points them into the arena.
     pub(crate) fn collect<E>(
         read: impl FnOnce(&mut dyn FnMut(&Event)) -> Result<(bool, u64), E>,
-    ) -> Result<Box<tidemark_events>, E> {
+    ) -> Result<EventList, E> {
         let Spare { mut events, mut arena } = SPARE
             .try_with(|s| s.borrow_mut().take())
             .ok()
@@ -112,12 +121,12 @@ impl tidemark_events {
             ev.key.ptr = base.wrapping_add(ev.key.ptr as usize);
             ev.value.ptr = base.wrapping_add(ev.value.ptr as usize);
         }
-        Ok(Box::new(tidemark_events { events, arena, has_more, next_revision }))
+        Ok(EventList { events, arena, has_more, next_revision })
     }
 
-    pub(crate) fn from_vec(list: &[Event]) -> Box<tidemark_events> {
+    pub(crate) fn from_vec(list: &[Event]) -> EventList {
         let next = list.last().map_or(0, |e| e.revision + 1);
-        let r: Result<_, ()> = tidemark_events::collect(|visit| {
+        let r: Result<_, ()> = EventList::collect(|visit| {
             list.iter().for_each(visit);
             Ok((false, next))
         });
@@ -128,16 +137,14 @@ impl tidemark_events {
 /// The number of events in the batch (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_len(events: *const tidemark_events) -> usize {
-    super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.events.len()))
+    guard_value(0, || get_ref(events).map_or(0, |e| e.events.len()))
 }
 
 /// The events as a contiguous array of `tidemark_events_len` elements, owned by the batch and
 /// valid until `tidemark_events_free` (NULL for a NULL batch).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_data(events: *const tidemark_events) -> *const tidemark_event {
-    super::guard_value(std::ptr::null(), || {
-        unsafe { events.as_ref() }.map_or(std::ptr::null(), |e| e.events.as_ptr())
-    })
+    guard_value(std::ptr::null(), || get_ref(events).map_or(std::ptr::null(), |e| e.events.as_ptr()))
 }
 
 /// The one buffer every key and value of the batch points into, for bindings that copy a
@@ -145,7 +152,7 @@ pub unsafe extern "C" fn tidemark_events_data(events: *const tidemark_events) ->
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_arena(events: *const tidemark_events) -> tidemark_bytes {
     let empty = tidemark_bytes { ptr: std::ptr::null(), len: 0 };
-    super::guard_value(empty, || unsafe { events.as_ref() }.map_or(empty, |e| tidemark_bytes::of(&e.arena)))
+    guard_value(empty, || get_ref(events).map_or(empty, |e| tidemark_bytes::of(&e.arena)))
 }
 
 /// For `tidemark_store_changes`: true when the limit stopped the read before `to`; call
@@ -153,18 +160,18 @@ pub unsafe extern "C" fn tidemark_events_arena(events: *const tidemark_events) -
 /// were left out. False for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_has_more(events: *const tidemark_events) -> bool {
-    super::guard_value(false, || unsafe { events.as_ref() }.is_some_and(|e| e.has_more))
+    guard_value(false, || get_ref(events).is_some_and(|e| e.has_more))
 }
 
 /// The revision to continue from: after `changes`, the `from` of the next call; after a
 /// watch delivery, the revision after its last event. 0 for `range` and for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_next_revision(events: *const tidemark_events) -> u64 {
-    super::guard_value(0, || unsafe { events.as_ref() }.map_or(0, |e| e.next_revision))
+    guard_value(0, || get_ref(events).map_or(0, |e| e.next_revision))
 }
 
 /// Frees a batch and everything it points to. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_events_free(events: *mut tidemark_events) {
-    super::free_box(events)
+    free_box(events)
 }

@@ -6,12 +6,21 @@ use std::sync::Arc;
 use crate::lockstep::{FollowEvent, FollowOptions, Follower, Server, ServerOptions};
 
 use super::{
-    free_box, guard, guard_value, need, put_out, store::store_ref, str_in, tidemark_bytes,
-    tidemark_drop_callback, tidemark_status, tidemark_store, Failure,
+    free_box, get_ref, guard, guard_value, need, put_out, str_in, tidemark_bytes, tidemark_drop_callback,
+    tidemark_status, tidemark_store, to_boxed_ptr, try_ref, Castable, Closure, Failure,
 };
 
 /// A running lockstep server (opaque). Stop and free it with `tidemark_lockstep_server_stop`.
 pub struct tidemark_lockstep_server {
+    _private: [u8; 0],
+}
+
+impl Castable for tidemark_lockstep_server {
+    type RustType = ServerHandle;
+}
+
+/// A running server and its address as C reads it.
+pub(crate) struct ServerHandle {
     server: Server,
     addr: CString,
 }
@@ -39,13 +48,13 @@ pub unsafe extern "C" fn tidemark_lockstep_serve(
     out: *mut *mut tidemark_lockstep_server,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let addr = str_in(addr, "addr")?.unwrap_or("127.0.0.1:0");
         let opts = ServerOptions::from_json(str_in(options_json, "options_json")?)?;
         let server = Server::start_shared(Arc::new(Box::new(s.handle())), addr, opts)?;
         let addr = CString::new(server.addr().to_string()).unwrap_or_default();
-        put_out(out, Box::into_raw(Box::new(tidemark_lockstep_server { server, addr })));
+        put_out(out, to_boxed_ptr::<tidemark_lockstep_server>(ServerHandle { server, addr }));
         Ok(())
     })
 }
@@ -56,13 +65,13 @@ pub unsafe extern "C" fn tidemark_lockstep_serve(
 pub unsafe extern "C" fn tidemark_lockstep_server_addr(
     server: *const tidemark_lockstep_server,
 ) -> *const c_char {
-    guard_value(std::ptr::null(), || server.as_ref().map_or(std::ptr::null(), |s| s.addr.as_ptr()))
+    guard_value(std::ptr::null(), || get_ref(server).map_or(std::ptr::null(), |s| s.addr.as_ptr()))
 }
 
 /// The port the server listens on (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_lockstep_server_port(server: *const tidemark_lockstep_server) -> u16 {
-    guard_value(0, || server.as_ref().map_or(0, |s| s.server.addr().port()))
+    guard_value(0, || get_ref(server).map_or(0, |s| s.server.addr().port()))
 }
 
 /// The server's counters as a JSON object (`addr`, `connections`, `following`, `requests`,
@@ -74,9 +83,9 @@ pub unsafe extern "C" fn tidemark_lockstep_server_status_json(
     out: *mut *mut c_char,
 ) -> tidemark_status {
     guard(|| {
-        need(server, "server")?;
+        let server = try_ref(server, "server")?;
         need(out, "out")?;
-        let json = (*server).server.status().to_string();
+        let json = server.server.status().to_string();
         put_out(out, CString::new(json).unwrap_or_default().into_raw());
         Ok(())
     })
@@ -136,77 +145,68 @@ pub type tidemark_lockstep_callback =
 
 /// A running follower (opaque). Stop and free it with `tidemark_lockstep_follower_stop`.
 pub struct tidemark_lockstep_follower {
-    follower: Follower,
+    _private: [u8; 0],
 }
 
-struct Closure {
-    callback: tidemark_lockstep_callback,
-    drop_userdata: tidemark_drop_callback,
-    userdata: *mut c_void,
+impl Castable for tidemark_lockstep_follower {
+    type RustType = Follower;
 }
 
-// The caller promises in the header that userdata may be used from the follower's thread.
-unsafe impl Send for Closure {}
+type LockstepCallback = unsafe extern "C" fn(*mut c_void, *const tidemark_lockstep_event);
 
-impl Closure {
-    fn call(&self, ev: &FollowEvent<'_>) {
-        let Some(cb) = self.callback else { return };
-        let empty = tidemark_bytes::of(&[]);
-        let mut e = tidemark_lockstep_event {
-            kind: 0,
-            records: 0,
-            writes: 0,
-            revision: 0,
-            retry_ms: 0,
-            cursor: empty,
-            message: empty,
-            line: empty,
-        };
-        let cursor_text;
-        match ev {
-            FollowEvent::Connected { url } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_CONNECTED as u32;
-                e.message = tidemark_bytes::of(url.as_bytes());
-            }
-            FollowEvent::Applied { records, writes, revision, cursor } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_APPLIED as u32;
-                e.records = *records;
-                e.writes = *writes;
-                e.revision = *revision;
-                cursor_text = cursor.to_string();
-                e.cursor = tidemark_bytes::of(cursor_text.as_bytes());
-            }
-            FollowEvent::Malformed { line, reason } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_MALFORMED as u32;
-                e.message = tidemark_bytes::of(reason.as_bytes());
-                e.line = tidemark_bytes::of(line);
-            }
-            FollowEvent::Error { message, retry_ms } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_ERROR as u32;
-                e.message = tidemark_bytes::of(message.as_bytes());
-                e.retry_ms = *retry_ms;
-            }
-            FollowEvent::ResyncStarted { reason } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_RESYNC_STARTED as u32;
-                e.message = tidemark_bytes::of(reason.as_bytes());
-            }
-            FollowEvent::ResyncDone { deleted, cursor } => {
-                e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_RESYNC_DONE as u32;
-                e.records = *deleted;
-                cursor_text = cursor.to_string();
-                e.cursor = tidemark_bytes::of(cursor_text.as_bytes());
-            }
+/// Hands a follower event to the C callback (if one was given) as a `tidemark_lockstep_event`
+/// borrowing `ev`.
+fn report(closure: &Closure<LockstepCallback>, ev: &FollowEvent<'_>) {
+    let Some((cb, userdata)) = closure.target() else { return };
+    let empty = tidemark_bytes::of(&[]);
+    let mut e = tidemark_lockstep_event {
+        kind: 0,
+        records: 0,
+        writes: 0,
+        revision: 0,
+        retry_ms: 0,
+        cursor: empty,
+        message: empty,
+        line: empty,
+    };
+    let cursor_text;
+    match ev {
+        FollowEvent::Connected { url } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_CONNECTED as u32;
+            e.message = tidemark_bytes::of(url.as_bytes());
         }
-        unsafe { cb(self.userdata, &e) }
-    }
-}
-
-impl Drop for Closure {
-    fn drop(&mut self) {
-        if let Some(d) = self.drop_userdata {
-            unsafe { d(self.userdata) }
+        FollowEvent::Applied { records, writes, revision, cursor } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_APPLIED as u32;
+            e.records = *records;
+            e.writes = *writes;
+            e.revision = *revision;
+            cursor_text = cursor.to_string();
+            e.cursor = tidemark_bytes::of(cursor_text.as_bytes());
+        }
+        FollowEvent::Malformed { line, reason } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_MALFORMED as u32;
+            e.message = tidemark_bytes::of(reason.as_bytes());
+            e.line = tidemark_bytes::of(line);
+        }
+        FollowEvent::Error { message, retry_ms } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_ERROR as u32;
+            e.message = tidemark_bytes::of(message.as_bytes());
+            e.retry_ms = *retry_ms;
+        }
+        FollowEvent::ResyncStarted { reason } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_RESYNC_STARTED as u32;
+            e.message = tidemark_bytes::of(reason.as_bytes());
+        }
+        FollowEvent::ResyncDone { deleted, cursor } => {
+            e.kind = tidemark_lockstep_event_kind::TIDEMARK_LOCKSTEP_RESYNC_DONE as u32;
+            e.records = *deleted;
+            cursor_text = cursor.to_string();
+            e.cursor = tidemark_bytes::of(cursor_text.as_bytes());
         }
     }
+    // SAFETY: the callback and userdata are the caller's pair, called as the header's
+    // `tidemark_lockstep_callback` says; the event's bytes stay valid for the call.
+    unsafe { cb(userdata, &e) }
 }
 
 /// Mirrors the lockstep endpoint `url` (e.g. `"http://127.0.0.1:4567/servers/"`) into `store`
@@ -239,16 +239,16 @@ pub unsafe extern "C" fn tidemark_lockstep_follow(
     out: *mut *mut tidemark_lockstep_follower,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(url, "url")?;
         need(out, "out")?;
-        let closure = Closure { callback, drop_userdata, userdata };
+        let closure = Closure::new(callback, userdata, drop_userdata);
         let url = str_in(url, "url")?.unwrap_or_default();
         let opts = FollowOptions::from_json(str_in(options_json, "options_json")?)?;
-        let cb: crate::lockstep::follower::FollowCallback = Box::new(move |ev| closure.call(ev));
+        let cb: crate::lockstep::follower::FollowCallback = Box::new(move |ev| report(&closure, ev));
         let follower = Follower::start_shared(Arc::new(Box::new(s.handle())), url, opts, Some(cb))
             .map_err(Failure::from)?;
-        put_out(out, Box::into_raw(Box::new(tidemark_lockstep_follower { follower })));
+        put_out(out, to_boxed_ptr::<tidemark_lockstep_follower>(follower));
         Ok(())
     })
 }
@@ -263,9 +263,9 @@ pub unsafe extern "C" fn tidemark_lockstep_follower_status_json(
     out: *mut *mut c_char,
 ) -> tidemark_status {
     guard(|| {
-        need(follower, "follower")?;
+        let follower = try_ref(follower, "follower")?;
         need(out, "out")?;
-        let json = (*follower).follower.status().to_string();
+        let json = follower.status().to_string();
         put_out(out, CString::new(json).unwrap_or_default().into_raw());
         Ok(())
     })

@@ -2,10 +2,17 @@
 //! Conventions (as in rustls-ffi): every symbol is `tidemark_<object>_<verb>`, fallible
 //! functions return a `tidemark_status`, out-parameters are written only on success, and
 //! everything the library allocates for the caller has exactly one `_free`, a no-op on NULL.
+//!
+//! Every handle goes through `handle` (one `impl Castable` per handle type), every callback
+//! through `closure`, and every status through the `status_codes!` table in `status`. Each
+//! `unsafe` block states why it is sound in a `// SAFETY:` comment (enforced by clippy).
 #![allow(unsafe_code, non_camel_case_types, clippy::missing_safety_doc)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod batch;
+mod closure;
 mod events;
+mod handle;
 mod lockstep;
 mod status;
 mod store;
@@ -17,6 +24,9 @@ pub use lockstep::*;
 pub use status::*;
 pub use store::*;
 pub use watch::*;
+
+pub(crate) use closure::Closure;
+pub(crate) use handle::{free_box, get_mut, get_ref, to_boxed_ptr, try_mut, try_ref, Castable};
 
 use std::ffi::{c_char, CStr};
 
@@ -70,20 +80,25 @@ pub(crate) unsafe fn bytes_in<'a>(ptr: *const u8, len: usize, what: &str) -> Res
     if len > isize::MAX as usize {
         return Err(Error::TooLarge(format!("{what} length {len}")).into());
     }
-    Ok(std::slice::from_raw_parts(ptr, len))
+    // SAFETY: the header's bytes rule: a non-NULL `ptr` points to `len` readable bytes that
+    // stay valid and unchanged for the call.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// A NULL selector is ALL.
 pub(crate) unsafe fn selector_in(sel: *const tidemark_selector) -> Result<Selector, Failure> {
-    let Some(sel) = sel.as_ref() else {
+    // SAFETY: a non-NULL selector points to a `tidemark_selector` valid for the call.
+    let Some(sel) = (unsafe { sel.as_ref() }) else {
         return Ok(Selector::All);
     };
-    let start = bytes_in(sel.start.ptr, sel.start.len, "selector start")?.to_vec();
+    // SAFETY: the selector's bytes follow the header's bytes rule.
+    let start = unsafe { bytes_in(sel.start.ptr, sel.start.len, "selector start") }?.to_vec();
     let selector = match sel.kind {
         0 => Selector::All,
         1 => Selector::Key(start),
         2 => Selector::Prefix(start),
-        3 => Selector::Range(start, bytes_in(sel.end.ptr, sel.end.len, "selector end")?.to_vec()),
+        // SAFETY: as for `start`.
+        3 => Selector::Range(start, unsafe { bytes_in(sel.end.ptr, sel.end.len, "selector end") }?.to_vec()),
         k => return Err(Error::InvalidArgument(format!("unknown selector kind {k}")).into()),
     };
     selector.validate()?;
@@ -95,7 +110,8 @@ pub(crate) unsafe fn str_in<'a>(s: *const c_char, what: &str) -> Result<Option<&
     if s.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(s)
+    // SAFETY: a non-NULL string argument is NUL-terminated and valid for the call.
+    unsafe { CStr::from_ptr(s) }
         .to_str()
         .map(Some)
         .map_err(|_| Error::InvalidArgument(format!("{what} is not valid UTF-8")).into())
@@ -104,7 +120,8 @@ pub(crate) unsafe fn str_in<'a>(s: *const c_char, what: &str) -> Result<Option<&
 /// Writes an out-parameter; `out` was checked for NULL before any work was done.
 pub(crate) unsafe fn put_out<T>(out: *mut T, value: T) {
     if !out.is_null() {
-        out.write(value);
+        // SAFETY: a non-NULL out-parameter points to writable memory for a `T`.
+        unsafe { out.write(value) };
     }
 }
 
@@ -115,14 +132,4 @@ pub(crate) fn need<T>(p: *const T, what: &str) -> Result<(), Failure> {
     } else {
         Ok(())
     }
-}
-
-/// Frees an object the library handed out as a `Box`: the body of every `_free`, `_close`
-/// and `_stop` that ends with freeing. NULL is a no-op; a panic in a destructor stops here.
-pub(crate) unsafe fn free_box<T>(p: *mut T) {
-    guard_value((), || {
-        if !p.is_null() {
-            drop(Box::from_raw(p));
-        }
-    })
 }

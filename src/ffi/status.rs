@@ -1,41 +1,85 @@
 //! Status codes, the per-thread last error, and the panic boundary every export goes through.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Error;
 
-/// The result of every fallible function. The values are fixed forever; new codes are only
-/// ever appended.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum tidemark_status {
-    TIDEMARK_OK = 0,
-    /// A required pointer argument was NULL (or bytes were NULL with a non-zero length).
-    TIDEMARK_ERR_NULL_ARGUMENT = 1,
-    /// An argument was malformed: empty key, bad selector, bad options JSON, ...
-    TIDEMARK_ERR_INVALID_ARGUMENT = 2,
-    /// The key or watch does not exist.
-    TIDEMARK_ERR_NOT_FOUND = 3,
-    /// The revision was compacted; `tidemark_last_error_revision()` is the earliest retained.
-    TIDEMARK_ERR_COMPACTED = 4,
-    /// The revision is beyond current + 1; `tidemark_last_error_revision()` is the current one.
-    TIDEMARK_ERR_FUTURE_REVISION = 5,
-    /// A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
-    TIDEMARK_ERR_CONFLICT = 6,
-    /// Nothing arrived in time.
-    TIDEMARK_ERR_TIMEOUT = 7,
-    /// The store or watch is closed (or the watch already returned its terminal event).
-    TIDEMARK_ERR_CLOSED = 8,
-    TIDEMARK_ERR_IO = 9,
-    TIDEMARK_ERR_CORRUPT = 10,
-    /// The store directory is open elsewhere.
-    TIDEMARK_ERR_LOCKED = 11,
-    /// A key, value or request exceeds a configured limit.
-    TIDEMARK_ERR_TOO_LARGE = 12,
-    /// A bug inside tidemark was caught at the boundary; the store may be unusable.
-    TIDEMARK_ERR_PANIC = 13,
+/// Declares every status code once: the enum (with its fixed value and doc), its name for
+/// `tidemark_status_name`, and which core `Error` variants map to it (`from <pattern>`).
+/// The match over `Error` has no catch-all, so a new `Error` variant does not compile until it
+/// is given a code. cbindgen does not expand macros: `build.rs` reads this same table and
+/// hands cbindgen the plain enum, so the header and the code cannot disagree.
+macro_rules! status_codes {
+    (
+        $(#[$meta:meta])*
+        $name:ident {
+            $( $(#[$vmeta:meta])* $code:ident = $value:literal $(from $error:pat)? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $( $(#[$vmeta])* $code = $value, )*
+        }
+
+        impl $name {
+            /// The code's name as a static NUL-terminated string; None for a value that is
+            /// not a code.
+            fn name(value: u32) -> Option<&'static CStr> {
+                match value {
+                    $( $value => Some(
+                        match CStr::from_bytes_with_nul(concat!(stringify!($code), "\0").as_bytes()) {
+                            Ok(name) => name,
+                            Err(_) => unreachable!(),
+                        }
+                    ), )*
+                    _ => None,
+                }
+            }
+
+            /// The code a core error is reported with.
+            fn of(error: &Error) -> $name {
+                match error {
+                    $( $( $error => $name::$code, )? )*
+                }
+            }
+        }
+    };
+}
+
+status_codes! {
+    /// The result of every fallible function. The values are fixed forever; new codes are only
+    /// ever appended.
+    tidemark_status {
+        TIDEMARK_OK = 0,
+        /// A required pointer argument was NULL (or bytes were NULL with a non-zero length).
+        TIDEMARK_ERR_NULL_ARGUMENT = 1,
+        /// An argument was malformed: empty key, bad selector, bad options JSON, ...
+        TIDEMARK_ERR_INVALID_ARGUMENT = 2 from Error::InvalidArgument(_),
+        /// The key or watch does not exist.
+        TIDEMARK_ERR_NOT_FOUND = 3 from Error::NotFound(_),
+        /// The revision was compacted; `tidemark_last_error_revision()` is the earliest retained.
+        TIDEMARK_ERR_COMPACTED = 4 from Error::Compacted { .. },
+        /// The revision is beyond current + 1; `tidemark_last_error_revision()` is the current one.
+        TIDEMARK_ERR_FUTURE_REVISION = 5 from Error::FutureRevision { .. },
+        /// A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
+        TIDEMARK_ERR_CONFLICT = 6 from Error::Conflict { .. },
+        /// Nothing arrived in time.
+        TIDEMARK_ERR_TIMEOUT = 7 from Error::Timeout,
+        /// The store or watch is closed (or the watch already returned its terminal event).
+        TIDEMARK_ERR_CLOSED = 8 from Error::Closed,
+        TIDEMARK_ERR_IO = 9 from Error::Io(_),
+        TIDEMARK_ERR_CORRUPT = 10 from Error::Corrupt(_),
+        /// The store directory is open elsewhere.
+        TIDEMARK_ERR_LOCKED = 11 from Error::Locked(_),
+        /// A key, value or request exceeds a configured limit.
+        TIDEMARK_ERR_TOO_LARGE = 12 from Error::TooLarge(_),
+        /// A bug inside tidemark was caught at the boundary; the store may be unusable.
+        TIDEMARK_ERR_PANIC = 13,
+    }
 }
 
 use tidemark_status::*;
@@ -59,20 +103,7 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        let status = match &e {
-            Error::InvalidArgument(_) => TIDEMARK_ERR_INVALID_ARGUMENT,
-            Error::NotFound(_) => TIDEMARK_ERR_NOT_FOUND,
-            Error::Compacted { .. } => TIDEMARK_ERR_COMPACTED,
-            Error::FutureRevision { .. } => TIDEMARK_ERR_FUTURE_REVISION,
-            Error::Conflict { .. } => TIDEMARK_ERR_CONFLICT,
-            Error::Timeout => TIDEMARK_ERR_TIMEOUT,
-            Error::Closed => TIDEMARK_ERR_CLOSED,
-            Error::Io(_) => TIDEMARK_ERR_IO,
-            Error::Corrupt(_) => TIDEMARK_ERR_CORRUPT,
-            Error::Locked(_) => TIDEMARK_ERR_LOCKED,
-            Error::TooLarge(_) => TIDEMARK_ERR_TOO_LARGE,
-        };
-        Failure { status, message: e.to_string(), revision: e.revision() }
+        Failure { status: tidemark_status::of(&e), message: e.to_string(), revision: e.revision() }
     }
 }
 
@@ -131,24 +162,9 @@ pub extern "C" fn tidemark_last_error_revision() -> u64 {
 /// "TIDEMARK_ERR_UNKNOWN" for a value that is not a status. Never free it.
 #[no_mangle]
 pub extern "C" fn tidemark_status_name(status: u32) -> *const c_char {
-    let name = match status {
-        0 => c"TIDEMARK_OK",
-        1 => c"TIDEMARK_ERR_NULL_ARGUMENT",
-        2 => c"TIDEMARK_ERR_INVALID_ARGUMENT",
-        3 => c"TIDEMARK_ERR_NOT_FOUND",
-        4 => c"TIDEMARK_ERR_COMPACTED",
-        5 => c"TIDEMARK_ERR_FUTURE_REVISION",
-        6 => c"TIDEMARK_ERR_CONFLICT",
-        7 => c"TIDEMARK_ERR_TIMEOUT",
-        8 => c"TIDEMARK_ERR_CLOSED",
-        9 => c"TIDEMARK_ERR_IO",
-        10 => c"TIDEMARK_ERR_CORRUPT",
-        11 => c"TIDEMARK_ERR_LOCKED",
-        12 => c"TIDEMARK_ERR_TOO_LARGE",
-        13 => c"TIDEMARK_ERR_PANIC",
-        _ => c"TIDEMARK_ERR_UNKNOWN",
-    };
-    name.as_ptr()
+    guard_value(c"TIDEMARK_ERR_UNKNOWN".as_ptr(), || {
+        tidemark_status::name(status).unwrap_or(c"TIDEMARK_ERR_UNKNOWN").as_ptr()
+    })
 }
 
 /// The library version, e.g. "0.1.0", as a static string. Never free it.

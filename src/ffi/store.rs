@@ -6,25 +6,29 @@ use crate::kv::Entry;
 use crate::store::Store;
 
 use super::{
-    bytes_in, free_box, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch,
-    tidemark_bytes, tidemark_events, tidemark_selector, tidemark_status,
+    bytes_in, free_box, get_ref, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch,
+    tidemark_bytes, tidemark_events, tidemark_selector, tidemark_status, to_boxed_ptr, try_ref, Castable,
+    EventList,
 };
 
 /// A store (opaque). Every function taking a store is thread-safe, except
 /// `tidemark_store_close`, which must be the last call on it.
 pub struct tidemark_store {
-    pub(crate) store: Store,
+    _private: [u8; 0],
+}
+
+impl Castable for tidemark_store {
+    type RustType = Store;
 }
 
 /// The result of `tidemark_store_get` (opaque): a copy of one key's state, owned by the
 /// caller and freed with `tidemark_entry_free`. Independent of the store once returned.
 pub struct tidemark_entry {
-    entry: Entry,
+    _private: [u8; 0],
 }
 
-pub(crate) fn store_ref<'a>(store: *const tidemark_store) -> Result<&'a Store, super::Failure> {
-    need(store, "store")?;
-    Ok(unsafe { &(*store).store })
+impl Castable for tidemark_entry {
+    type RustType = Entry;
 }
 
 /// Opens a store and writes it to `*out`.
@@ -44,7 +48,7 @@ pub unsafe extern "C" fn tidemark_store_open(
         let path = str_in(path, "path")?;
         let options = str_in(options_json, "options_json")?;
         let store = Store::open(path, options)?;
-        put_out(out, Box::into_raw(Box::new(tidemark_store { store })));
+        put_out(out, to_boxed_ptr::<tidemark_store>(store));
         Ok(())
     })
 }
@@ -62,14 +66,14 @@ pub unsafe extern "C" fn tidemark_store_close(store: *mut tidemark_store) {
 /// The revision of the last commit (0 for a new store, and for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_current_revision(store: *const tidemark_store) -> u64 {
-    guard_value(0, || store_ref(store).map_or(0, |s| s.current_revision()))
+    guard_value(0, || get_ref(store).map_or(0, |s| s.current_revision()))
 }
 
 /// The first revision still in the log (1 for a new store; current + 1 when everything was
 /// compacted; 0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_earliest_revision(store: *const tidemark_store) -> u64 {
-    guard_value(0, || store_ref(store).map_or(0, |s| s.earliest_revision()))
+    guard_value(0, || get_ref(store).map_or(0, |s| s.earliest_revision()))
 }
 
 /// Sets `key` to `value` (both copied). Writes the new revision to `*revision_out` (may be
@@ -85,7 +89,7 @@ pub unsafe extern "C" fn tidemark_store_put(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let key = bytes_in(key, key_len, "key")?;
         let value = bytes_in(value, value_len, "value")?;
         put_out(revision_out, s.put(key, value)?);
@@ -107,7 +111,7 @@ pub unsafe extern "C" fn tidemark_store_put_if(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         let key = bytes_in(key, key_len, "key")?;
         let value = bytes_in(value, value_len, "value")?;
         put_out(revision_out, s.put_if(key, value, expected_mod_revision)?);
@@ -125,7 +129,7 @@ pub unsafe extern "C" fn tidemark_store_delete(
     revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         put_out(revision_out, s.delete(bytes_in(key, key_len, "key")?)?);
         Ok(())
     })
@@ -141,19 +145,17 @@ pub unsafe extern "C" fn tidemark_store_get(
     out: *mut *mut tidemark_entry,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let entry = s.get(bytes_in(key, key_len, "key")?)?;
-        put_out(out, Box::into_raw(Box::new(tidemark_entry { entry })));
+        put_out(out, to_boxed_ptr::<tidemark_entry>(entry));
         Ok(())
     })
 }
 
 fn entry_field<T: Copy>(entry: *const tidemark_entry, fallback: T, f: impl FnOnce(&Entry) -> T) -> T {
-    guard_value(fallback, || match unsafe { entry.as_ref() } {
-        Some(e) => f(&e.entry),
-        None => fallback,
-    })
+    // SAFETY: the caller passes an entry from `tidemark_store_get` that is not freed yet.
+    guard_value(fallback, || unsafe { get_ref(entry) }.map_or(fallback, f))
 }
 
 /// The entry's value, owned by the entry (valid until `tidemark_entry_free`).
@@ -198,9 +200,9 @@ pub unsafe extern "C" fn tidemark_store_commit(
     first_revision_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
-        need(batch, "batch")?;
-        put_out(first_revision_out, s.commit(&(*batch).ops())?);
+        let s = try_ref(store, "store")?;
+        let batch = try_ref(batch, "batch")?;
+        put_out(first_revision_out, s.commit(&batch.ops())?);
         Ok(())
     })
 }
@@ -216,12 +218,11 @@ pub unsafe extern "C" fn tidemark_store_range(
     out: *mut *mut tidemark_events,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let sel = selector_in(selector)?;
-        let events =
-            tidemark_events::collect(|visit| s.range_visit(&sel, limit, visit).map(|more| (more, 0)))?;
-        put_out(out, Box::into_raw(events));
+        let events = EventList::collect(|visit| s.range_visit(&sel, limit, visit).map(|more| (more, 0)))?;
+        put_out(out, to_boxed_ptr::<tidemark_events>(events));
         Ok(())
     })
 }
@@ -243,13 +244,12 @@ pub unsafe extern "C" fn tidemark_store_changes(
     out: *mut *mut tidemark_events,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let sel = selector_in(selector)?;
-        let events = tidemark_events::collect(|visit| {
-            s.changes_visit(&sel, from_revision, to_revision, limit, visit)
-        })?;
-        put_out(out, Box::into_raw(events));
+        let events =
+            EventList::collect(|visit| s.changes_visit(&sel, from_revision, to_revision, limit, visit))?;
+        put_out(out, to_boxed_ptr::<tidemark_events>(events));
         Ok(())
     })
 }
@@ -265,7 +265,7 @@ pub unsafe extern "C" fn tidemark_store_compact(
     removed_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         put_out(removed_out, s.compact(keep_revision)?);
         Ok(())
     })
@@ -279,7 +279,7 @@ pub unsafe extern "C" fn tidemark_store_status_json(
     out: *mut *mut c_char,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let json = s.status()?.to_string();
         put_out(out, CString::new(json).unwrap_or_default().into_raw());

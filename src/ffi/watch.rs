@@ -4,12 +4,13 @@ use std::ffi::c_void;
 use std::time::Duration;
 
 use crate::event::Event;
-use crate::store::PullWatch;
+use crate::watch::PullWatch;
 use crate::watch::{WatchOptions, DEFAULT_MAX_QUEUE};
 
 use super::{
-    free_box, guard, guard_value, need, put_out, selector_in, store::store_ref, tidemark_event,
-    tidemark_events, tidemark_selector, tidemark_status, tidemark_store,
+    free_box, get_ref, guard, guard_value, need, put_out, selector_in, tidemark_event, tidemark_events,
+    tidemark_selector, tidemark_status, tidemark_store, to_boxed_ptr, try_ref, Castable, Closure, EventList,
+    Failure,
 };
 
 /// How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
@@ -56,6 +57,7 @@ pub extern "C" fn tidemark_watch_options_default() -> tidemark_watch_options {
 }
 
 fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
+    // SAFETY: a non-NULL options pointer points to a `tidemark_watch_options` valid for the call.
     let o = unsafe { o.as_ref() }.copied().unwrap_or_else(|| tidemark_watch_options_default());
     WatchOptions {
         start_revision: o.start_revision,
@@ -66,31 +68,15 @@ fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
     }
 }
 
-/// The C closure: calls the callback, and `drop_userdata` once when dropped.
-struct Closure {
-    callback: unsafe extern "C" fn(*mut c_void, *const tidemark_event, usize),
-    drop_userdata: tidemark_drop_callback,
-    userdata: *mut c_void,
-    views: Vec<tidemark_event>,
-}
+type WatchCallback = unsafe extern "C" fn(*mut c_void, *const tidemark_event, usize);
 
-// The caller promises in the header that userdata may be used from the store's threads.
-unsafe impl Send for Closure {}
-
-impl Closure {
-    fn call(&mut self, events: &[Event]) {
-        self.views.clear();
-        self.views.extend(events.iter().map(tidemark_event::view));
-        unsafe { (self.callback)(self.userdata, self.views.as_ptr(), self.views.len()) }
-    }
-}
-
-impl Drop for Closure {
-    fn drop(&mut self) {
-        if let Some(d) = self.drop_userdata {
-            unsafe { d(self.userdata) }
-        }
-    }
+/// Hands a delivery to the C callback as an array of event views borrowing `events`.
+fn deliver(closure: &Closure<WatchCallback>, events: &[Event]) {
+    let Some((callback, userdata)) = closure.target() else { return };
+    let views: Vec<tidemark_event> = events.iter().map(tidemark_event::view).collect();
+    // SAFETY: the callback and userdata are the caller's pair, called as the header's
+    // `tidemark_watch_callback` says; the views stay valid for the call.
+    unsafe { callback(userdata, views.as_ptr(), views.len()) }
 }
 
 /// Registers a push watch over `selector` (NULL = all) with `options` (NULL = defaults) and
@@ -109,12 +95,12 @@ pub unsafe extern "C" fn tidemark_store_watch(
     watch_id_out: *mut u64,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
-        let callback = callback.ok_or_else(|| super::Failure::null("callback"))?;
+        let s = try_ref(store, "store")?;
+        callback.ok_or_else(|| Failure::null("callback"))?;
         need(watch_id_out, "watch_id_out")?;
-        let mut closure = Closure { callback, drop_userdata, userdata, views: Vec::new() };
+        let closure = Closure::new(callback, userdata, drop_userdata);
         let sel = selector_in(selector)?; // on error the closure drops: drop_userdata runs
-        let id = s.watch(sel, &options_in(options), Box::new(move |events| closure.call(events)))?;
+        let id = s.watch(sel, &options_in(options), Box::new(move |events| deliver(&closure, events)))?;
         put_out(watch_id_out, id);
         Ok(())
     })
@@ -131,7 +117,7 @@ pub unsafe extern "C" fn tidemark_store_unwatch(
     store: *mut tidemark_store,
     watch_id: u64,
 ) -> tidemark_status {
-    guard(|| Ok(store_ref(store)?.unwatch(watch_id)?))
+    guard(|| Ok(try_ref(store, "store")?.unwatch(watch_id)?))
 }
 
 /// Grants a push watch opened with a non-zero `credit` `n` more events (flow control like
@@ -142,19 +128,23 @@ pub unsafe extern "C" fn tidemark_store_watch_credit(
     watch_id: u64,
     n: u64,
 ) -> tidemark_status {
-    guard(|| Ok(store_ref(store)?.add_credit(watch_id, n)?))
+    guard(|| Ok(try_ref(store, "store")?.add_credit(watch_id, n)?))
 }
 
 /// The number of push and pull watches that have not ended (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_watcher_count(store: *const tidemark_store) -> usize {
-    guard_value(0, || store_ref(store).map_or(0, |s| s.watcher_count()))
+    guard_value(0, || get_ref(store).map_or(0, |s| s.watcher_count()))
 }
 
 /// A pull watch (opaque). Use it from one thread at a time; it stays valid after its store is
 /// closed (then it reports CLOSED) and must be freed with `tidemark_watch_close`.
 pub struct tidemark_watch {
-    watch: PullWatch,
+    _private: [u8; 0],
+}
+
+impl Castable for tidemark_watch {
+    type RustType = PullWatch;
 }
 
 /// Opens a pull watch over `selector` (NULL = all) with `options` (NULL = defaults; `credit`
@@ -167,10 +157,10 @@ pub unsafe extern "C" fn tidemark_watch_open(
     out: *mut *mut tidemark_watch,
 ) -> tidemark_status {
     guard(|| {
-        let s = store_ref(store)?;
+        let s = try_ref(store, "store")?;
         need(out, "out")?;
         let watch = s.watch_pull(selector_in(selector)?, &options_in(options))?;
-        put_out(out, Box::into_raw(Box::new(tidemark_watch { watch })));
+        put_out(out, to_boxed_ptr::<tidemark_watch>(watch));
         Ok(())
     })
 }
@@ -186,10 +176,10 @@ pub unsafe extern "C" fn tidemark_watch_next(
     out: *mut *mut tidemark_events,
 ) -> tidemark_status {
     guard(|| {
-        need(watch, "watch")?;
+        let watch = try_ref(watch, "watch")?;
         need(out, "out")?;
-        let events = (*watch).watch.next(Duration::from_millis(timeout_ms.into()))?;
-        put_out(out, Box::into_raw(tidemark_events::from_vec(&events)));
+        let events = watch.next(Duration::from_millis(timeout_ms.into()))?;
+        put_out(out, to_boxed_ptr::<tidemark_events>(EventList::from_vec(&events)));
         Ok(())
     })
 }
@@ -197,7 +187,7 @@ pub unsafe extern "C" fn tidemark_watch_next(
 /// The watch's id (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_watch_id(watch: *const tidemark_watch) -> u64 {
-    guard_value(0, || unsafe { watch.as_ref() }.map_or(0, |w| w.watch.id()))
+    guard_value(0, || get_ref(watch).map_or(0, |w| w.id()))
 }
 
 /// Ends and frees a pull watch. Must not race with `tidemark_watch_next` on the same watch.

@@ -24,7 +24,7 @@ use super::http::{self, BodyRead, Client, Url};
 use super::record::{compare_order, cursor_text, parse_line, Line, LineSplitter, Parsed};
 use super::{options_object, StoreHandle};
 use crate::error::{Error, Result};
-use crate::kv::Op;
+use crate::op::Op;
 use crate::selector::Selector;
 use crate::store::Store;
 

@@ -35,8 +35,8 @@ use super::{options_object, StoreHandle};
 use crate::error::{Error, Result};
 use crate::event::{Bytes as StoreBytes, EventKind};
 use crate::selector::Selector;
-use crate::store::{PullWatch, Store};
-use crate::watch::WatchOptions;
+use crate::store::Store;
+use crate::watch::{PullWatch, WatchOptions};
 /// Server options, given as a JSON object (every field optional).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {

@@ -11,7 +11,7 @@ use std::thread::{self, Thread};
 use parking_lot::Mutex;
 
 use crate::error::Result;
-use crate::kv::Op;
+use crate::op::Op;
 
 const WAITING: u8 = 0;
 const DONE: u8 = 1;

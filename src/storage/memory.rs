@@ -110,6 +110,16 @@ impl Storage for MemoryLog {
         Ok(n as u64)
     }
 
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self) {}
+
     fn stats(&self) -> StorageStats {
         StorageStats { cached_events: self.entries.len() as u64, ..StorageStats::default() }
     }

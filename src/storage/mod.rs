@@ -37,22 +37,33 @@ pub struct StorageStats {
     pub cached_events: u64,
 }
 
+/// What every log backend provides (the in-memory log, the directory log, and next a
+/// backend in another process such as Redis). The store holds it behind its own lock, so
+/// calls never overlap; `&self` methods may still be called from several reader threads at
+/// once (under a shared lock), hence `Sync`.
+///
+/// Revisions are consecutive from 1; an event's revision is its position in the log. A
+/// commit is one or more events written atomically: after any failure or crash it is
+/// wholly there or wholly absent.
 pub trait Storage: Send + Sync {
     /// Stages one atomic commit. `commit[0].revision` must be `last_revision() + 1` and the
-    /// revisions consecutive; a backend shared between processes refuses anything else
-    /// (compare-and-append), which is how a revision is never handed out twice.
+    /// revisions consecutive, or it is `InvalidArgument` and nothing is staged; a backend
+    /// shared between processes refuses anything else (compare-and-append), which is how a
+    /// revision is never handed out twice. A staged commit is not yet durable nor readable
+    /// through `scan`, but `last_revision` counts it.
     fn append(&mut self, commit: &[Event]) -> Result<()>;
 
-    /// Makes every staged commit durable (as the sync policy promises) and readable. On an
-    /// error none of them is: they are forgotten, and the log is as before the first of them.
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
+    /// Makes every staged commit durable (as the backend's sync policy promises) and
+    /// readable. On an error none of them is: they are forgotten and `last_revision` goes
+    /// back to what it was before the first of them (what reached the medium may still be
+    /// found after a reopen only when the backend cannot know, e.g. after a failed fsync).
+    fn flush(&mut self) -> Result<()>;
 
-    /// Visits, in order, the events with revision in `[from, to]` that match `selector`,
-    /// stopping at the end of the commit in which the `limit`-th match was visited.
-    /// Returns the revision to continue from (`to + 1` when the range was exhausted).
-    /// `from` below `earliest_revision()` is `Error::Compacted`.
+    /// Visits, in order, the flushed events with revision in `[from, to]` that match
+    /// `selector`, stopping at the end of the commit in which the `limit`-th match was
+    /// visited. Returns the revision to continue from (`to + 1` when the range was
+    /// exhausted). `from` below `earliest_revision()` is `Error::Compacted`; `to` beyond the
+    /// log is clamped (see `scan_range`). Damage found while reading is `Error::Corrupt`.
     fn scan(
         &self,
         selector: &Selector,
@@ -68,31 +79,28 @@ pub trait Storage: Send + Sync {
     /// The revision of the last committed (or staged) event; 0 for a new log.
     fn last_revision(&self) -> u64;
 
-    /// Drops the entries below `keep`; returns how many were dropped. A durable backend
-    /// first checkpoints the derived state (visited by `state`, which is the state at
-    /// `last_revision()`) so the files holding them can be deleted.
+    /// Drops the entries below `keep` (clamped to `last_revision() + 1`); returns how many
+    /// were dropped. A durable backend first persists the derived state (visited by `state`,
+    /// the state at `last_revision()`) so that the dropped entries are no longer needed to
+    /// rebuild it; the new earliest revision survives a reopen.
     fn compact(&mut self, keep: u64, state: StateVisitor<'_>) -> Result<u64>;
 
-    /// True when the backend would like a checkpoint of the derived state (`checkpoint`).
-    fn wants_checkpoint(&self) -> bool {
-        false
-    }
+    /// `Ok` when `append` may be called: not closed, not read-only, no earlier failure that
+    /// makes the backend refuse writes. Called before a write is planned.
+    fn check_writable(&self) -> Result<()>;
 
-    /// Writes a checkpoint of the derived state at `last_revision()`.
-    fn checkpoint(&mut self, _state: StateVisitor<'_>) -> Result<()> {
+    /// Flushes and syncs what is written, stops background work and releases the backend's
+    /// resources (files, locks, connections). Idempotent; every later write is refused.
+    fn close(&mut self);
+
+    /// What `status` reports about the backend.
+    fn stats(&self) -> StorageStats;
+
+    /// Called after each successful flush: a backend that rebuilds the derived state from a
+    /// snapshot writes one (from `state`, at `last_revision()`) when it judges it due, to
+    /// bound the replay on open. Best effort: the flushed commits are durable either way.
+    fn checkpoint_if_due(&mut self, _state: StateVisitor<'_>) -> Result<()> {
         Ok(())
-    }
-
-    /// Refuses writes when the store was opened read-only.
-    fn check_writable(&self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Flushes and syncs what is written, stops background work and releases the files.
-    fn close(&mut self) {}
-
-    fn stats(&self) -> StorageStats {
-        StorageStats::default()
     }
 }
 

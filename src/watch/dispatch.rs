@@ -13,9 +13,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{progress_event, WatchState, Watcher};
+use super::{catch_up, progress_event, Feed, WatchState, Watcher};
 use crate::event::Event;
-use crate::store::Inner;
 
 /// Deliveries one watcher gets in a row before it goes to the back of the ready queue.
 const TURN: usize = 16;
@@ -104,16 +103,16 @@ impl Dispatcher {
     }
 
     /// Starts the threads on first use, so stores without push watches run none.
-    pub fn start(&self, inner: &Arc<Inner>) -> std::io::Result<()> {
+    pub fn start(&self, feed: &Arc<dyn Feed>) -> std::io::Result<()> {
         let mut handles = self.handles.lock();
         if !handles.is_empty() || self.queue.lock().stopping {
             return Ok(());
         }
         for n in 0..self.threads {
-            let inner = inner.clone();
+            let feed = feed.clone();
             let h = thread::Builder::new()
                 .name(format!("tidemark-dispatch-{n}"))
-                .spawn(move || worker(&inner))?;
+                .spawn(move || worker(&*feed))?;
             handles.push(h);
         }
         Ok(())
@@ -135,9 +134,9 @@ impl Dispatcher {
     }
 }
 
-fn worker(inner: &Arc<Inner>) {
-    DISPATCHING_FOR.with(|c| c.set(inner.id));
-    let d = &inner.dispatcher;
+fn worker(feed: &dyn Feed) {
+    DISPATCHING_FOR.with(|c| c.set(feed.store_id()));
+    let d = feed.dispatcher();
     loop {
         let mut q = d.queue.lock();
         let (w, timer) = loop {
@@ -190,15 +189,15 @@ fn worker(inner: &Arc<Inner>) {
             }
             s.scheduled = true;
         }
-        run(inner, &w);
+        run(feed, &w);
     }
 }
 
 /// Delivers what one watcher has ready: queued commits, a log catch-up, its terminal notice
 /// or a progress notice, for up to `TURN` callbacks.
-fn run(inner: &Inner, w: &Arc<Watcher>) {
+fn run(feed: &dyn Feed, w: &Arc<Watcher>) {
     for _ in 0..TURN {
-        let read = inner.catch_up(w);
+        let read = catch_up(feed, w);
         let mut s = w.state.lock();
         if read.is_err() && s.queue.is_empty() {
             // The log could not be read: try again when the next commit wakes the watch.
@@ -221,13 +220,13 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
             s.done = true;
             (vec![s.terminal.take().expect("checked")], true)
         } else if can_send && s.synced && w.progress_due(&s).is_some_and(|at| at <= now) {
-            (vec![progress_event(inner.revision())], false)
+            (vec![progress_event(feed.revision())], false)
         } else {
             s.scheduled = false;
             if let Some(at) = w.progress_due(&s) {
                 if !s.timer_armed {
                     s.timer_armed = true;
-                    inner.dispatcher.arm(at, w.clone());
+                    feed.dispatcher().arm(at, w.clone());
                 }
             }
             return;
@@ -248,7 +247,7 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
             drop(s);
             if last {
                 // An ended watch stops counting before its owner hears of the end.
-                inner.forget(w.id);
+                feed.forget(w.id);
             }
             // drop_userdata runs before `running` clears, so an unwatch waiting for this
             // callback returns only after it.
@@ -262,7 +261,7 @@ fn run(inner: &Inner, w: &Arc<Watcher>) {
         drop(s);
         w.cond.notify_all();
     }
-    inner.dispatcher.schedule(w.clone());
+    feed.dispatcher().schedule(w.clone());
 }
 
 /// Takes queued events within the watch's credit, never splitting a commit.

@@ -5,10 +5,14 @@
 //! commit can slip between. Writers therefore never wait for a consumer, no event is dropped,
 //! and a watcher holds at most `max_queue` events (or one commit, if a commit is larger).
 
+mod catch_up;
 mod dispatch;
 mod index;
+mod pull;
 
+pub(crate) use catch_up::{catch_up, drain};
 pub(crate) use dispatch::{in_callback, on_dispatcher_of, Dispatcher};
+pub use pull::PullWatch;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +23,24 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::event::{Event, EventKind};
 use crate::selector::Selector;
+use crate::storage::Storage;
 use index::Index;
+
+/// What the watch layer needs from the store that owns its watchers, and nothing more. The
+/// store implements it and hands it to the dispatcher and to pull watches; nothing in
+/// `watch` sees the store's internals (its key state, lock or options).
+pub(crate) trait Feed: Send + Sync {
+    /// The store's id, for telling callbacks of this store from those of another.
+    fn store_id(&self) -> u64;
+    /// The revision of the last commit every watcher has been offered.
+    fn revision(&self) -> u64;
+    fn dispatcher(&self) -> &Dispatcher;
+    /// Runs `read` with the log under the store's read lock, so no commit can slip between
+    /// a catch-up's read and its watcher becoming synced.
+    fn read_log(&self, read: &mut dyn FnMut(&dyn Storage));
+    /// Removes a finished watcher from the registry.
+    fn forget(&self, id: u64);
+}
 
 /// How a watch is consumed and configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 // tests/c/test_hpp.cpp: a smoke test of the C++ wrapper include/tidemark.hpp, run under
 // AddressSanitizer (so a std::function that drop_userdata fails to free is a leak and fails
-// the run). The C API itself is tested by test_api.c.
+// the run). The C API itself is tested by main.c and test_*.c.
 #include "tidemark.hpp"
 
 #include <atomic>

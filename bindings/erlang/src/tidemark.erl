@@ -43,11 +43,6 @@
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1]).
 
-%% Exported for the tests only.
--export([watch_ended/1, follower_dropped/1, encode_json/1, decode_json/1]).
-
--on_load(init/0).
-
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
               server/0, follower/0, lockstep_event/0]).
 
@@ -67,26 +62,17 @@
                             revision := revision(), retry_ms := non_neg_integer(),
                             cursor := binary() | undefined, message := binary() | undefined,
                             line := binary() | undefined}.
--type error() :: {error, not_found | closed | noproc
+%% One reason per status code of include/tidemark.h (the atom is the code's name without
+%% `TIDEMARK_ERR_', lowercased; the tests check every code against this type), plus `noproc'.
+-type error() :: {error, not_found | closed | timeout | noproc
                         | {compacted, Earliest :: revision()}
                         | {conflict, CurrentModRevision :: revision()}
                         | {future_revision, Current :: revision()}
-                        | {invalid_argument | locked | io | corrupt | too_large | panic, binary()}}.
+                        | {invalid_argument | null_argument | locked | io | corrupt | too_large
+                           | panic, binary()}
+                        | {unknown, Code :: non_neg_integer(), binary()}}.
 
-%% changes/range limits above this run on a dirty CPU scheduler.
--define(DIRTY_LIMIT, 1000).
 -define(U64_MAX, 18446744073709551615).
-
-init() ->
-    Priv = case code:priv_dir(tidemark) of
-               {error, _} ->
-                   filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-               Dir ->
-                   Dir
-           end,
-    erlang:load_nif(filename:join(Priv, "tidemark_nif"), 0).
-
--define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
 
 %%% Stores
 
@@ -95,10 +81,10 @@ init() ->
 %% `max_value_size', ...) passed to the C API as a JSON object.
 -spec open(memory | file:filename_all(), map()) -> {ok, store()} | error().
 open(memory, Opts) when is_map(Opts) ->
-    open_nif(<<>>, options_json(Opts));
+    tidemark_nif:open_nif(<<>>, options_json(Opts));
 open(Path, Opts) when (is_list(Path) orelse is_binary(Path)), is_map(Opts) ->
     case unicode:characters_to_binary(Path) of
-        Bin when is_binary(Bin), Bin =/= <<>> -> open_nif(Bin, options_json(Opts));
+        Bin when is_binary(Bin), Bin =/= <<>> -> tidemark_nif:open_nif(Bin, options_json(Opts));
         _ -> erlang:error(badarg)
     end;
 open(_, _) ->
@@ -107,35 +93,35 @@ open(_, _) ->
 %% @doc Closes the store: every watch receives `closed' and ends. Idempotent. A store that is
 %% garbage-collected is closed the same way.
 -spec close(store()) -> ok.
-close(Store) -> close_nif(Store).
+close(Store) -> tidemark_nif:close_nif(Store).
 
 %% @doc The version of the tidemark library.
 -spec version() -> binary().
-version() -> version_nif().
+version() -> tidemark_nif:version_nif().
 
 %% @doc The store's state (`revision', `earliest_revision', `keys', `watchers', ...).
 -spec status(store()) -> {ok, map()} | error().
 status(Store) ->
-    case status_nif(Store) of
-        {ok, Json} -> {ok, decode_json(Json)};
+    case tidemark_nif:status_nif(Store) of
+        {ok, Json} -> {ok, tidemark_json:decode(Json)};
         Error -> Error
     end.
 
 -spec current_revision(store()) -> revision() | {error, closed}.
-current_revision(Store) -> current_revision_nif(Store).
+current_revision(Store) -> tidemark_nif:current_revision_nif(Store).
 
 -spec earliest_revision(store()) -> revision() | {error, closed}.
-earliest_revision(Store) -> earliest_revision_nif(Store).
+earliest_revision(Store) -> tidemark_nif:earliest_revision_nif(Store).
 
 %% @doc Push watches that have not ended.
 -spec watcher_count(store()) -> non_neg_integer() | {error, closed}.
-watcher_count(Store) -> watcher_count_nif(Store).
+watcher_count(Store) -> tidemark_nif:watcher_count_nif(Store).
 
 %%% Keys
 
 %% @doc Sets `Key' to `Value'; returns the new revision.
 -spec put(store(), key(), iodata()) -> {ok, revision()} | error().
-put(Store, Key, Value) -> put_nif(Store, Key, Value, -1).
+put(Store, Key, Value) -> tidemark_nif:put_nif(Store, Key, Value, none).
 
 %% @doc Like {@link put/3}; with `#{expected_mod_revision => N}' only if the key's
 %% mod_revision is `N' (0 = the key must not exist), otherwise `{error, {conflict, Current}}'.
@@ -143,27 +129,27 @@ put(Store, Key, Value) -> put_nif(Store, Key, Value, -1).
           {ok, revision()} | error().
 put(Store, Key, Value, #{expected_mod_revision := N} = Opts)
   when is_integer(N), N >= 0, map_size(Opts) =:= 1 ->
-    put_nif(Store, Key, Value, N);
+    tidemark_nif:put_nif(Store, Key, Value, N);
 put(Store, Key, Value, Opts) when Opts =:= #{} ->
-    put_nif(Store, Key, Value, -1);
+    tidemark_nif:put_nif(Store, Key, Value, none);
 put(_, _, _, _) ->
     erlang:error(badarg).
 
 -spec get(store(), key()) ->
           {ok, #{value := binary(), create_revision := revision(),
                  mod_revision := revision(), version := pos_integer()}} | error().
-get(Store, Key) -> get_nif(Store, Key).
+get(Store, Key) -> tidemark_nif:get_nif(Store, Key).
 
 %% @doc Deletes `Key'; returns the delete's revision. A missing key is `{error, not_found}'.
 -spec delete(store(), key()) -> {ok, revision()} | error().
-delete(Store, Key) -> delete_nif(Store, Key).
+delete(Store, Key) -> tidemark_nif:delete_nif(Store, Key).
 
 %% @doc Applies operations atomically at consecutive revisions, all or nothing; returns the
 %% first write's revision (0 if there were only requirements). `{require, K, Rev}' demands
 %% that K's mod_revision is Rev (0 = K must not exist), else `{error, {conflict, Current}}'.
 -spec batch(store(), [{put, key(), iodata()} | {delete, key()} | {require, key(), revision()}]) ->
           {ok, revision()} | error().
-batch(Store, Ops) -> batch_nif(Store, Ops).
+batch(Store, Ops) -> tidemark_nif:batch_nif(Store, Ops).
 
 %% @doc The current keys matching `Selector', in byte order, at most `Limit' (0 = all).
 -spec range(store(), selector(), non_neg_integer()) ->
@@ -172,10 +158,7 @@ batch(Store, Ops) -> batch_nif(Store, Ops).
                                version := pos_integer()}],
                  has_more := boolean()}} | error().
 range(Store, Selector, Limit) when is_integer(Limit), Limit >= 0 ->
-    case Limit =:= 0 orelse Limit > ?DIRTY_LIMIT of
-        true -> range_dirty_nif(Store, Selector, Limit);
-        false -> range_nif(Store, Selector, Limit)
-    end;
+    tidemark_nif:range_nif(Store, Selector, Limit);
 range(_, _, _) ->
     erlang:error(badarg).
 
@@ -199,10 +182,7 @@ changes(Store, From, To, Opts) when is_map(Opts) ->
     Limit = maps:get(limit, Opts, 0),
     Selector = maps:get(selector, Opts, all),
     check_keys(Opts, [limit, selector]),
-    case Limit > ?DIRTY_LIMIT of
-        true -> changes_dirty_nif(Store, Selector, From, To, Limit);
-        false -> changes_nif(Store, Selector, From, To, Limit)
-    end;
+    tidemark_nif:changes_nif(Store, Selector, From, To, Limit);
 changes(_, _, _, _) ->
     erlang:error(badarg).
 
@@ -210,7 +190,7 @@ changes(_, _, _, _) ->
 %% A watch that had not yet delivered a dropped event it matches ends with
 %% `{compacted, Earliest}'.
 -spec compact(store(), revision()) -> {ok, non_neg_integer()} | error().
-compact(Store, Keep) -> compact_nif(Store, Keep).
+compact(Store, Keep) -> tidemark_nif:compact_nif(Store, Keep).
 
 %%% Watches
 
@@ -245,28 +225,24 @@ watch(Store, Selector, Opts) when is_map(Opts) ->
              end,
     MaxQueue = maps:get(max_queue, Opts, 0),
     Progress = maps:get(progress_interval_ms, Opts, 0),
-    watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
+    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
 watch(_, _, _) ->
     erlang:error(badarg).
 
 %% @doc Ends a watch. When it returns no further message for `Ref' is sent (messages already
 %% in the mailbox stay there). `{error, not_found}' if the watch had already ended.
 -spec unwatch(store(), watch_ref()) -> ok | error().
-unwatch(Store, Ref) -> unwatch_nif(Store, Ref).
+unwatch(Store, Ref) -> tidemark_nif:unwatch_nif(Store, Ref).
 
 %% @doc Lets a watch opened with `active => N' deliver `N' more events (`once' = 1, `true' =
 %% no limit from now on). Like sockets: when the credit runs out the watch sends
 %% `{tidemark_passive, Ref}' after its last event; call `activate' when you receive it.
 %% Has no effect on a watch opened with `active => true'.
 -spec activate(watch_ref(), pos_integer() | once | true) -> ok | error().
-activate(Ref, once) -> activate_nif(Ref, 1);
-activate(Ref, true) -> activate_nif(Ref, ?U64_MAX);
-activate(Ref, N) when is_integer(N), N > 0 -> activate_nif(Ref, N);
+activate(Ref, once) -> tidemark_nif:activate_nif(Ref, 1);
+activate(Ref, true) -> tidemark_nif:activate_nif(Ref, ?U64_MAX);
+activate(Ref, N) when is_integer(N), N > 0 -> tidemark_nif:activate_nif(Ref, N);
 activate(_, _) -> erlang:error(badarg).
-
-%% @private True once the watch has ended (its last message was sent).
--spec watch_ended(watch_ref()) -> boolean().
-watch_ended(Ref) -> watch_ended_nif(Ref).
 
 %%% lockstep over HTTP (docs/lockstep.md)
 
@@ -287,30 +263,30 @@ serve(Store, Addr, Opts) when is_map(Opts) ->
             default -> default;
             _ -> to_binary(Addr)
         end,
-    serve_nif(Store, A, lockstep_json(Opts));
+    tidemark_nif:serve_nif(Store, A, lockstep_json(Opts));
 serve(_, _, _) ->
     erlang:error(badarg).
 
 %% @doc The address the server listens on, e.g. `<<"127.0.0.1:38123">>' (still answered after
 %% the server has stopped).
 -spec server_addr(server()) -> binary().
-server_addr(Server) -> server_addr_nif(Server).
+server_addr(Server) -> tidemark_nif:server_addr_nif(Server).
 
 %% @doc The port the server listens on.
 -spec server_port(server()) -> 0..65535.
-server_port(Server) -> server_port_nif(Server).
+server_port(Server) -> tidemark_nif:server_port_nif(Server).
 
 %% @doc The server's counters: `addr', `connections', `following', `requests',
 %% `records_served', `refused_connections', `writable', `auth', `heartbeat_ms'.
 %% `{error, closed}' once stopped.
 -spec server_status(server()) -> map() | {error, closed}.
-server_status(Server) -> lockstep_status_result(server_status_nif(Server)).
+server_status(Server) -> lockstep_status_result(tidemark_nif:server_status_nif(Server)).
 
 %% @doc Stops the server: no new connections, every follow response ends with its final
 %% chunk, and every server thread has ended when it returns (clients that read nothing are
 %% cut after about a second). Runs on a dirty I/O scheduler. Idempotent.
 -spec stop_server(server()) -> ok.
-stop_server(Server) -> stop_server_nif(Server).
+stop_server(Server) -> tidemark_nif:stop_server_nif(Server).
 
 %% @doc Mirrors the lockstep feed at `Url' (e.g. `"http://127.0.0.1:4567/servers/"') into
 %% `Store': a record is put at `Prefix ++ id' as the JSON line received, a tombstone
@@ -334,7 +310,7 @@ follow(Store, Url, Opts) when is_map(Opts) ->
               P when is_pid(P) -> P;
               _ -> erlang:error(badarg)
           end,
-    follow_nif(Store, to_binary(Url), lockstep_json(maps:remove(pid, Opts)), Pid);
+    tidemark_nif:follow_nif(Store, to_binary(Url), lockstep_json(maps:remove(pid, Opts)), Pid);
 follow(_, _, _) ->
     erlang:error(badarg).
 
@@ -344,17 +320,13 @@ follow(_, _, _) ->
 %% `resyncs', `heartbeats', `local_revision', `last_error', `last_malformed', `url',
 %% `prefix'. `{error, closed}' once stopped.
 -spec follower_status(follower()) -> map() | {error, closed}.
-follower_status(Follower) -> lockstep_status_result(follower_status_nif(Follower)).
+follower_status(Follower) -> lockstep_status_result(tidemark_nif:follower_status_nif(Follower)).
 
 %% @doc Stops the follower. When it returns its thread has ended and no further message for
 %% it is sent (messages already in the mailbox stay there). Takes at most about
 %% `connect_timeout_ms'; runs on a dirty I/O scheduler. Idempotent.
 -spec stop_follower(follower()) -> ok.
-stop_follower(Follower) -> stop_follower_nif(Follower).
-
-%% @private True once the follower's context was dropped (it has stopped for good).
--spec follower_dropped(follower()) -> boolean().
-follower_dropped(Follower) -> follower_dropped_nif(Follower).
+stop_follower(Follower) -> tidemark_nif:stop_follower_nif(Follower).
 
 %%% Internals
 
@@ -365,7 +337,7 @@ check_keys(Map, Known) ->
     end.
 
 options_json(Opts) when map_size(Opts) =:= 0 -> <<>>;
-options_json(Opts) -> encode_json(Opts).
+options_json(Opts) -> tidemark_json:encode(Opts).
 
 to_binary(B) when is_binary(B) -> B;
 to_binary(L) when is_list(L) ->
@@ -391,142 +363,6 @@ lockstep_status_result({ok, Json}) ->
     maps:map(fun(_, null) -> undefined;
                 (state, S) when is_binary(S) -> binary_to_atom(S, utf8);
                 (_, V) -> V
-             end, decode_json(Json));
+             end, tidemark_json:decode(Json));
 lockstep_status_result(Error) ->
     Error.
-
-%% @private A small JSON encoder for store options: maps (atom or binary keys), lists,
-%% integers, floats, booleans, null, binaries and atoms (as strings).
--spec encode_json(term()) -> binary().
-encode_json(Term) -> iolist_to_binary(enc(Term)).
-
-enc(true) -> <<"true">>;
-enc(false) -> <<"false">>;
-enc(null) -> <<"null">>;
-enc(I) when is_integer(I) -> integer_to_binary(I);
-enc(F) when is_float(F) -> float_to_binary(F, [short]);
-enc(A) when is_atom(A) -> enc_string(atom_to_binary(A, utf8));
-enc(B) when is_binary(B) -> enc_string(B);
-enc(L) when is_list(L) -> [$[, join([enc(E) || E <- L]), $]];
-enc(M) when is_map(M) ->
-    [${, join([[enc_key(K), $:, enc(V)] || {K, V} <- lists:sort(maps:to_list(M))]), $}];
-enc(_) -> erlang:error(badarg).
-
-enc_key(K) when is_atom(K) -> enc_string(atom_to_binary(K, utf8));
-enc_key(K) when is_binary(K) -> enc_string(K);
-enc_key(K) when is_list(K) -> enc_string(unicode:characters_to_binary(K));
-enc_key(_) -> erlang:error(badarg).
-
-enc_string(B) -> [$", [esc(C) || <<C>> <= B], $"].
-
-esc($") -> <<"\\\"">>;
-esc($\\) -> <<"\\\\">>;
-esc($\n) -> <<"\\n">>;
-esc($\r) -> <<"\\r">>;
-esc($\t) -> <<"\\t">>;
-esc(C) when C < 16#20 -> io_lib:format("\\u~4.16.0b", [C]);
-esc(C) -> C.
-
-join([]) -> [];
-join([H | T]) -> [H | [[$, | E] || E <- T]].
-
-%% @private A small JSON decoder for status: objects become maps with atom keys.
--spec decode_json(binary()) -> term().
-decode_json(Bin) ->
-    {Value, Rest} = dec(skip_ws(Bin)),
-    <<>> = skip_ws(Rest),
-    Value.
-
-dec(<<${, R/binary>>) -> dec_object(skip_ws(R), #{});
-dec(<<$[, R/binary>>) -> dec_array(skip_ws(R), []);
-dec(<<$", R/binary>>) -> dec_string(R, <<>>);
-dec(<<"true", R/binary>>) -> {true, R};
-dec(<<"false", R/binary>>) -> {false, R};
-dec(<<"null", R/binary>>) -> {null, R};
-dec(B) -> dec_number(B).
-
-dec_object(<<$}, R/binary>>, M) -> {M, R};
-dec_object(<<$", R0/binary>>, M) ->
-    {K, R1} = dec_string(R0, <<>>),
-    <<$:, R2/binary>> = skip_ws(R1),
-    {V, R3} = dec(skip_ws(R2)),
-    M1 = M#{binary_to_atom(K, utf8) => V},
-    case skip_ws(R3) of
-        <<$,, R4/binary>> -> dec_object(skip_ws(R4), M1);
-        <<$}, R4/binary>> -> {M1, R4}
-    end.
-
-dec_array(<<$], R/binary>>, Acc) -> {lists:reverse(Acc), R};
-dec_array(B, Acc) ->
-    {V, R1} = dec(B),
-    case skip_ws(R1) of
-        <<$,, R2/binary>> -> dec_array(skip_ws(R2), [V | Acc]);
-        <<$], R2/binary>> -> {lists:reverse([V | Acc]), R2}
-    end.
-
-dec_string(<<$", R/binary>>, Acc) -> {Acc, R};
-dec_string(<<$\\, C, R/binary>>, Acc) when C =/= $u ->
-    Ch = case C of $n -> $\n; $t -> $\t; $r -> $\r; $b -> $\b; $f -> $\f; _ -> C end,
-    dec_string(R, <<Acc/binary, Ch>>);
-dec_string(<<$\\, $u, H:4/binary, R/binary>>, Acc) ->
-    Cp = binary_to_integer(H, 16),
-    dec_string(R, <<Acc/binary, Cp/utf8>>);
-dec_string(<<C, R/binary>>, Acc) -> dec_string(R, <<Acc/binary, C>>).
-
-dec_number(B) ->
-    {Num, R} = take_number(B, <<>>),
-    V = case binary:match(Num, [<<".">>, <<"e">>, <<"E">>]) of
-            nomatch -> binary_to_integer(Num);
-            _ -> binary_to_float(normalize_float(Num))
-        end,
-    {V, R}.
-
-take_number(<<C, R/binary>>, Acc)
-  when (C >= $0 andalso C =< $9) orelse C =:= $- orelse C =:= $+ orelse C =:= $.
-       orelse C =:= $e orelse C =:= $E ->
-    take_number(R, <<Acc/binary, C>>);
-take_number(R, Acc) -> {Acc, R}.
-
-%% binary_to_float/1 wants digits on both sides of the point and a point before an exponent.
-normalize_float(Num) ->
-    case binary:match(Num, <<".">>) of
-        nomatch ->
-            [M, E] = binary:split(Num, [<<"e">>, <<"E">>]),
-            <<M/binary, ".0e", E/binary>>;
-        _ -> Num
-    end.
-
-skip_ws(<<C, R/binary>>) when C =:= $\s; C =:= $\t; C =:= $\n; C =:= $\r -> skip_ws(R);
-skip_ws(B) -> B.
-
-%%% NIF stubs
-
-open_nif(_Path, _OptsJson) -> ?NIF.
-close_nif(_Store) -> ?NIF.
-status_nif(_Store) -> ?NIF.
-current_revision_nif(_Store) -> ?NIF.
-earliest_revision_nif(_Store) -> ?NIF.
-watcher_count_nif(_Store) -> ?NIF.
-version_nif() -> ?NIF.
-put_nif(_Store, _Key, _Value, _Expected) -> ?NIF.
-get_nif(_Store, _Key) -> ?NIF.
-delete_nif(_Store, _Key) -> ?NIF.
-batch_nif(_Store, _Ops) -> ?NIF.
-range_nif(_Store, _Selector, _Limit) -> ?NIF.
-range_dirty_nif(_Store, _Selector, _Limit) -> ?NIF.
-changes_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
-changes_dirty_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
-compact_nif(_Store, _Keep) -> ?NIF.
-watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs) -> ?NIF.
-unwatch_nif(_Store, _Ref) -> ?NIF.
-activate_nif(_Ref, _N) -> ?NIF.
-watch_ended_nif(_Ref) -> ?NIF.
-serve_nif(_Store, _Addr, _OptsJson) -> ?NIF.
-server_addr_nif(_Server) -> ?NIF.
-server_port_nif(_Server) -> ?NIF.
-server_status_nif(_Server) -> ?NIF.
-stop_server_nif(_Server) -> ?NIF.
-follow_nif(_Store, _Url, _OptsJson, _Pid) -> ?NIF.
-follower_status_nif(_Follower) -> ?NIF.
-stop_follower_nif(_Follower) -> ?NIF.
-follower_dropped_nif(_Follower) -> ?NIF.

@@ -21,7 +21,7 @@ served(Opts) ->
 
 url(Srv, Path) -> <<"http://", (tidemark:server_addr(Srv))/binary, Path/binary>>.
 
-json(Map) -> tidemark:encode_json(Map).
+json(Map) -> tidemark_json:encode(Map).
 
 %% The next notification of kind Kind for follower F (others stay in the mailbox).
 next(F, Kind) ->
@@ -36,7 +36,7 @@ flush(F) ->
 %% The value of Key in S, decoded (a mirrored record), or not_found.
 record(S, Key) ->
     case tidemark:get(S, Key) of
-        {ok, #{value := V}} -> tidemark:decode_json(V);
+        {ok, #{value := V}} -> tidemark_json:decode(V);
         {error, not_found} -> not_found
     end.
 
@@ -94,7 +94,7 @@ dechunk(Data, Acc) ->
     end.
 
 %% NDJSON lines, decoded.
-ndjson(Body) -> [tidemark:decode_json(L) || L <- binary:split(Body, <<"\n">>, [global, trim_all])].
+ndjson(Body) -> [tidemark_json:decode(L) || L <- binary:split(Body, <<"\n">>, [global, trim_all])].
 
 %% Whether something still listens on Port (a reset while the server stops counts as yes).
 listening(Port) ->
@@ -249,7 +249,7 @@ follow_mirror_test_() ->
         ?assert(Conns >= 1),
         %% Stop: idempotent, and no message afterwards.
         ?assertEqual(ok, tidemark:stop_follower(F)),
-        ?assert(tidemark:follower_dropped(F)),
+        ?assert(tidemark_nif:follower_dropped_nif(F)),
         ?assertEqual(ok, tidemark:stop_follower(F)),
         ?assertEqual({error, closed}, tidemark:follower_status(F)),
         flush(F),
@@ -421,7 +421,7 @@ concurrent_stop_test_() ->
                                           tidemark:stop_server(Srv)} end)
               || _ <- lists:seq(1, 4)],
         [receive {stopped, P, A, B} -> ?assertEqual({ok, ok}, {A, B}) end || P <- Ps],
-        ?assert(tidemark:follower_dropped(F)),
+        ?assert(tidemark_nif:follower_dropped_nif(F)),
         ?assertEqual({error, closed}, tidemark:server_status(Srv)),
         tidemark:close(S),
         tidemark:close(M)

@@ -275,3 +275,58 @@ def test_unknown_status_name() -> None:
     with pytest.raises(tidemark.UnknownStatusError) as ei:
         _ffi.raise_status(200, "test")
     assert ei.value.status == 200
+
+
+# Issue 18.3: a wrong argument type is a TypeError, a negative or out-of-range integer a
+# ValueError, both naming the argument, raised before anything reaches the library.
+BAD_ARGUMENTS = [
+    ("from_revision", TypeError, lambda s: s.changes("1")),
+    ("from_revision", TypeError, lambda s: s.changes(None)),
+    ("from_revision", TypeError, lambda s: s.changes(1.5)),
+    ("from_revision", TypeError, lambda s: s.changes(True)),
+    ("from_revision", ValueError, lambda s: s.changes(-1)),
+    ("to_revision", TypeError, lambda s: s.changes(1, "2")),
+    ("limit", TypeError, lambda s: s.changes(limit="2")),
+    ("limit", ValueError, lambda s: s.changes(limit=-2)),
+    ("limit", TypeError, lambda s: s.range(limit=None)),
+    ("limit", ValueError, lambda s: s.range(limit=2**64)),
+    ("from_revision", TypeError, lambda s: list(s.iter_changes("1"))),
+    ("page_size", TypeError, lambda s: list(s.iter_changes(page_size="9"))),
+    ("keep_revision", TypeError, lambda s: s.compact("1")),
+    ("keep_revision", ValueError, lambda s: s.compact(-1)),
+    ("expected_mod_revision", TypeError, lambda s: s.put("k", "v", expected_mod_revision="1")),
+    ("expected_mod_revision", ValueError, lambda s: s.put_if("k", "v", -1)),
+    ("expected_mod_revision", TypeError, lambda s: s.batch().require("k", "1")),
+    ("expected_mod_revision", ValueError, lambda s: s.batch().require("k", -5)),
+    ("start_revision", TypeError, lambda s: s.watch(start_revision="1")),
+    ("start_revision", ValueError, lambda s: s.watch(start_revision=-1, callback=print)),
+    ("max_queue", TypeError, lambda s: s.awatch(max_queue=1.0)),
+    ("progress_interval_ms", ValueError, lambda s: s.watch(progress_interval_ms=2**32)),
+    ("credit", TypeError, lambda s: s.watch(callback=print, credit="3")),
+    ("timeout", TypeError, lambda s: s.watch(timeout="3")),
+    ("timeout", ValueError, lambda s: s.watch(timeout=-1)),
+]
+
+
+@pytest.mark.parametrize("name,exc,call", BAD_ARGUMENTS, ids=[f"{n}-{e.__name__}-{i}" for i, (n, e, _) in enumerate(BAD_ARGUMENTS)])
+def test_bad_argument_is_a_clear_error_naming_it(store: Store, name: str, exc: type, call: object) -> None:
+    import ctypes
+
+    store.put("k", "v")
+    with pytest.raises(exc) as ei:
+        call(store)  # type: ignore[operator]
+    assert not isinstance(ei.value, ctypes.ArgumentError)
+    assert not isinstance(ei.value, tidemark.TidemarkError)  # the binding's own check
+    assert name in str(ei.value)
+    assert store.revision == 1 and store.watcher_count == 0  # nothing happened
+
+
+def test_good_integers_of_other_int_types_still_work(store: Store) -> None:
+    import enum
+
+    class Rev(enum.IntEnum):
+        ONE = 1
+
+    store.put("k", "v")
+    assert [e.revision for e in store.changes(Rev.ONE, limit=Rev.ONE).events] == [1]
+    assert store.put("k", "w", expected_mod_revision=Rev.ONE) == 2

@@ -92,3 +92,50 @@ def test_build_bundles_the_library(tmp_path: Path) -> None:
     )
     assert r2.returncode == 0, r2.stderr
     assert Path(r2.stdout.strip()) == bundled
+
+
+def test_wheel_carries_the_library_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
+    """`pip wheel ./bindings/python` from the checkout, then that wheel alone in a new venv."""
+    import sysconfig
+    import zipfile
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDEMARK_LIBRARY", "PYTHONPATH")}
+    # Offline: setuptools and wheel come from this interpreter (tools/deps.sh installs them).
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-q", "-w", str(tmp_path / "dist"), str(PKG_ROOT)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = (tmp_path / "dist").glob("*.whl")
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert whl.name == f"tidemark-{tidemark.__version__}-py3-none-{platform}.whl"
+    lib_member = f"tidemark/_lib/{Path(tidemark.library_path).name}"
+    with zipfile.ZipFile(whl) as z:
+        assert lib_member in z.namelist()
+        wheel_meta = z.read(f"tidemark-{tidemark.__version__}.dist-info/WHEEL").decode()
+        z.extract(lib_member, tmp_path / "unzipped")
+    assert "Root-Is-Purelib: false" in wheel_meta
+    assert f"Tag: py3-none-{platform}" in wheel_meta
+    if sys.platform.startswith("linux"):  # the bundled copy is stripped of its debug info
+        sections = subprocess.run(["readelf", "-S", str(tmp_path / "unzipped" / lib_member)],
+                                  capture_output=True, text=True, check=True).stdout
+        assert ".text" in sections and ".debug_info" not in sections
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", py, "install", "--no-index", "--no-deps", "-q", str(whl)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Outside the checkout, no variable: the library found is the wheel's copy in the venv.
+    r = subprocess.run([py, "-c", "import tidemark; print(tidemark.library_path)"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert venv.resolve() in Path(r.stdout.strip()).resolve().parents
+    r = subprocess.run([py, str(REPO / "examples" / "python" / "quickstart.py")],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CompactedError" in r.stdout

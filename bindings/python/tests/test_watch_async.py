@@ -218,3 +218,67 @@ def test_async_watch_sync_close_and_repr(store: Store) -> None:
 
     run(main())
     wait_until(lambda: store.watcher_count == 0, "the watch to end")
+
+
+def test_async_aclose_drops_deliveries_already_scheduled(store: Store) -> None:
+    # Issue 18.1 for async: a delivery the store thread handed to the loop before aclose()
+    # must not reach a reader that was already waiting.
+    async def main() -> List[bytes]:
+        aw = store.awatch(prefix="c/")
+        got: List[bytes] = []
+
+        async def reader() -> None:
+            async for ev in aw:
+                got.append(ev.key)
+
+        task = asyncio.ensure_future(reader())
+        while aw._handle is None:  # the reader opens the push watch
+            await asyncio.sleep(0)
+        handed = threading.Event()
+        deliver = aw._handle._callback
+        assert deliver is not None
+
+        def spy(events: Any) -> None:
+            deliver(events)  # schedules the push on the loop
+            handed.set()
+
+        aw._handle._callback = spy
+        with store.batch() as b:
+            b.put("c/1", "1").put("c/2", "2")
+        assert handed.wait(PATIENCE)  # the loop is blocked here: the push is queued, not run
+        await aw.aclose()
+        await task
+        return got
+
+    assert run(main()) == []
+
+
+def test_async_close_inside_the_loop_yields_nothing_more(store: Store) -> None:
+    async def main() -> List[bytes]:
+        aw = store.awatch(prefix="c/")
+        with store.batch() as b:
+            b.put("c/1", "1").put("c/2", "2").put("c/3", "3")
+        got = []
+        async for ev in aw:
+            got.append(ev.key)
+            await aw.aclose()
+        return got
+
+    assert run(main()) == [b"c/1"]
+
+
+def test_async_watch_of_a_closed_store_yields_the_backlog_then_stops() -> None:
+    # Issue 18.2 for async: the push watch behind it replays from start_revision=1.
+    s = Store()
+    for i in range(4):
+        s.put(f"t/{i}", str(i))
+
+    async def main() -> List[bytes]:
+        aw = s.awatch(prefix="t/", start_revision=1)
+        got = [(await aw.__anext__()).key]
+        s.close()
+        async for ev in aw:
+            got.append(ev.key)
+        return got
+
+    assert run(main()) == [b"t/0", b"t/1", b"t/2", b"t/3"]

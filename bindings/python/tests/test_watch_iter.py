@@ -242,3 +242,54 @@ def test_next_then_next_batch_returns_the_rest_of_the_delivery(store: Store) -> 
     store.close()
     with pytest.raises(StopIteration):
         next(w)
+
+
+def test_close_inside_the_loop_yields_nothing_more(store: Store) -> None:
+    # Issue 18.1 for iterators: the three events of one commit are fetched together; closing
+    # the watch on the first one ends the iteration there.
+    w = store.watch(prefix="c/", timeout=PATIENCE)
+    with store.batch() as b:
+        b.put("c/1", "1").put("c/2", "2").put("c/3", "3")
+    got = []
+    for ev in w:
+        got.append(ev.key)
+        w.close()
+    assert got == [b"c/1"]
+    assert w.next_batch(timeout=0) == []
+
+
+def test_close_from_another_thread_while_blocked_yields_nothing_after(store: Store) -> None:
+    w = store.watch(prefix="c/", timeout=PATIENCE)
+    it = iter(w)
+    store.put("c/0", "0")
+    assert next(it).key == b"c/0"
+    # Another thread closes the watch while this one will fetch the next delivery.
+    with store.batch() as b:
+        b.put("c/1", "1").put("c/2", "2")
+    w.close()
+    assert list(it) == []
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_closed_store_pull_watch_yields_every_committed_event_then_ends(start: int) -> None:
+    # Issue 18.2: a pull watch of a closed store yields every matching event up to the
+    # revision current at close, then ends -- replaying (start_revision=1) or live.
+    s = Store()
+    w = s.watch(prefix="t/", start_revision=start, timeout=PATIENCE)
+    for i in range(4):
+        s.put(f"t/{i}", str(i))
+    s.put("other", "x")  # not matched
+    s.close()
+    assert [e.key for e in w] == [b"t/0", b"t/1", b"t/2", b"t/3"]
+    assert w.terminal is not None and w.terminal.kind == CLOSED
+    assert list(w) == []
+
+
+def test_closed_store_pull_watch_with_a_small_queue_yields_the_whole_backlog() -> None:
+    # More events than max_queue: the rest comes from the log, still up to the close.
+    s = Store()
+    w = s.watch(start_revision=1, max_queue=2, timeout=PATIENCE)
+    for i in range(50):
+        s.put(f"k{i:02}", str(i))
+    s.close()
+    assert [e.revision for e in w] == list(range(1, 51))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import operator
 import os
 import sys
 from ctypes import (
@@ -35,7 +36,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Callable, List, Sequence, Tuple, Union
 
 from .errors import TidemarkError, error_for_status
 
@@ -163,9 +164,6 @@ LOCKSTEP_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)
 
 SELECT_ALL, SELECT_KEY, SELECT_PREFIX, SELECT_RANGE = 0, 1, 2, 3
 
-TIMEOUT_STATUS = 7
-CLOSED_STATUS = 8
-
 
 # ---------------------------------------------------------------------------------------------
 # Errors
@@ -201,15 +199,73 @@ def status_name(status: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Integer arguments: checked once, here, before ctypes sees them.
+
+#: The largest value of each unsigned C integer type an argument can have.
+UINT_MAX = {t: (1 << (8 * ctypes.sizeof(t))) - 1 for t in (c_uint16, c_uint32, c_uint64, c_size_t)}
+
+
+def check_uint(value: Any, name: str, ctype: Any = c_uint64) -> int:
+    """``value`` as a C unsigned integer of type ``ctype``: an ``int`` (or anything with
+    ``__index__``, but not a ``bool``) in ``0..max``. Otherwise ``TypeError`` (wrong type) or
+    ``ValueError`` (negative, too large), naming the argument ``name``. Every integer a caller
+    passes goes through here (``declare``'s named arguments, the watch options), so that
+    ctypes never raises its own ``ArgumentError`` or wraps a negative number around."""
+    if type(value) is not int:
+        if isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, not bool")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    top = UINT_MAX[ctype]
+    if not 0 <= value <= top:
+        raise ValueError(f"{name} must be between 0 and {top}, not {value}")
+    return int(value)
+
+
+def check_timeout(value: Any, name: str = "timeout") -> Any:
+    """A timeout in seconds: ``None`` (wait forever) or a number >= 0; otherwise ``TypeError``
+    or ``ValueError`` naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if not value >= 0:  # also NaN
+        raise ValueError(f"{name} must be >= 0 seconds, not {value}")
+    return value
+
+
+def _checking(fn: Any, checks: Sequence[Tuple[int, str, Any]]) -> Callable[..., Any]:
+    """``fn`` with its named integer arguments (position, name, C type) checked first."""
+    top = [(i, name, ctype, UINT_MAX[ctype]) for i, name, ctype in checks]
+
+    def call(*args: Any) -> Any:
+        for i, name, ctype, most in top:
+            v = args[i]
+            if type(v) is not int or not 0 <= v <= most:
+                args = args[:i] + (check_uint(v, name, ctype),) + args[i + 1 :]
+        return fn(*args)
+
+    call.__name__ = fn.__name__
+    call.__doc__ = f"{fn.__name__}, integer arguments checked by check_uint"
+    return call
+
+
+# ---------------------------------------------------------------------------------------------
 # Declarations: one helper sets argtypes, restype and errcheck for every function.
 
 _declared: List[str] = []
+
+#: An argument type, or ``(name, integer type)`` for an integer the caller passes: checked
+#: by :func:`check_uint` (``TypeError``/``ValueError`` naming ``name``) before the call.
+ArgType = Union[Any, Tuple[str, Any]]
 
 
 def declare(
     name: str,
     restype: Any,
-    argtypes: Sequence[Any],
+    argtypes: Sequence[ArgType],
     *,
     status: bool = False,
     optional: bool = False,
@@ -220,7 +276,9 @@ def declare(
     :class:`~tidemark.errors.TidemarkError` with the library's message. Functions without a
     status get no errcheck (there is nothing to check). ``optional`` symbols may be missing
     from an older library (``None`` is returned). ``keep_gil`` declares it through ``PyDLL``
-    (for O(1) accessors that never block); every other function releases the GIL."""
+    (for O(1) accessors that never block); every other function releases the GIL.
+    An argument given as ``(name, ctype)`` is an integer the caller passes: the returned
+    function checks it with :func:`check_uint` first."""
     try:
         fn = getattr(pylib if keep_gil else lib, name)
     except AttributeError:
@@ -230,12 +288,13 @@ def declare(
             f"tidemark: {library_path} has no symbol {name}: the library is older than this "
             "binding; rebuild it with `cargo build --release`"
         ) from None
-    fn.argtypes = list(argtypes)
+    checks = [(i, a[0], a[1]) for i, a in enumerate(argtypes) if isinstance(a, tuple)]
+    fn.argtypes = [a[1] if isinstance(a, tuple) else a for a in argtypes]
     fn.restype = c_uint32 if status else restype
     if status:
         fn.errcheck = _errcheck
     _declared.append(name)
-    return fn
+    return _checking(fn, checks) if checks else fn
 
 
 _p = c_void_p  # opaque handles travel as integer addresses
@@ -256,16 +315,22 @@ store_current_revision = declare("tidemark_store_current_revision", c_uint64, [_
 store_earliest_revision = declare("tidemark_store_earliest_revision", c_uint64, [_p])
 store_put = declare("tidemark_store_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t, _u64p], status=True)
 store_put_if = declare(
-    "tidemark_store_put_if", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, _u64p], status=True
+    "tidemark_store_put_if",
+    None,
+    [_p, c_char_p, c_size_t, c_char_p, c_size_t, ("expected_mod_revision", c_uint64), _u64p],
+    status=True,
 )
 store_delete = declare("tidemark_store_delete", None, [_p, c_char_p, c_size_t, _u64p], status=True)
 store_get = declare("tidemark_store_get", None, [_p, c_char_p, c_size_t, _pp], status=True)
 store_commit = declare("tidemark_store_commit", None, [_p, _p, _u64p], status=True)
-store_range = declare("tidemark_store_range", None, [_p, POINTER(Selector), c_size_t, _pp], status=True)
+store_range = declare("tidemark_store_range", None, [_p, POINTER(Selector), ("limit", c_size_t), _pp], status=True)
 store_changes = declare(
-    "tidemark_store_changes", None, [_p, POINTER(Selector), c_uint64, c_uint64, c_size_t, _pp], status=True
+    "tidemark_store_changes",
+    None,
+    [_p, POINTER(Selector), ("from_revision", c_uint64), ("to_revision", c_uint64), ("limit", c_size_t), _pp],
+    status=True,
 )
-store_compact = declare("tidemark_store_compact", None, [_p, c_uint64, _u64p], status=True)
+store_compact = declare("tidemark_store_compact", None, [_p, ("keep_revision", c_uint64), _u64p], status=True)
 store_status_json = declare("tidemark_store_status_json", None, [_p, _pp], status=True)
 store_watcher_count = declare("tidemark_store_watcher_count", c_size_t, [_p])
 
@@ -280,7 +345,9 @@ entry_free = declare("tidemark_entry_free", None, [_p], keep_gil=True)
 batch_new = declare("tidemark_batch_new", _p, [], keep_gil=True)
 batch_put = declare("tidemark_batch_put", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t], status=True, keep_gil=True)
 batch_delete = declare("tidemark_batch_delete", None, [_p, c_char_p, c_size_t], status=True, keep_gil=True)
-batch_require = declare("tidemark_batch_require", None, [_p, c_char_p, c_size_t, c_uint64], status=True, keep_gil=True)
+batch_require = declare(
+    "tidemark_batch_require", None, [_p, c_char_p, c_size_t, ("expected_mod_revision", c_uint64)], status=True, keep_gil=True
+)
 batch_len = declare("tidemark_batch_len", c_size_t, [_p], keep_gil=True)
 batch_clear = declare("tidemark_batch_clear", None, [_p], keep_gil=True)
 batch_free = declare("tidemark_batch_free", None, [_p], keep_gil=True)
@@ -302,7 +369,9 @@ store_watch = declare(
     status=True,
 )
 store_unwatch = declare("tidemark_store_unwatch", None, [_p, c_uint64], status=True)
-store_watch_credit = declare("tidemark_store_watch_credit", None, [_p, c_uint64, c_uint64], status=True, optional=True)
+store_watch_credit = declare(
+    "tidemark_store_watch_credit", None, [_p, c_uint64, ("n", c_uint64)], status=True, optional=True
+)
 watch_open = declare("tidemark_watch_open", None, [_p, POINTER(Selector), POINTER(WatchOptions), _pp], status=True)
 watch_next = declare("tidemark_watch_next", None, [_p, c_uint32, _pp], status=True)
 watch_id = declare("tidemark_watch_id", c_uint64, [_p], keep_gil=True)

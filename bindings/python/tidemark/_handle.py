@@ -1,14 +1,22 @@
-"""The lifetime of the objects that own a library handle: :class:`~tidemark.Store`,
-:class:`~tidemark.Server` and :class:`~tidemark.Follower`."""
+"""The lifetime of the objects that own a library handle (:class:`~tidemark.Store`,
+:class:`~tidemark.Server` and :class:`~tidemark.Follower`), and what a store's dependents
+(watches, lockstep servers and followers) use of it: :class:`StoreHandle`.
+
+Imports run one way: ``errors <- _ffi <- _util/_events <- _handle <- watch/lockstep <- store
+<- __init__``. Nothing here imports a module above it."""
 
 from __future__ import annotations
 
 import atexit
 import threading
+import time
 import weakref
-from typing import Any, ClassVar, Iterable, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, List, Optional, TypeVar
 
-__all__ = ["CHandle", "end_each", "ended_at_exit"]
+from . import _ffi
+from .errors import ClosedError
+
+__all__ = ["CHandle", "StoreHandle", "end_each", "ended_at_exit"]
 
 _H = TypeVar("_H", bound="CHandle")
 
@@ -86,3 +94,72 @@ class CHandle:
                 self._end()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
+
+
+class StoreHandle(CHandle):
+    """The part of :class:`~tidemark.Store` its dependents use: calls on the store handle
+    counted as in flight (so that closing waits for them), and the lockstep servers and
+    followers to stop before the store closes. :class:`~tidemark.Store` is the only
+    subclass; watches and lockstep objects take a ``StoreHandle`` so that they never import
+    the store module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inflight: List[None] = []
+        # Lockstep servers and followers started from this store: stopped before it closes.
+        self._dependents: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Calls ``fn(handle, *args)`` while registered as in flight (see :meth:`_close_handle`)."""
+        inflight = self._inflight
+        inflight.append(None)
+        try:
+            h = self._h
+            if h is None:
+                raise ClosedError("the store is closed")
+            return fn(h, *args)
+        finally:
+            inflight.pop()
+
+    def _close_handle(self, h: int) -> None:
+        """Stops the dependents, waits for the calls in flight, then closes ``h``:
+        ``tidemark_store_close`` must be the last call on the store. Calls other threads
+        started before ``_h`` was cleared are short, except a blocking durable write or an
+        unwatch waiting for its callback."""
+        end_each(self._dependents)
+        while self._inflight:
+            time.sleep(0.0005)
+        end_each(self._dependents)  # any started by a call that was in flight
+        _ffi.store_close(h)
+
+    def _adopt(self, dep: Any) -> None:
+        """Registers a server or follower to stop before the store closes; if the store was
+        closed meanwhile, stops it and raises :class:`ClosedError`."""
+        with self._lock:
+            closed = self._h is None
+            if not closed:
+                self._dependents.add(dep)
+        if closed:
+            dep.stop()
+            raise ClosedError("the store is closed")
+
+    def _release(self, dep: Any) -> None:
+        self._dependents.discard(dep)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._h is None
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last commit (0 for a new store)."""
+        return int(self._call(_ffi.store_current_revision))
+
+    def _unwatch(self, watch_id: int) -> None:
+        self._call(_ffi.store_unwatch, watch_id)
+
+    def _grant(self, watch_id: int, n: int) -> None:
+        if _ffi.store_watch_credit is None:  # pragma: no cover
+            raise NotImplementedError("this libtidemark has no tidemark_store_watch_credit")
+        self._call(_ffi.store_watch_credit, watch_id, n)

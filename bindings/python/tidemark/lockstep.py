@@ -16,16 +16,14 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_void_p, string_at
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Deque, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Deque, Dict, NamedTuple, Optional, Tuple, Union
 from urllib.parse import urlencode
 
 from . import _ffi
-from ._handle import CHandle, ended_at_exit
+from ._handle import CHandle, StoreHandle, ended_at_exit
 from ._util import CallbackRegistry, enter_callback, leave_callback, report_callback_exception, take_json_string
 from .errors import ClosedError, InvalidArgumentError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
 
 __all__ = ["Server", "Follower", "FollowEvent", "FollowEventKind"]
 
@@ -99,7 +97,7 @@ class _Running(CHandle):
     #: What ``repr`` and the errors call it.
     _NAME: ClassVar[str]
 
-    def __init__(self, store: "Store", options: Dict[str, Any]) -> None:
+    def __init__(self, store: StoreHandle, options: Dict[str, Any]) -> None:
         super().__init__()
         self._stopped = threading.Event()
         self._store = store
@@ -174,7 +172,7 @@ class Server(_Running):
 
     _NAME = "Server"
 
-    def __init__(self, store: "Store", addr: Address, options: Dict[str, Any]) -> None:
+    def __init__(self, store: StoreHandle, addr: Address, options: Dict[str, Any]) -> None:
         # Use Store.serve.
         super().__init__(store, options)
         #: The address it listens on, e.g. ``"127.0.0.1:41234"``.
@@ -196,7 +194,7 @@ class Server(_Running):
         return f"http://{self.addr}"
 
     @property
-    def store(self) -> "Store":
+    def store(self) -> StoreHandle:
         """The store it serves."""
         return self._store
 
@@ -409,7 +407,7 @@ class Follower(_Running):
 
     def __init__(
         self,
-        store: "Store",
+        store: StoreHandle,
         url: str,
         callback: Optional[Callable[[FollowEvent], Any]],
         options: Dict[str, Any],
@@ -440,7 +438,7 @@ class Follower(_Running):
         return self.url
 
     @property
-    def store(self) -> "Store":
+    def store(self) -> StoreHandle:
         """The local store it writes to."""
         return self._store
 

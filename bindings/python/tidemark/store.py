@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import weakref
-from ctypes import byref, c_uint64, c_void_p, string_at
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Union, overload
+from ctypes import byref, c_size_t, c_uint64, c_void_p, string_at
+from typing import Any, Callable, Dict, Iterator, Optional, Union, overload
 
 from . import _ffi
 from ._events import Entry, Event, Page, take_page
-from ._handle import CHandle, end_each, ended_at_exit
+from ._handle import StoreHandle, ended_at_exit
 from ._util import Key, in_callback, make_selector, selector_keywords, take_json_string, to_bytes
 from .errors import ClosedError, NotFoundError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .lockstep import Address, FollowEvent, Follower, Server
-    from .watch import AsyncWatch, Watch, WatchHandle
+from .lockstep import Address, FollowEvent, Follower, Server
+from .watch import AsyncWatch, Watch, WatchHandle, WatchSpec
 
 __all__ = ["Store", "Batch"]
 
@@ -32,7 +29,7 @@ _store_get = _ffi.store_get
 _open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-class Store(CHandle):
+class Store(StoreHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``
@@ -54,9 +51,6 @@ class Store(CHandle):
 
     def __init__(self, path: Union[None, str, "os.PathLike[str]", bytes] = None, **options: Any) -> None:
         super().__init__()
-        self._inflight: List[None] = []
-        # Lockstep servers and followers started from this store: stopped before it closes.
-        self._dependents: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._close_done = threading.Event()
         self._close_done.set()  # nothing to wait for until the store is open
         self._options: Dict[str, Any] = dict(options)
@@ -97,54 +91,16 @@ class Store(CHandle):
         self._finish_close(h)
 
     def _finish_close(self, h: int) -> None:
-        # tidemark_store_close must be the last call on the store: wait for calls other
-        # threads started before self._h was cleared (they are short, except a blocking
-        # durable write or an unwatch waiting for its callback).
         try:
-            end_each(self._dependents)
-            while self._inflight:
-                time.sleep(0.0005)
-            end_each(self._dependents)  # any started by a call that was in flight
-            _ffi.store_close(h)
+            self._close_handle(h)
         finally:
             self._close_done.set()
-
-    def _adopt(self, dep: Any) -> None:
-        """Registers a server or follower to stop before the store closes; if the store was
-        closed meanwhile, stops it and raises :class:`ClosedError`."""
-        with self._lock:
-            closed = self._h is None
-            if not closed:
-                self._dependents.add(dep)
-        if closed:
-            dep.stop()
-            raise ClosedError("the store is closed")
-
-    def _release(self, dep: Any) -> None:
-        self._dependents.discard(dep)
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._h is None
 
     def __repr__(self) -> str:
         where = "memory" if not self._path else repr(self._path)
         if self._h is None:
             return f"<tidemark.Store {where} closed>"
         return f"<tidemark.Store {where} revision={self.revision}>"
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Calls ``fn(handle, *args)`` while registered as in flight (see :meth:`close`)."""
-        inflight = self._inflight
-        inflight.append(None)
-        try:
-            h = self._h
-            if h is None:
-                raise ClosedError("the store is closed")
-            return fn(h, *args)
-        finally:
-            inflight.pop()
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -315,6 +271,10 @@ class Store(CHandle):
         ``has_more`` transparently. ``to_revision`` 0 means the revision current when the
         iteration starts (so it terminates even under concurrent writes)."""
         sel = make_selector(key, prefix, start, end)
+        # Checked here, not only in the C call: they are compared first.
+        from_revision = _ffi.check_uint(from_revision, "from_revision")
+        to_revision = _ffi.check_uint(to_revision, "to_revision")
+        page_size = _ffi.check_uint(page_size, "page_size", c_size_t)
         if not to_revision:
             to_revision = self.revision
             if to_revision < from_revision:
@@ -336,11 +296,6 @@ class Store(CHandle):
         out = c_uint64()
         self._call(_ffi.store_compact, keep_revision, byref(out))
         return out.value
-
-    @property
-    def revision(self) -> int:
-        """The revision of the last commit (0 for a new store)."""
-        return int(self._call(_ffi.store_current_revision))
 
     @property
     def earliest_revision(self) -> int:
@@ -387,7 +342,7 @@ class Store(CHandle):
         progress_interval_ms: int = ...,
         timeout: Optional[float] = ...,
         callback: None = ...,
-    ) -> "Watch": ...
+    ) -> Watch: ...
 
     @overload
     def watch(
@@ -403,7 +358,7 @@ class Store(CHandle):
         callback: Callable[[Any], Any],
         batched: bool = ...,
         credit: int = ...,
-    ) -> "WatchHandle": ...
+    ) -> WatchHandle: ...
 
     @selector_keywords
     def watch(
@@ -437,8 +392,6 @@ class Store(CHandle):
         is lost). ``progress_interval_ms`` > 0 adds ``PROGRESS`` events on idle watches.
         ``credit`` (callbacks only) enables flow control: at most that many events are
         delivered before ``handle.grant(n)``."""
-        from .watch import Watch, WatchHandle, WatchSpec
-
         spec = WatchSpec(make_selector(key, prefix, start, end), start_revision, max_queue, progress_interval_ms)
         if callback is None:
             if batched or credit:
@@ -459,19 +412,17 @@ class Store(CHandle):
         start_revision: int = 0,
         max_queue: int = 0,
         progress_interval_ms: int = 0,
-    ) -> "AsyncWatch":
+    ) -> AsyncWatch:
         """Like :meth:`watch`, for ``async for`` only: events are pushed by the store's
         thread to the running asyncio loop (``loop.call_soon_threadsafe``), with flow
         control so a slow coroutine never makes memory grow. ``async for ev in
         store.watch(...)`` does the same."""
-        from .watch import AsyncWatch, WatchSpec
-
         spec = WatchSpec(make_selector(key, prefix, start, end), start_revision, max_queue, progress_interval_ms)
         return AsyncWatch(self, spec)
 
     # -- lockstep over HTTP ----------------------------------------------------------------
 
-    def serve(self, addr: "Address" = "127.0.0.1:0", **options: Any) -> "Server":
+    def serve(self, addr: Address = "127.0.0.1:0", **options: Any) -> Server:
         """Serves this store's keys over HTTP as lockstep feeds (see ``docs/lockstep.md``) and
         returns the running :class:`~tidemark.lockstep.Server`::
 
@@ -485,13 +436,11 @@ class Store(CHandle):
         ``max_queue``, ``idle_timeout_ms``, ``request_timeout_ms``, ``write_timeout_ms``.
         A bad address or option raises :class:`InvalidArgumentError`; an address in use
         :class:`TidemarkIOError`."""
-        from .lockstep import Server
-
         return Server(self, addr, options)
 
     def follow(
-        self, url: str, callback: "Optional[Callable[[FollowEvent], Any]]" = None, **options: Any
-    ) -> "Follower":
+        self, url: str, callback: Optional[Callable[[FollowEvent], Any]] = None, **options: Any
+    ) -> Follower:
         """Mirrors the lockstep feed at ``url`` (e.g. ``"http://127.0.0.1:4567/servers/"``)
         into this store and returns the running :class:`~tidemark.lockstep.Follower`. A record
         is put at ``prefix + id`` as the JSON line received, a record with a ``deleted_at``
@@ -503,21 +452,9 @@ class Store(CHandle):
         ``id_field``, ``order_by``, ``token``, ``follow``, ``cursor_param``, ``cursor_key``,
         ``poll_ms``, ``connect_timeout_ms``, ``idle_timeout_ms``, ``backoff_initial_ms``,
         ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``, ``adopt`` (without it a
-        first sync into a prefix that already holds keys is refused), ``allow_root_prefix``.
-        A bad URL or option raises :class:`InvalidArgumentError`."""
-        from .lockstep import Follower
-
+        first sync into a prefix that already holds keys is refused), ``allow_root_prefix``,
+        ``tls_ca_file``. A bad URL or option raises :class:`InvalidArgumentError`."""
         return Follower(self, url, callback, options)
-
-    # -- internals used by the watch module --------------------------------------------------
-
-    def _unwatch(self, watch_id: int) -> None:
-        self._call(_ffi.store_unwatch, watch_id)
-
-    def _grant(self, watch_id: int, n: int) -> None:
-        if _ffi.store_watch_credit is None:  # pragma: no cover
-            raise NotImplementedError("this libtidemark has no tidemark_store_watch_credit")
-        self._call(_ffi.store_watch_credit, watch_id, n)
 
 
 class Batch:

@@ -11,16 +11,15 @@ import functools
 import threading
 import time
 import weakref
-from ctypes import byref, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
+from ctypes import byref, c_size_t, c_uint32, c_uint64, c_void_p
+from typing import Any, Callable, Deque, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _ffi
 from ._events import CLOSED, COMPACTED, DELETE, PUT, Event, decode_callback, take_events
+from ._handle import StoreHandle
 from ._util import CallbackRegistry, describe_selector, enter_callback, leave_callback, report_callback_exception
 from .errors import ClosedError, CompactedError, NotFoundError, WatchTimeout
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
 
 __all__ = ["Watch", "WatchHandle", "AsyncWatch"]
 
@@ -40,12 +39,16 @@ class WatchSpec(NamedTuple):
     progress_interval_ms: int
 
     def options(self, credit: int = 0) -> _ffi.WatchOptions:
-        """The C watch options (``ValueError`` for a negative one)."""
-        if self.start_revision < 0 or self.max_queue < 0 or self.progress_interval_ms < 0 or credit < 0:
-            raise ValueError("watch options must not be negative")
-        return _ffi.WatchOptions(self.start_revision, self.max_queue, self.progress_interval_ms, credit)
+        """The C watch options, each checked by :func:`~tidemark._ffi.check_uint`
+        (``TypeError``/``ValueError`` naming the option)."""
+        return _ffi.WatchOptions(
+            _ffi.check_uint(self.start_revision, "start_revision"),
+            _ffi.check_uint(self.max_queue, "max_queue", c_size_t),
+            _ffi.check_uint(self.progress_interval_ms, "progress_interval_ms", c_uint32),
+            _ffi.check_uint(credit, "credit"),
+        )
 
-    def start(self, store: "Store") -> int:
+    def start(self, store: StoreHandle) -> int:
         """The revision the watch starts from: ``start_revision``, or the store's next one."""
         return self.start_revision or store.revision + 1
 
@@ -77,14 +80,18 @@ class Watch:
     (see :class:`AsyncWatch`).
     """
 
-    def __init__(self, store: "Store", spec: WatchSpec, timeout: Optional[float] = None) -> None:
+    def __init__(self, store: StoreHandle, spec: WatchSpec, timeout: Optional[float] = None) -> None:
         self._h: Optional[int] = None
         self._lock = threading.Lock()
         self._pending: Deque[Event] = collections.deque()
         self._close_requested = False
+        # Set first thing by close(): from then on nothing is yielded, whatever was fetched.
+        self._closed_by_user = False
+        # A COMPACTED that came after events in the same delivery: raised by the next fetch.
+        self._deferred: Optional[CompactedError] = None
         self._store = store
         self._spec = spec
-        self.timeout = timeout
+        self.timeout = _ffi.check_timeout(timeout)
         #: The terminal event (``COMPACTED`` or ``CLOSED``) once the watch has ended on one.
         self.terminal: Optional[Event] = None
         opts = spec.options()
@@ -124,6 +131,7 @@ class Watch:
 
     def _fetch(self, timeout: Optional[float]) -> Optional[List[Event]]:
         """One delivery from the library; ``None`` once the watch has ended."""
+        timeout = _ffi.check_timeout(timeout)
         if timeout is None:
             self._lock.acquire()
         elif not self._lock.acquire(timeout=max(timeout, 0)):
@@ -134,6 +142,9 @@ class Watch:
             while True:
                 h = self._h
                 if h is None:
+                    deferred, self._deferred = self._deferred, None
+                    if deferred is not None:
+                        raise deferred
                     return None
                 if self._close_requested:
                     self._free()
@@ -152,15 +163,22 @@ class Watch:
                     self._free()
                     return None
                 events, next_revision = take_events(out.value or 0)
+                if self._closed_by_user:  # closed while this thread waited: drop it
+                    self._free()
+                    return None
                 if not events:  # pragma: no cover - the library never delivers an empty batch
                     continue
                 last = events[-1]
                 if last.kind == COMPACTED or last.kind == CLOSED:
-                    self.terminal = last
+                    # The events before the terminal one (if any) are still yielded.
+                    self.terminal = events.pop()
                     self._free()
                     if last.kind == COMPACTED:
-                        raise _compacted(last)
-                    return None
+                        if not events:
+                            raise _compacted(last)
+                        self._deferred = _compacted(last)
+                    if not events:
+                        return None
                 self._position = next_revision
                 return events
         finally:
@@ -171,6 +189,8 @@ class Watch:
         Returns ``[]`` once the watch has ended (store closed, watch closed); raises
         :class:`WatchTimeout` if nothing came within ``timeout`` seconds (``None`` = wait),
         :class:`CompactedError` if the watch fell behind compaction."""
+        if self._closed_by_user:
+            return []
         if self._pending:
             batch = list(self._pending)
             self._pending.clear()
@@ -181,14 +201,19 @@ class Watch:
         pending = self._pending
         pop = pending.popleft
         while True:
-            while pending:
+            # Checked before every yield: after close() returns, nothing more is yielded.
+            while pending and not self._closed_by_user:
                 yield pop()
+            if self._closed_by_user:
+                return
             batch = self._fetch(self.timeout)
             if batch is None:
                 return
             pending.extend(batch)
 
     def __next__(self) -> Event:
+        if self._closed_by_user:
+            raise StopIteration
         if not self._pending:
             batch = self._fetch(self.timeout)
             if batch is None:
@@ -200,7 +225,9 @@ class Watch:
 
     def close(self) -> None:
         """Ends the watch (idempotent, any thread). If another thread is blocked reading it,
-        that thread wakes up within ``WAIT_SLICE_MS`` and its iteration ends."""
+        that thread wakes up within ``WAIT_SLICE_MS`` and its iteration ends. Once it
+        returns, nothing more is yielded (events already fetched are dropped)."""
+        self._closed_by_user = True
         self._pending.clear()
         if self._lock.acquire(blocking=False):
             try:
@@ -273,13 +300,15 @@ class WatchHandle:
     forever; the handle itself stays registered until the library calls its drop function.
     """
 
-    def __init__(self, store: "Store", callback: Optional[Callable[[Any], Any]], batched: bool) -> None:
+    def __init__(self, store: StoreHandle, callback: Optional[Callable[[Any], Any]], batched: bool) -> None:
         self._store_ref = weakref.ref(store)
         self._callback = callback
         self._batched = batched
         self._token = _registry.new_token()
         self._done = threading.Event()
         self._cancel_requested = False
+        # Set first thing by cancel(): the trampoline stops calling the callback at once.
+        self._cancelled = False
         self._on_end: Optional[Callable[[], None]] = None
         self._selector_desc = "all"
         #: The watch id in the store (set once registered).
@@ -296,7 +325,7 @@ class WatchHandle:
     @classmethod
     def _register(
         cls,
-        store: "Store",
+        store: StoreHandle,
         spec: WatchSpec,
         credit: int,
         callback: Optional[Callable[[Any], Any]],
@@ -340,7 +369,7 @@ class WatchHandle:
         return not self._done.is_set()
 
     @property
-    def store(self) -> Optional["Store"]:
+    def store(self) -> Optional[StoreHandle]:
         """The store, or ``None`` if it was garbage-collected."""
         return self._store_ref()
 
@@ -350,7 +379,7 @@ class WatchHandle:
         if events and events[-1].is_terminal:
             self.terminal = events[-1]
         cb = self._callback
-        if cb is None:
+        if cb is None or self._cancelled:
             return
         enter_callback()
         try:
@@ -358,6 +387,8 @@ class WatchHandle:
                 self._invoke(cb, events)
             else:
                 for ev in events:
+                    if self._cancelled:  # cancelled by an earlier call of this delivery
+                        break
                     self._invoke(cb, ev)
         finally:
             leave_callback()
@@ -383,7 +414,9 @@ class WatchHandle:
     def cancel(self) -> None:
         """Ends the watch (idempotent). From outside the callback: when it returns the
         callback is not running and will not be called again. From inside the callback: it
-        returns at once and the callback is not called again after the current call."""
+        returns at once and the callback is not called again after the current call (not
+        for the rest of the current delivery either)."""
+        self._cancelled = True
         if self.id is None:  # still registering (called from a replayed callback)
             self._cancel_requested = True
             return
@@ -449,13 +482,14 @@ class AsyncWatch:
 
     def __init__(
         self,
-        store: "Store",
+        store: StoreHandle,
         spec: WatchSpec,
         *,
         carry: Iterable[Event] = (),
         ended: bool = False,
         terminal: Optional[Event] = None,
     ) -> None:
+        spec.options()  # checks them now rather than at the first await
         self._store = store
         self._spec = spec._replace(start_revision=spec.start(store))
         self._credit = spec.max_queue or 1000
@@ -473,7 +507,9 @@ class AsyncWatch:
         return f"<tidemark.AsyncWatch {describe_selector(self._spec.selector)} {'ended' if self._finished else 'open'}>"
 
     def _push(self, events: List[Event]) -> None:
-        # On the loop thread.
+        # On the loop thread. A delivery scheduled before aclose() is dropped.
+        if self._finished:
+            return
         self._buf.extend(events)
         if events and events[-1].is_terminal:
             self._ended = True
@@ -571,7 +607,7 @@ class AsyncWatch:
         await self.aclose()
 
     def __del__(self) -> None:
-        h = self._handle
+        h = getattr(self, "_handle", None)  # None if __init__ raised
         if h is not None and h.active:
             try:
                 h.cancel()

@@ -1,0 +1,171 @@
+/*
+ * tidemark_nif.h: what the files of the Erlang NIF over the tidemark C API (include/tidemark.h)
+ * share. One file per resource (store.c, watch.c, lockstep.c), terms.c for converting terms,
+ * tidemark_nif.c for the atoms, the function table and load/upgrade/unload. A new resource is one
+ * new file: its struct and destructor there, its load function and NIFs declared here, its rows
+ * in nif_funcs (tidemark_nif.c) and its stubs in src/tidemark_nif.erl.
+ *
+ * Objects
+ *  - tm_core: one open (or closed) tidemark store plus the read/write lock that keeps every
+ *    call off the store while it is being closed. Reference counted in C (not a resource) so
+ *    that watch handles can outlive the store handle without keeping it alive.
+ *  - store resource: the Erlang handle returned by open/2. Holds one core reference. Its
+ *    destructor closes the store (idempotent), so a garbage-collected store is closed.
+ *  - watch resource: the Erlang `Ref` of a push watch. Holds one core reference, the owner
+ *    pid, the message environment and a monitor on the owner. tidemark holds one resource
+ *    reference as the watch's userdata and gives it back in drop_userdata, exactly once,
+ *    after the last callback.
+ *
+ * Lifetimes (no cycles): store resource -> core <- watch resource <- tidemark (userdata).
+ * The tidemark store owns its dispatcher threads; they only exist while the core is open, and
+ * the core is open only while its store resource is alive (or inside its destructor, or inside
+ * close/1, whose argument keeps it alive). Therefore a dispatcher thread never releases the
+ * last resource of this library, ERTS cannot unload the library while tidemark threads run,
+ * and the store resource destructor never runs on a tidemark thread (no close-from-callback).
+ *
+ * Threads
+ *  - Every call on a store takes the core's read lock; close takes the write lock, so
+ *    tidemark_store_close is always the last call on a store, as the C API requires.
+ *  - Callbacks run on tidemark's threads. They build each message in the watch's own
+ *    process-independent environment and send it with enif_send(NULL, ...). They call nothing
+ *    in tidemark and take only the watch's mutex, which nobody holds while waiting for a
+ *    callback (activate holds it across tidemark_store_watch_credit, which never waits for
+ *    one), so closing or unwatching (which wait for a running callback) cannot deadlock.
+ *  - open, close, compact and unwatch (which waits for a running callback) run on dirty I/O
+ *    schedulers; on a durable store so do put, delete, batch and changes (they may wait on
+ *    the disk); on an in-memory store a batch of more than TM_NORMAL_MAX_ITEMS operations, a
+ *    range that may return more entries and changes that may return more events move to
+ *    dirty CPU schedulers (below), so no call holds a normal scheduler for long.
+ *
+ * lockstep servers and followers (resources too) are described at the top of lockstep.c.
+ */
+#ifndef TIDEMARK_NIF_H
+#define TIDEMARK_NIF_H
+
+#include <erl_nif.h>
+
+#include <stdint.h>
+
+#include "tidemark.h"
+
+/* --- atoms: each declared once here, created in tidemark_nif.c ---------------------------- */
+
+#define TM_ATOMS(X)                                                                            \
+    X(ok) X(error) X(true) X(false) X(undefined) X(all) X(key) X(prefix) X(range) X(infinity)  \
+    X(put) X(delete) X(require) X(closed) X(compacted) X(unknown) X(noproc) X(tidemark_event)  \
+    X(progress) X(revision) X(type) X(value) X(version) X(create_revision) X(mod_revision)     \
+    X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
+    X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
+    X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done)
+
+#define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
+TM_ATOMS(TM_DECLARE_ATOM)
+#undef TM_DECLARE_ATOM
+
+/* --- terms.c: terms from C results, C arguments from terms -------------------------------- */
+
+ERL_NIF_TERM make_ok(ErlNifEnv *env, ERL_NIF_TERM t);
+ERL_NIF_TERM make_error(ErlNifEnv *env, ERL_NIF_TERM reason);
+ERL_NIF_TERM make_string_bin(ErlNifEnv *env, const char *s);
+ERL_NIF_TERM make_bytes(ErlNifEnv *env, tidemark_bytes b);
+ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v);
+/* The Reason of {error, Reason} for a status: not_found | closed | timeout, {Atom, Revision}
+ * (compacted, conflict, future_revision), {Atom, Message} (every other code, Atom from the
+ * code's C name), {unknown, Code, Message} (not a status). */
+ERL_NIF_TERM status_reason(ErlNifEnv *env, tidemark_status st, uint64_t rev, ERL_NIF_TERM msg);
+/* {error, Reason} for a failed call; must run right after it, on the same thread. */
+ERL_NIF_TERM status_error(ErlNifEnv *env, tidemark_status st);
+ERL_NIF_TERM closed_error(ErlNifEnv *env);
+/* A NUL-terminated copy of a binary (NULL for a NUL inside or out of memory); enif_free it. */
+char *cstring(const ErlNifBinary *b);
+
+/* The bytes of a whole result batch, copied once into one binary: values longer than a heap
+ * binary become sub-binaries of it (no allocation each), short ones are copied. */
+typedef struct {
+    ERL_NIF_TERM bin;
+    const uint8_t *base;
+    size_t len;
+} tm_arena;
+
+void arena_init(ErlNifEnv *env, tm_arena *a, tidemark_bytes all);
+ERL_NIF_TERM arena_bytes(ErlNifEnv *env, const tm_arena *a, tidemark_bytes b);
+/* #{revision, type, key, value, version, create_revision}; a may be NULL */
+ERL_NIF_TERM make_event_map(ErlNifEnv *env, const tidemark_event *e, const tm_arena *a);
+/* #{key, value, create_revision, mod_revision, version} for range results */
+ERL_NIF_TERM make_entry_map(ErlNifEnv *env, const tidemark_event *e, const tm_arena *a);
+
+/* Bytes from a binary or iolist; valid for the duration of the NIF call. */
+int get_bytes(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifBinary *b);
+int get_u64(ErlNifEnv *env, ERL_NIF_TERM t, uint64_t *out);
+/* all | {key, K} | {prefix, P} | {range, Start, End | infinity} */
+int get_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_selector *sel);
+
+/* --- store.c: the core (a store and its lock) and the store resource ---------------------- */
+
+typedef struct tm_core {
+    ErlNifRWLock *lock;
+    tidemark_store *store; /* NULL once closed; written under the write lock */
+    int durable;           /* a directory store: its writes and log reads may wait on disk */
+    int refs;              /* atomic */
+    struct tm_core *prev, *next; /* the list of open cores, under open_lock */
+} tm_core;
+
+typedef struct {
+    tm_core *core;
+} tm_store_res;
+
+void core_keep(tm_core *c);
+void core_release(tm_core *c);
+/* Takes the read lock and returns the store, or NULL (lock released) when closed. */
+tidemark_store *core_use(tm_core *c);
+void core_done(tm_core *c);
+int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out);
+
+/* On a durable store, writes (fsync, group commit) and log reads may wait on the disk: such a
+ * call moves itself to a dirty I/O scheduler. In-memory stores stay on the caller's scheduler. */
+#define DIRTY_IF_DURABLE(r, name, fun)                                                        \
+    do {                                                                                      \
+        if ((r)->core->durable && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)         \
+            return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_IO_BOUND, fun, argc, argv); \
+    } while (0)
+
+/* Work that grows with the input (a batch's operations, the events or entries a read returns)
+ * stays on the caller's normal scheduler only up to this many items, about a millisecond of
+ * work (Erlang's budget for a NIF call on a normal scheduler; docs/benchmarks.md has the
+ * measured gaps); above it, the call moves itself to a dirty CPU scheduler. */
+#define TM_NORMAL_MAX_ITEMS 200
+
+#define DIRTY_CPU_IF(big, name, fun)                                                           \
+    do {                                                                                       \
+        if ((big) && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)                       \
+            return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, fun, argc, argv); \
+    } while (0)
+
+/* --- load and unload of each file (0 = failed) -------------------------------------------- */
+
+int store_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+int watch_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+int lockstep_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+/* Unload: stop what collected lockstep handles still run, then close every open store. */
+void lockstep_unload(void);
+void store_unload(void);
+
+/* --- the NIFs, by file --------------------------------------------------------------------- */
+
+#define TM_NIF(name) ERL_NIF_TERM name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* store.c */
+TM_NIF(open_nif) TM_NIF(close_nif) TM_NIF(status_nif) TM_NIF(current_revision_nif)
+TM_NIF(earliest_revision_nif) TM_NIF(watcher_count_nif) TM_NIF(version_nif) TM_NIF(put_nif)
+TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(changes_nif)
+TM_NIF(compact_nif) TM_NIF(status_reason_nif)
+/* watch.c */
+TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
+/* lockstep.c */
+TM_NIF(serve_nif) TM_NIF(server_addr_nif) TM_NIF(server_port_nif) TM_NIF(server_status_nif)
+TM_NIF(stop_server_nif) TM_NIF(follow_nif) TM_NIF(follower_status_nif) TM_NIF(stop_follower_nif)
+TM_NIF(follower_dropped_nif)
+
+#undef TM_NIF
+
+#endif

@@ -1,0 +1,59 @@
+%% @private The NIF stubs of tidemark: one function per C function of c_src/, loaded from
+%% priv/tidemark_nif.so. They only translate (no defaults, no validation beyond what C checks);
+%% the documented API, with its argument checks and defaults, is the `tidemark' module.
+-module(tidemark_nif).
+
+-export([open_nif/2, close_nif/1, status_nif/1, current_revision_nif/1,
+         earliest_revision_nif/1, watcher_count_nif/1, version_nif/0, put_nif/4,
+         get_nif/2, delete_nif/2, batch_nif/2, range_nif/3,
+         changes_nif/5, compact_nif/2, status_reason_nif/1,
+         watch_nif/7, unwatch_nif/2, activate_nif/2, watch_ended_nif/1,
+         serve_nif/3, server_addr_nif/1, server_port_nif/1, server_status_nif/1,
+         stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
+         follower_dropped_nif/1
+        ]).
+
+-on_load(init/0).
+
+init() ->
+    Priv = case code:priv_dir(tidemark) of
+               {error, _} ->
+                   filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+               Dir ->
+                   Dir
+           end,
+    erlang:load_nif(filename:join(Priv, "tidemark_nif"), 0).
+
+-define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
+
+open_nif(_Path, _OptsJson) -> ?NIF.
+close_nif(_Store) -> ?NIF.
+status_nif(_Store) -> ?NIF.
+current_revision_nif(_Store) -> ?NIF.
+earliest_revision_nif(_Store) -> ?NIF.
+watcher_count_nif(_Store) -> ?NIF.
+version_nif() -> ?NIF.
+put_nif(_Store, _Key, _Value, _Expected) -> ?NIF.
+get_nif(_Store, _Key) -> ?NIF.
+delete_nif(_Store, _Key) -> ?NIF.
+batch_nif(_Store, _Ops) -> ?NIF.
+range_nif(_Store, _Selector, _Limit) -> ?NIF.
+changes_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
+compact_nif(_Store, _Keep) -> ?NIF.
+%% The Reason of `{error, Reason}' for a status code; for the tests.
+status_reason_nif(_Code) -> ?NIF.
+watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs) -> ?NIF.
+unwatch_nif(_Store, _Ref) -> ?NIF.
+activate_nif(_Ref, _N) -> ?NIF.
+%% True once the watch has ended (its last message was sent); for the tests.
+watch_ended_nif(_Ref) -> ?NIF.
+serve_nif(_Store, _Addr, _OptsJson) -> ?NIF.
+server_addr_nif(_Server) -> ?NIF.
+server_port_nif(_Server) -> ?NIF.
+server_status_nif(_Server) -> ?NIF.
+stop_server_nif(_Server) -> ?NIF.
+follow_nif(_Store, _Url, _OptsJson, _Pid) -> ?NIF.
+follower_status_nif(_Follower) -> ?NIF.
+stop_follower_nif(_Follower) -> ?NIF.
+%% True once the follower's context was dropped (it has stopped for good); for the tests.
+follower_dropped_nif(_Follower) -> ?NIF.

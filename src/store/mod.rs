@@ -1,0 +1,340 @@
+//! The store: one revision log, the key state derived from it, and the watch registry,
+//! behind one lock. Writers hold the write lock only to plan, append and hand the commit to
+//! matching watchers; readers (`get`, `changes`, watch catch-up) share the read lock.
+//!
+//! This file opens, closes and registers watches; `write.rs` is the write path with the one
+//! publish hook into the watch registry, `read.rs` the reads, `compact.rs` compaction. The
+//! watch layer sees the store only through `watch::Feed`.
+
+mod compact;
+mod read;
+mod write;
+
+pub use read::{Changes, DEFAULT_LIMIT};
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::kv::Kv;
+use crate::options::Options;
+use crate::selector::Selector;
+use crate::storage::group::WriteGroup;
+use crate::storage::{FileLog, MemoryLog, Storage};
+use crate::watch::{self, Callback, Dispatcher, Feed, PullWatch, Registry, WatchOptions, Watcher};
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+struct State {
+    kv: Kv,
+    log: Box<dyn Storage>,
+    watches: Registry,
+    next_watch_id: u64,
+    /// Reused for every commit so a single put allocates nothing but its value.
+    scratch: Vec<Event>,
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    opts: Options,
+    state: RwLock<State>,
+    /// The revision of the last commit whose events every watcher has been offered.
+    revision: AtomicU64,
+    closed: AtomicBool,
+    dispatcher: Dispatcher,
+    /// Directory stores: writers share syncs through this write group (group commit).
+    group: Option<WriteGroup>,
+}
+
+/// The owner's handle on a store. Dropping it closes the store.
+pub struct Store {
+    inner: Arc<Inner>,
+    /// Whether dropping this handle closes the store (see `handle`).
+    owner: bool,
+}
+
+impl Store {
+    /// Opens an in-memory store.
+    pub fn memory(options_json: Option<&str>) -> Result<Store> {
+        let opts = Options::from_json(options_json)?;
+        if opts.read_only {
+            return Err(Error::InvalidArgument(
+                "option \"read_only\" needs a directory store (an in-memory store starts empty)".into(),
+            ));
+        }
+        Ok(Store::with_storage(opts, Box::new(MemoryLog::new()), Kv::default(), None))
+    }
+
+    /// Opens a store: `None` or an empty path is in memory; otherwise a directory.
+    pub fn open(path: Option<&str>, options_json: Option<&str>) -> Result<Store> {
+        match path.filter(|p| !p.is_empty()) {
+            None => Store::memory(options_json),
+            Some(p) => {
+                let opts = Options::from_json(options_json)?;
+                let mut kv = Kv::default();
+                let log = FileLog::open(std::path::Path::new(p), &opts, &mut |e| kv.apply(e))?;
+                Ok(Store::with_storage(opts, Box::new(log), kv, Some(WriteGroup::default())))
+            }
+        }
+    }
+
+    fn with_storage(opts: Options, log: Box<dyn Storage>, kv: Kv, group: Option<WriteGroup>) -> Store {
+        let current = log.last_revision();
+        let inner = Inner {
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            dispatcher: Dispatcher::new(opts.dispatch_threads),
+            opts,
+            state: RwLock::new(State {
+                kv,
+                log,
+                watches: Registry::default(),
+                next_watch_id: 1,
+                scratch: Vec::new(),
+            }),
+            revision: AtomicU64::new(current),
+            closed: AtomicBool::new(false),
+            group,
+        };
+        Store { inner: Arc::new(inner), owner: true }
+    }
+
+    /// Another handle on the same store that does not close it when dropped. Threads that
+    /// serve or follow a store (lockstep) hold one, so they stay memory-safe whatever the
+    /// owner does: once the owner closes the store, every call through the handle is `Closed`.
+    pub fn handle(&self) -> Store {
+        Store { inner: self.inner.clone(), owner: false }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    pub fn current_revision(&self) -> u64 {
+        self.inner.revision()
+    }
+
+    pub fn earliest_revision(&self) -> u64 {
+        self.inner.state.read().log.earliest_revision()
+    }
+
+    /// Registers a push watch; `callback` runs on the store's dispatcher threads.
+    pub fn watch(&self, selector: Selector, opts: &WatchOptions, callback: Callback) -> Result<u64> {
+        let w = self.inner.register(selector, opts, Some(callback))?;
+        let feed: Arc<dyn Feed> = self.inner.clone();
+        if let Err(e) = self.inner.dispatcher.start(&feed) {
+            self.inner.forget(w.id);
+            return Err(Error::Io(format!("cannot start a dispatcher thread: {e}")));
+        }
+        let mut s = w.state.lock();
+        w.wake(&mut s, &self.inner.dispatcher);
+        Ok(w.id)
+    }
+
+    /// Ends a push watch. When it returns, the callback is not running and will not run again
+    /// and its owner has been dropped, except when called from inside a watch callback (of
+    /// any store): then a callback already running (its own included) finishes first and the
+    /// drop follows it, so that callbacks unwatching each other cannot deadlock.
+    pub fn unwatch(&self, id: u64) -> Result<()> {
+        let w = {
+            let mut st = self.inner.state.write();
+            match st.watches.get(id) {
+                Some(w) if w.push => {}
+                _ => return Err(Error::NotFound(format!("no push watch with id {id}"))),
+            }
+            st.watches.remove(id).expect("present")
+        };
+        let mut s = w.state.lock();
+        s.cancelled = true;
+        // Waiting from inside a callback could wait on ourselves or on a callback that is
+        // waiting on us (two watches unwatching each other, in one store or two).
+        if s.running.is_some() && watch::in_callback() {
+            return Ok(());
+        }
+        while s.running.is_some() {
+            w.cond.wait(&mut s);
+        }
+        s.done = true;
+        let callback = s.callback.take();
+        drop(s);
+        drop(callback);
+        Ok(())
+    }
+
+    /// Grants a push watch `n` more events (see `WatchOptions::credit`).
+    pub fn add_credit(&self, id: u64, n: u64) -> Result<()> {
+        let st = self.inner.state.read();
+        let w = st
+            .watches
+            .get(id)
+            .filter(|w| w.push)
+            .ok_or_else(|| Error::NotFound(format!("no push watch with id {id}")))?;
+        let mut s = w.state.lock();
+        if let Some(c) = s.credit.as_mut() {
+            *c = c.saturating_add(n);
+        }
+        if !s.queue.is_empty() || !s.synced || s.terminal.is_some() || w.progress.is_some() {
+            w.wake(&mut s, &self.inner.dispatcher);
+        }
+        Ok(())
+    }
+
+    /// Opens a pull watch, consumed with `PullWatch::next`.
+    pub fn watch_pull(&self, selector: Selector, opts: &WatchOptions) -> Result<PullWatch> {
+        let opts = WatchOptions { credit: None, ..*opts };
+        let watcher = self.inner.register(selector, &opts, None)?;
+        Ok(PullWatch::new(self.inner.clone(), watcher))
+    }
+
+    /// Push and pull watches that have not ended.
+    pub fn watcher_count(&self) -> usize {
+        self.inner.state.read().watches.len()
+    }
+
+    /// The store's state for operators and tools: revisions, sizes, watchers, options.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let st = self.inner.read()?;
+        let disk = st.log.stats();
+        Ok(serde_json::json!({
+            "revision": self.inner.revision(),
+            "earliest_revision": st.log.earliest_revision(),
+            "keys": st.kv.len(),
+            "watchers": st.watches.len(),
+            "durable": disk.durable,
+            "path": disk.path,
+            "bytes_on_disk": disk.bytes_on_disk,
+            "segments": disk.segments,
+            "sync": disk.sync,
+            "read_only": disk.read_only,
+            "last_checkpoint_revision": disk.last_checkpoint_revision,
+            "cached_events": disk.cached_events,
+            "dispatch_threads": self.inner.opts.dispatch_threads,
+            "max_key_size": self.inner.opts.max_key_size,
+            "max_value_size": self.inner.opts.max_value_size,
+        }))
+    }
+
+    /// Ends every watch with a `Closed` notice (push callbacks get it as their last call and
+    /// are then dropped) and refuses further operations. Idempotent. A pull watch first
+    /// hands out every matching event up to the revision current at close, also when it was
+    /// still catching up (its backlog is read into memory before the log closes).
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.owner {
+            self.inner.close();
+        }
+    }
+}
+
+impl Inner {
+    fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> Result<parking_lot::RwLockReadGuard<'_, State>> {
+        let st = self.state.read();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(st)
+    }
+
+    fn register(
+        &self,
+        selector: Selector,
+        opts: &WatchOptions,
+        callback: Option<Callback>,
+    ) -> Result<Arc<Watcher>> {
+        selector.validate()?;
+        let mut st = self.state.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let current = st.log.last_revision();
+        let start = opts.start_revision;
+        if start > current + 1 {
+            return Err(Error::FutureRevision { requested: start, current });
+        }
+        let earliest = st.log.earliest_revision();
+        if start != 0 && start < earliest {
+            return Err(Error::Compacted { requested: start, earliest });
+        }
+        let synced = start == 0 || start == current + 1;
+        let id = st.next_watch_id;
+        st.next_watch_id += 1;
+        let w = Arc::new(Watcher::new(id, selector, opts, callback, start, synced));
+        st.watches.insert(w.clone());
+        Ok(w)
+    }
+
+    /// Removes a finished watcher from the registry.
+    fn forget(&self, id: u64) {
+        self.state.write().watches.remove(id);
+    }
+
+    fn close(&self) {
+        let watchers = {
+            let mut st = self.state.write();
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let watchers = st.watches.drain();
+            for w in watchers.iter().filter(|w| !w.push) {
+                watch::drain(&*st.log, w);
+            }
+            st.log.close();
+            watchers
+        };
+        let notice = Event::notice(EventKind::Closed, self.revision());
+        for w in &watchers {
+            w.terminate(notice.clone(), &self.dispatcher);
+        }
+        self.dispatcher.stop();
+        if !watch::on_dispatcher_of(self.id) {
+            // Threads are joined: drop any callback that never got its turn.
+            for w in watchers.iter().filter(|w| w.push) {
+                let mut s = w.state.lock();
+                s.done = true;
+                let callback = s.callback.take();
+                drop(s);
+                drop(callback);
+            }
+        }
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("keys must not be empty".into()));
+    }
+    Ok(())
+}
+
+impl Feed for Inner {
+    fn store_id(&self) -> u64 {
+        self.id
+    }
+
+    fn revision(&self) -> u64 {
+        Inner::revision(self)
+    }
+
+    fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    fn read_log(&self, read: &mut dyn FnMut(&dyn Storage)) {
+        read(&*self.state.read().log);
+    }
+
+    fn forget(&self, id: u64) {
+        Inner::forget(self, id);
+    }
+}

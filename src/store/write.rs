@@ -1,0 +1,193 @@
+//! The write path: limits, planning against the key state, appending to the log (alone or in
+//! a write group), and `publish`, the one place a stored commit becomes visible to readers
+//! and watchers.
+
+use crate::error::{Error, Result};
+use crate::event::{Bytes, Event, EventKind};
+use crate::kv::Entry;
+use crate::op::Op;
+use crate::selector::Selector;
+use crate::storage::group::{WriteGroup, Writer};
+
+use super::{check_key, Inner, State, Store};
+use std::sync::atomic::Ordering;
+
+impl Store {
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.inner.write(&[Op::Put(key, value)])
+    }
+
+    /// Puts only if the key's `mod_revision` is `expected` (0 = the key must not exist).
+    pub fn put_if(&self, key: &[u8], value: &[u8], expected: u64) -> Result<u64> {
+        self.inner.write(&[Op::Require(key, expected), Op::Put(key, value)])
+    }
+
+    /// Deletes a key; a missing key is `NotFound` and takes no revision.
+    pub fn delete(&self, key: &[u8]) -> Result<u64> {
+        self.inner.write(&[Op::Delete(key)])
+    }
+
+    /// Commits all operations atomically at consecutive revisions. Returns the revision of
+    /// the first write, or 0 when the operations wrote nothing (only requirements).
+    pub fn commit(&self, ops: &[Op<'_>]) -> Result<u64> {
+        self.inner.write(ops)
+    }
+}
+
+impl Inner {
+    fn write(&self, ops: &[Op<'_>]) -> Result<u64> {
+        for op in ops {
+            self.check_limits(op)?;
+        }
+        if let Some(group) = &self.group {
+            let me = Writer::new(ops);
+            if group.join(&me) {
+                self.commit_group(group);
+            }
+            return me.take_result();
+        }
+        let mut guard = self.state.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let st = &mut *guard;
+        let first = st.log.last_revision() + 1;
+        let mut commit = std::mem::take(&mut st.scratch);
+        commit.clear();
+        let result = st.kv.plan(ops, first, &mut commit).and_then(|()| {
+            if commit.is_empty() {
+                return Ok(0);
+            }
+            st.log.append(&commit)?;
+            self.publish(st, &commit, true);
+            Ok(first)
+        });
+        commit.clear();
+        st.scratch = commit;
+        result
+    }
+
+    fn check_limits(&self, op: &Op<'_>) -> Result<()> {
+        check_key(op.key())?;
+        if op.key().len() > self.opts.max_key_size {
+            return Err(Error::TooLarge(format!(
+                "key of {} bytes exceeds max_key_size ({})",
+                op.key().len(),
+                self.opts.max_key_size
+            )));
+        }
+        if let Op::Put(_, v) = op {
+            if v.len() > self.opts.max_value_size {
+                return Err(Error::TooLarge(format!(
+                    "value of {} bytes exceeds max_value_size ({})",
+                    v.len(),
+                    self.opts.max_value_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a stored commit visible: to the key state (unless the caller applied it
+    /// already), to the watchers it matches, and to readers of the current revision.
+    /// This is the only hook from the store into the watch registry.
+    fn publish(&self, st: &mut State, commit: &[Event], apply: bool) {
+        if apply {
+            for e in commit {
+                st.kv.apply(e);
+            }
+        }
+        st.watches.dispatch(commit, &self.dispatcher);
+        self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
+    }
+
+    /// Commits a write group (see `storage::group`): plans the writers' commits in order
+    /// (each sees the ones before it), writes them with one flush (one sync), and only then
+    /// makes them visible and hands them to watchers; every writer gets its own result.
+    fn commit_group(&self, group: &WriteGroup) {
+        let writers = &group.take()[..];
+        let mut guard = self.state.write();
+        let st = &mut *guard;
+        let refused =
+            if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
+        if let Err(e) = refused {
+            drop(guard);
+            group.hand_off();
+            for w in writers {
+                w.finish(Err(e.clone()));
+            }
+            return;
+        }
+        let multi = writers.len() > 1;
+        let mut results = Vec::with_capacity(writers.len());
+        let mut commits: Vec<Vec<Event>> = Vec::new();
+        // Later commits of the group are planned against the state the earlier ones make;
+        // the state is applied as the group goes (no reader can see it: the write lock is
+        // held) and restored from here if the flush fails.
+        let mut undo: Vec<(Bytes, Option<Entry>)> = Vec::new();
+        for w in writers {
+            let ops = w.ops();
+            let first = st.log.last_revision() + 1;
+            let mut commit = Vec::new();
+            let result = st.kv.plan(&ops, first, &mut commit).and_then(|()| {
+                if commit.is_empty() {
+                    return Ok(0);
+                }
+                st.log.append(&commit)?;
+                if multi {
+                    for e in &commit {
+                        undo.push((e.key.clone(), st.kv.get(&e.key).cloned()));
+                        st.kv.apply(e);
+                    }
+                }
+                commits.push(std::mem::take(&mut commit));
+                Ok(first)
+            });
+            results.push(result);
+        }
+        if !commits.is_empty() {
+            match st.log.flush() {
+                Err(e) => {
+                    undo_group(st, undo);
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(e.clone());
+                    }
+                }
+                Ok(()) => {
+                    for commit in &commits {
+                        self.publish(st, commit, !multi);
+                    }
+                    let kv = &st.kv;
+                    // Best effort: the commits are durable in the log either way.
+                    let _ = st.log.checkpoint_if_due(&mut |visit| {
+                        kv.range(&Selector::All, 0, visit);
+                    });
+                }
+            }
+        }
+        drop(guard);
+        // The next group may start its sync while this one's writers are being woken.
+        group.hand_off();
+        for (w, r) in writers.iter().zip(results) {
+            w.finish(r);
+        }
+    }
+}
+
+/// Restores the key state a failed group flush had already applied, newest change first.
+fn undo_group(st: &mut State, undo: Vec<(Bytes, Option<Entry>)>) {
+    for (key, prior) in undo.into_iter().rev() {
+        st.kv.apply(&match prior {
+            Some(p) => Event {
+                revision: p.mod_revision,
+                kind: EventKind::Put,
+                key,
+                value: p.value,
+                create_revision: p.create_revision,
+                version: p.version,
+                commit_end: true,
+            },
+            None => Event { key, kind: EventKind::Delete, ..Event::notice(EventKind::Delete, 0) },
+        });
+    }
+}
