@@ -879,6 +879,40 @@ fn cli_commands() {
     assert_eq!(cli(&["get", "--store", d, "/servers/9"]).1.trim(), "{\"a\":1}");
 }
 
+#[test]
+fn cli_usage_errors_name_the_flag_and_never_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let os = |s: &str| std::ffi::OsStr::new(s).to_os_string();
+    // An empty --store (an unset variable) is an error naming the flag, not an in-memory store.
+    for cmd in ["put", "get", "delete", "status"] {
+        let (code, err) = run(&[&os(cmd), &os("--store"), &os(""), &os("/k"), &os("v")]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("--store"), "{cmd}: {err}");
+    }
+    let (code, err) = run(&[&os("serve"), &os("--store="), &os("--addr"), &os("127.0.0.1:0")]);
+    assert_eq!((code, err.contains("--store")), (2, true), "{err}");
+    // In memory only when asked for.
+    let (code, err) = run(&[&os("serve"), &os("--addr"), &os("127.0.0.1:0")]);
+    assert_eq!((code, err.contains("--store")), (2, true), "{err}");
+    // Arguments that are not UTF-8: a usage error, never a panic.
+    let bad = std::ffi::OsStr::from_bytes(b"/k\xff");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("s").into_os_string();
+    for args in [
+        vec![os("put"), os("--store"), d.clone(), bad.to_os_string(), os("v")],
+        vec![os("get"), os("--store"), bad.to_os_string(), os("/k")],
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, err) = run(&args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("UTF-8") && !err.contains("panicked"), "{err}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The NDJSON parsers on malformed input (chunked framing is hyper's).
 

@@ -469,7 +469,7 @@ check_then_exit(Parent) ->
             receive collected -> ok end,
             {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, tidemark:server_port(Srv),
                                          [binary, {active, false}]),
-            ok = gen_tcp:send(Sock, "GET /servers/0 HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            ok = gen_tcp:send(Sock, "GET /servers/0 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
             Resp = parse_response(recv_all(Sock, <<>>)),
             gen_tcp:close(Sock),
             Parent ! {checked, tidemark:server_port(Srv), Resp}
