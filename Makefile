@@ -131,6 +131,7 @@ bench: build
 	$(CARGO) bench --bench core
 	$(CARGO) bench --bench durable
 	$(CARGO) bench --bench lockstep
+	$(CARGO) bench --bench lockstep_clients
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench
 

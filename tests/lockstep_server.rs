@@ -58,7 +58,7 @@ fn rss_bytes() -> u64 {
 fn idle_sockets_and_slowloris_lock_nobody_out() {
     let store = memory();
     store.put(b"/s/1", b"{}").unwrap();
-    let server = serve(&store, json!({"writable": true, "token": "t0k", "request_timeout_ms": 2000}));
+    let server = serve(&store, json!({"writable": true, "token": "t0k", "request_timeout_ms": 6000}));
     let addr = server.addr();
     // 1,000 idle sockets and 64 that send a request head a few bytes at a time.
     let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -162,6 +162,39 @@ fn finite_requests_and_follow_streams_have_separate_limits() {
     drop(held);
     wait_until("the finite slots are free", || get(&format!("{base}/other/0")).status == 200);
     drop(follow);
+    server.stop();
+}
+
+#[test]
+fn every_follow_client_gets_every_record() {
+    // Many streams woken by the same commits: none may miss one (a lost wake-up would only be
+    // repaired by the next heartbeat, a minute away here).
+    let store = memory();
+    let server = serve(&store, json!({"heartbeat_ms": 60_000}));
+    let addr = server.addr();
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /m/0?follow=true HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&got).contains("\"id\":\"49\"") {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "the stream ended");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                String::from_utf8_lossy(&got).matches("\"updated_at\"").count()
+            })
+        })
+        .collect();
+    wait_until("every stream open", || server.status()["following"] == 100);
+    for i in 0..50 {
+        store.put(format!("/m/{i}").as_bytes(), b"{}").unwrap();
+    }
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 50);
+    }
     server.stop();
 }
 

@@ -861,7 +861,13 @@ async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std
     let heartbeat = Duration::from_millis(sh.opts.heartbeat_ms);
     let mut last_write = tokio::time::Instant::now();
     loop {
-        revision.borrow_and_update();
+        // The notice can come while the writer is still handing the commit to the watchers;
+        // once the store's revision shows it (it is set after every watcher got its part),
+        // this stream's watch holds its events. A later commit changes the notice again.
+        let notified = *revision.borrow_and_update();
+        while sh.store.current_revision() < notified {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         loop {
             match watch.next(Duration::ZERO) {
                 Ok(batch) => {
