@@ -4,6 +4,7 @@
 //!
 //! Servers listen on 127.0.0.1 with ephemeral ports; every thread and child process is
 //! stopped at the end of its test; nothing asserts on time.
+#![cfg(feature = "http")]
 
 mod lockstep_support;
 

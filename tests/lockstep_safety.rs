@@ -2,6 +2,7 @@
 //! told to adopt it) and the prefix `/` (unless allowed), a full sync whose body was cut or
 //! not framed deletes nothing, and a 400 on the cursor leads to a clean resync. Every server
 //! is a hand-made one on 127.0.0.1; nothing asserts on time.
+#![cfg(feature = "http")]
 
 mod lockstep_support;
 

@@ -4,6 +4,7 @@
 //! dropped after `write_timeout_ms`, HTTP details (Host, NUL, HEAD, keep-alive after a 4xx),
 //! TLS with a certificate made in the test, and the protocol exactly as the 2017 Erlang
 //! lockstep client speaks it. Every socket is on 127.0.0.1; nothing asserts on time.
+#![cfg(feature = "http")]
 
 mod lockstep_support;
 
