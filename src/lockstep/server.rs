@@ -865,8 +865,15 @@ async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std
         // once the store's revision shows it (it is set after every watcher got its part),
         // this stream's watch holds its events. A later commit changes the notice again.
         let notified = *revision.borrow_and_update();
+        let mut waits = 0u32;
         while sh.store.current_revision() < notified {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Microseconds as a rule: yield first, sleep if the writer is descheduled.
+            waits += 1;
+            if waits < 64 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         loop {
             match watch.next(Duration::ZERO) {

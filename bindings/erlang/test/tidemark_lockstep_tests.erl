@@ -148,9 +148,10 @@ serve_test_() ->
 serve_options_test_() ->
     {timeout, 30, fun() ->
         {S, Srv} = served(#{writable => true, token => "s3cret", heartbeat_ms => 250,
-                            max_connections => 4}),
-        ?assertMatch(#{writable := true, auth := true, heartbeat_ms := 250},
+                            max_connections => 4, max_follows => 8, threads => 1}),
+        ?assertMatch(#{writable := true, auth := true, heartbeat_ms := 250, tls := false},
                      tidemark:server_status(Srv)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:serve(S, default, #{tls_cert => "c.pem"})),
         Auth = [{"Authorization", "Bearer s3cret"}],
         ?assertMatch({401, _, _}, http(Srv, "GET", "/servers/0")),
         ?assertMatch({401, _, _}, http(Srv, "GET", "/servers/0", [{"Authorization", "Bearer no"}], <<>>)),

@@ -319,8 +319,13 @@ def test_bad_server_arguments(store: Store) -> None:
         store.serve(token=object())
     with pytest.raises(TypeError):
         store.serve(12345)  # type: ignore[arg-type]
-    with store.serve(("127.0.0.1", 0), token=None) as server:  # None = the default
+    with pytest.raises(tidemark.InvalidArgumentError, match="tls_key"):
+        store.serve(tls_cert="cert.pem")  # the key goes with it
+    with pytest.raises(tidemark.InvalidArgumentError):
+        store.serve(max_follows=0)
+    with store.serve(("127.0.0.1", 0), token=None, max_follows=5, threads=1) as server:  # None = the default
         assert server.status()["auth"] is False
+        assert server.status()["tls"] is False
         with pytest.raises(tidemark.TidemarkIOError):  # an OSError too
             store.serve(server.addr)
 

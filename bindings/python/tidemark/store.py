@@ -431,7 +431,9 @@ class Store(StoreHandle):
 
         ``addr`` is ``"host:port"`` or ``(host, port)``; port 0 (the default) picks a free
         port (``server.port``). Options (JSON-encoded for the library; ``None`` = default):
-        ``writable``, ``token``, ``heartbeat_ms``, ``max_connections``, ``max_header_bytes``,
+        ``writable``, ``token``, ``heartbeat_ms``, ``max_connections`` (finite requests at
+        once), ``max_follows`` (follow streams at once), ``max_sockets``, ``threads``,
+        ``tls_cert`` and ``tls_key`` (PEM files: serve HTTPS), ``max_header_bytes``,
         ``max_body_bytes``, ``allow_remote`` (needed for a non-loopback address),
         ``max_queue``, ``idle_timeout_ms``, ``request_timeout_ms``, ``write_timeout_ms``.
         A bad address or option raises :class:`InvalidArgumentError`; an address in use
