@@ -4,7 +4,7 @@ CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
-.PHONY: all build deps demo test test-rust test-c test-python test-erlang test-install check-header bench clean
+.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-install check-header bench clean
 .PHONY: dist dist-files install uninstall
 
 # `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
@@ -42,8 +42,13 @@ demo: deps build
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
 
-test: deps build check-header test-rust test-c test-python test-erlang test-install
+test: deps build check-header lint test-rust test-c test-python test-erlang test-install
 	@echo "make test: all suites passed"
+
+# Formatting and lints are part of the test: a warning fails `make test`.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 test-rust:
 	$(CARGO) test --release

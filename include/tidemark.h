@@ -26,6 +26,36 @@
 #include <stdint.h>
 
 /**
+ * `expected_version` of `tidemark_store_append`: whatever the stream's state.
+ */
+#define TIDEMARK_EXPECT_ANY -2
+
+/**
+ * `expected_version`: the stream must not exist (its version is −1).
+ */
+#define TIDEMARK_EXPECT_NO_STREAM -1
+
+/**
+ * `expected_version`: the stream must exist (version ≥ 0).
+ */
+#define TIDEMARK_EXPECT_EXISTS -4
+
+/**
+ * The longest stream name or snapshot source, in bytes.
+ */
+#define TIDEMARK_MAX_NAME 1024
+
+/**
+ * `from_version` of a backward `tidemark_store_read_stream`: start at the last version.
+ */
+#define TIDEMARK_READ_FROM_END -1
+
+/**
+ * The first byte of every reserved key.
+ */
+#define RESERVED 0
+
+/**
  * The result of every fallible function. The values are fixed forever; new codes are only
  * ever appended.
  */
@@ -56,7 +86,9 @@ enum tidemark_status
    */
   TIDEMARK_ERR_FUTURE_REVISION = 5,
   /**
-   * A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
+   * A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision
+   * (after `tidemark_store_append`: `tidemark_last_error_current_version()` is the
+   * stream's current version).
    */
   TIDEMARK_ERR_CONFLICT = 6,
   /**
@@ -188,6 +220,25 @@ typedef uint32_t tidemark_lockstep_event_kind;
 #endif // __cplusplus
 
 /**
+ * The values of `direction` in `tidemark_store_read_stream`.
+ */
+enum tidemark_direction
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  TIDEMARK_FORWARD = 0,
+  TIDEMARK_BACKWARD = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_direction tidemark_direction;
+#else
+typedef uint32_t tidemark_direction;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
  */
 typedef struct tidemark_batch tidemark_batch;
@@ -215,10 +266,25 @@ typedef struct tidemark_lockstep_follower tidemark_lockstep_follower;
 typedef struct tidemark_lockstep_server tidemark_lockstep_server;
 
 /**
+ * Snapshots from `tidemark_store_snapshot_read`/`_list` (opaque); free with `tidemark_snapshots_free`.
+ */
+typedef struct tidemark_snapshots tidemark_snapshots;
+
+/**
  * A store (opaque). Every function taking a store is thread-safe, except
  * `tidemark_store_close`, which must be the last call on it.
  */
 typedef struct tidemark_store tidemark_store;
+
+/**
+ * Events read by `tidemark_store_read_stream` (opaque); free with `tidemark_stream_events_free`.
+ */
+typedef struct tidemark_stream_events tidemark_stream_events;
+
+/**
+ * Streams listed by `tidemark_store_list_streams` (opaque); free with `tidemark_stream_list_free`.
+ */
+typedef struct tidemark_stream_list tidemark_stream_list;
 
 /**
  * A pull watch (opaque). Use it from one thread at a time; it stays valid after its store is
@@ -307,6 +373,73 @@ typedef struct tidemark_selector {
   struct tidemark_bytes start;
   struct tidemark_bytes end;
 } tidemark_selector;
+
+/**
+ * An event of a stream. As input to `tidemark_store_append`: `id` is 16 bytes, or empty to
+ * have one generated; `event_type`, `data` and `metadata` are copied; `stream`, `version`,
+ * `revision` and `timestamp_ms` are ignored. As output (in a `tidemark_stream_events`
+ * list) every field is set and the bytes are borrowed from the list.
+ */
+typedef struct tidemark_stream_event {
+  struct tidemark_bytes stream;
+  struct tidemark_bytes id;
+  struct tidemark_bytes event_type;
+  struct tidemark_bytes data;
+  struct tidemark_bytes metadata;
+  /**
+   * The event's version in its stream (0-based).
+   */
+  uint64_t version;
+  /**
+   * The event's position in the store's log.
+   */
+  uint64_t revision;
+  /**
+   * When it was appended, ms since the epoch, by the store's clock.
+   */
+  uint64_t timestamp_ms;
+} tidemark_stream_event;
+
+/**
+ * What `tidemark_store_append` wrote (or, for an idempotent retry, had written).
+ */
+typedef struct tidemark_append_result {
+  /**
+   * The version of the append's first event.
+   */
+  uint64_t first_version;
+  /**
+   * The stream's version after the append (the version of its last event).
+   */
+  uint64_t version;
+  /**
+   * The revision of the append's first event; the others follow consecutively.
+   */
+  uint64_t first_revision;
+} tidemark_append_result;
+
+/**
+ * One entry of `tidemark_store_list_streams`: a stream's name and its version.
+ */
+typedef struct tidemark_stream_info {
+  struct tidemark_bytes name;
+  int64_t version;
+} tidemark_stream_info;
+
+/**
+ * A snapshot; its bytes are borrowed from the `tidemark_snapshots` list that holds it.
+ */
+typedef struct tidemark_snapshot {
+  struct tidemark_bytes source;
+  struct tidemark_bytes stream;
+  uint64_t version;
+  /**
+   * The revision of the commit that recorded it.
+   */
+  uint64_t revision;
+  uint64_t timestamp_ms;
+  struct tidemark_bytes data;
+} tidemark_snapshot;
 
 /**
  * How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
@@ -475,9 +608,9 @@ void tidemark_lockstep_server_stop(struct tidemark_lockstep_server *server);
  *
  * A record with a non-null `deleted_at` deletes `prefix + id` (a missing key is fine); any
  * other record is put there as the JSON line received. The cursor (greatest order value
- * seen) is committed in the same atomic batch as the records, under the key
- * `"\0tidemark/lockstep/cursor/" + prefix`, so a restarted follower resumes exactly where its
- * data is. `options_json` (NULL = defaults) may hold `prefix` (default: the URL's path),
+ * seen) is committed in the same atomic batch as the records, under the reserved key
+ * `"\0l/" + prefix` (or `cursor_key`, a user key), so a restarted follower resumes exactly
+ * where its data is. `options_json` (NULL = defaults) may hold `prefix` (default: the URL's path),
  * `id_field` ("id"), `order_by` ("updated_at"), `token`, `follow` (true), `cursor_param`,
  * `cursor_key`, `poll_ms` (1000), `connect_timeout_ms` (2000), `idle_timeout_ms` (60000,
  * 0 = never), `backoff_initial_ms` (100), `backoff_max_ms` (30000), `batch_records` (1000),
@@ -526,6 +659,13 @@ const char *tidemark_last_error_message(void);
 uint64_t tidemark_last_error_revision(void);
 
 /**
+ * The stream's current version (−1 = the stream does not exist) after a
+ * `tidemark_store_append` on the calling thread failed with `TIDEMARK_ERR_CONFLICT`;
+ * −1 after any other failure.
+ */
+int64_t tidemark_last_error_current_version(void);
+
+/**
  * The name of a status as a static string, e.g. "TIDEMARK_ERR_COMPACTED";
  * "TIDEMARK_ERR_UNKNOWN" for a value that is not a status. Never free it.
  */
@@ -553,11 +693,17 @@ void tidemark_string_free(char *string);
 tidemark_status tidemark_store_open(const char *path, const char *options_json, struct tidemark_store **out);
 
 /**
- * Closes and frees the store. Every watch ends first: push watches get a final callback with
- * a `TIDEMARK_EVENT_CLOSED` event, then their `drop_userdata`; pull watches return their
- * queued events, then the CLOSED event, then `TIDEMARK_ERR_CLOSED` (they must still be freed
- * with `tidemark_watch_close`). Waits for running callbacks to return, so it must not be
- * called while another thread still uses the store. NULL is a no-op.
+ * Closes and frees the store. Every watch ends first, and first gets every event that
+ * matches it up to the revision current at close, including those it had not yet read from
+ * the log (a watch still replaying, or one that fell behind its `max_queue`: that backlog is
+ * read into memory before the store closes), then the CLOSED event, whose revision is that
+ * revision. So a consumer that persists the revision of each event it handled can resume
+ * from the next one after reopening, without a gap. A pull watch then returns
+ * `TIDEMARK_ERR_CLOSED` and must still be freed with `tidemark_watch_close`. A push watch
+ * gets those events and the final CLOSED callback before this returns, then its
+ * `drop_userdata`; one out of credit (`tidemark_store_watch_credit`) gets only the CLOSED
+ * callback. Waits for the callbacks to return, so it must not be called while another
+ * thread still uses the store. NULL is a no-op.
  */
 void tidemark_store_close(struct tidemark_store *store);
 
@@ -665,6 +811,130 @@ tidemark_status tidemark_store_compact(struct tidemark_store *store, uint64_t ke
 tidemark_status tidemark_store_status_json(const struct tidemark_store *store, char **out);
 
 /**
+ * Appends `count` events to `stream` atomically (all or none, consecutive versions and
+ * revisions) if the stream's version matches `expected_version`: `TIDEMARK_EXPECT_ANY`,
+ * `TIDEMARK_EXPECT_NO_STREAM`, `TIDEMARK_EXPECT_EXISTS` or an exact version ≥ 0 (anything
+ * else is `TIDEMARK_ERR_INVALID_ARGUMENT`). Otherwise nothing is written and the status is
+ * `TIDEMARK_ERR_CONFLICT`, with the stream's current version (−1 = no stream) in
+ * `tidemark_last_error_current_version()`. The events' bytes are copied; `result_out` may
+ * be NULL. An append whose event ids all equal those of the stream's last append is a retry
+ * of it: it returns that append's result and writes nothing. A stream name is 1 to
+ * `TIDEMARK_MAX_NAME` bytes (empty: `INVALID_ARGUMENT`, longer: `TOO_LARGE`); `count` 0 is
+ * `INVALID_ARGUMENT`.
+ */
+tidemark_status tidemark_store_append(struct tidemark_store *store, const uint8_t *stream, size_t stream_len, const struct tidemark_stream_event *events, size_t count, int64_t expected_version, struct tidemark_append_result *result_out);
+
+/**
+ * Reads up to `count` events (0 = all) of `stream` into `*out`: with `TIDEMARK_FORWARD`
+ * from version `from_version` (≥ 0) upwards; with `TIDEMARK_BACKWARD` from `from_version`
+ * (or `TIDEMARK_READ_FROM_END`) down to version 0. A start past the last version reads
+ * nothing; an absent stream is `TIDEMARK_ERR_NOT_FOUND`; an unknown direction or a bad
+ * `from_version` is `TIDEMARK_ERR_INVALID_ARGUMENT`. Free the list with
+ * `tidemark_stream_events_free`; it does not depend on the store.
+ */
+tidemark_status tidemark_store_read_stream(const struct tidemark_store *store, const uint8_t *stream, size_t stream_len, int64_t from_version, size_t count, uint32_t direction, struct tidemark_stream_events **out);
+
+/**
+ * The number of events in the list (0 for NULL).
+ */
+size_t tidemark_stream_events_len(const struct tidemark_stream_events *list);
+
+/**
+ * The events as a contiguous array of `tidemark_stream_events_len` elements, owned by the
+ * list (NULL for NULL).
+ */
+const struct tidemark_stream_event *tidemark_stream_events_data(const struct tidemark_stream_events *list);
+
+/**
+ * Frees a list of stream events. NULL is a no-op.
+ */
+void tidemark_stream_events_free(struct tidemark_stream_events *list);
+
+/**
+ * Writes the stream's last version to `*version_out` (−1 when the stream does not exist).
+ */
+tidemark_status tidemark_store_stream_version(const struct tidemark_store *store, const uint8_t *stream, size_t stream_len, int64_t *version_out);
+
+/**
+ * Lists streams in byte order of their names, with their versions, into `*out`: those whose
+ * names start with `prefix` (empty = all), after the name `after` (exclusive; empty = from
+ * the first), at most `limit` (0 = 1000). `tidemark_stream_list_has_more` tells whether to
+ * ask again with `after` = the last name. Free with `tidemark_stream_list_free`.
+ */
+tidemark_status tidemark_store_list_streams(const struct tidemark_store *store, const uint8_t *prefix, size_t prefix_len, const uint8_t *after, size_t after_len, size_t limit, struct tidemark_stream_list **out);
+
+/**
+ * The number of streams in the list (0 for NULL).
+ */
+size_t tidemark_stream_list_len(const struct tidemark_stream_list *list);
+
+/**
+ * The streams as a contiguous array of `tidemark_stream_list_len` elements, owned by the
+ * list (NULL for NULL).
+ */
+const struct tidemark_stream_info *tidemark_stream_list_data(const struct tidemark_stream_list *list);
+
+/**
+ * True when the limit left names out (false for NULL).
+ */
+bool tidemark_stream_list_has_more(const struct tidemark_stream_list *list);
+
+/**
+ * Frees a stream list. NULL is a no-op.
+ */
+void tidemark_stream_list_free(struct tidemark_stream_list *list);
+
+/**
+ * Deletes every event of `stream` and the stream itself in one commit; writes the commit's
+ * first revision to `*revision_out` (may be NULL). An absent stream is
+ * `TIDEMARK_ERR_NOT_FOUND`. The name can be appended to again afterwards, starting at
+ * version 0, with `TIDEMARK_EXPECT_NO_STREAM` or `TIDEMARK_EXPECT_ANY`.
+ */
+tidemark_status tidemark_store_delete_stream(struct tidemark_store *store, const uint8_t *stream, size_t stream_len, uint64_t *revision_out);
+
+/**
+ * Records `data` (copied) as `source`'s snapshot of `stream` at `version`, replacing one
+ * recorded at the same version; writes the commit's revision to `*revision_out` (may be
+ * NULL). Names are 1 to `TIDEMARK_MAX_NAME` bytes.
+ */
+tidemark_status tidemark_store_snapshot_record(struct tidemark_store *store, const uint8_t *source, size_t source_len, const uint8_t *stream, size_t stream_len, uint64_t version, const uint8_t *data, size_t data_len, uint64_t *revision_out);
+
+/**
+ * Writes to `*out` a list holding the one snapshot of `stream` by `source` with the
+ * greatest version at or below `max_version`; `TIDEMARK_ERR_NOT_FOUND` when there is none.
+ * Free with `tidemark_snapshots_free`.
+ */
+tidemark_status tidemark_store_snapshot_read(const struct tidemark_store *store, const uint8_t *source, size_t source_len, const uint8_t *stream, size_t stream_len, uint64_t max_version, struct tidemark_snapshots **out);
+
+/**
+ * Deletes the snapshot at exactly `version`; writes the delete's revision to
+ * `*revision_out` (may be NULL). A missing snapshot is `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_snapshot_delete(struct tidemark_store *store, const uint8_t *source, size_t source_len, const uint8_t *stream, size_t stream_len, uint64_t version, uint64_t *revision_out);
+
+/**
+ * Writes to `*out` every snapshot of `stream` by `source`, by version ascending (possibly
+ * none). Free with `tidemark_snapshots_free`.
+ */
+tidemark_status tidemark_store_snapshot_list(const struct tidemark_store *store, const uint8_t *source, size_t source_len, const uint8_t *stream, size_t stream_len, struct tidemark_snapshots **out);
+
+/**
+ * The number of snapshots in the list (0 for NULL).
+ */
+size_t tidemark_snapshots_len(const struct tidemark_snapshots *list);
+
+/**
+ * The snapshots as a contiguous array of `tidemark_snapshots_len` elements, owned by the
+ * list (NULL for NULL).
+ */
+const struct tidemark_snapshot *tidemark_snapshots_data(const struct tidemark_snapshots *list);
+
+/**
+ * Frees a snapshot list. NULL is a no-op.
+ */
+void tidemark_snapshots_free(struct tidemark_snapshots *list);
+
+/**
  * The defaults: start_revision 0, max_queue 1000, no progress events, unlimited credit.
  */
 struct tidemark_watch_options tidemark_watch_options_default(void);
@@ -709,7 +979,8 @@ tidemark_status tidemark_watch_open(struct tidemark_store *store, const struct t
  * Waits up to `timeout_ms` (0 = just check) for the next events and writes them to `*out`
  * (free with `tidemark_events_free`): whole commits in order, or one PROGRESS event, or one
  * terminal event. `TIDEMARK_ERR_TIMEOUT` when nothing came; `TIDEMARK_ERR_CLOSED` once the
- * terminal event has been returned. Blocks the calling thread; call from one thread at a time.
+ * terminal event has been returned. After the store was closed it returns every matching
+ * event up to the revision current at close, then CLOSED (see `tidemark_store_close`). Blocks the calling thread; call from one thread at a time.
  */
 tidemark_status tidemark_watch_next(struct tidemark_watch *watch, uint32_t timeout_ms, struct tidemark_events **out);
 

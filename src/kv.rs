@@ -136,6 +136,26 @@ impl Kv {
         }
     }
 
+    /// The current key with the greatest key matching `selector`, as a PUT event.
+    pub fn last(&self, selector: &Selector) -> Option<Event> {
+        let (start, end) = selector.bounds();
+        let upper = match &end {
+            Some(e) => Bound::Excluded(&e[..]),
+            None => Bound::Unbounded,
+        };
+        let key = self.order.range::<[u8], _>((Bound::Included(&start[..]), upper)).next_back()?;
+        let entry = &self.map[&key[..]];
+        Some(Event {
+            revision: entry.mod_revision,
+            kind: EventKind::Put,
+            key: key.clone(),
+            value: entry.value.clone(),
+            create_revision: entry.create_revision,
+            version: entry.version,
+            commit_end: true,
+        })
+    }
+
     /// Visits current keys matching `selector` in key order as PUT events, at most `limit`
     /// (0 = no limit). Returns true when keys were left out because of the limit.
     pub fn range(&self, selector: &Selector, limit: usize, visit: &mut dyn FnMut(&Event)) -> bool {

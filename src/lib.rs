@@ -10,6 +10,7 @@ pub mod ffi;
 mod kv;
 #[cfg(feature = "http")]
 pub mod lockstep;
+mod ns;
 mod op;
 mod options;
 mod selector;
@@ -17,11 +18,16 @@ pub mod storage;
 mod store;
 mod watch;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use event::{Bytes, Event, EventKind};
 pub use kv::Entry;
+pub use ns::snapshots::Snapshot;
+pub use ns::streams::{
+    new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, StreamPage, MAX_NAME,
+};
+pub use ns::{decode as decode_feature_event, FeatureEvent};
 pub use op::Op;
 pub use options::{Options, SyncPolicy};
 pub use selector::{prefix_end, Selector};
-pub use store::{Changes, Store, DEFAULT_LIMIT};
+pub use store::{Changes, Clock, Store, DEFAULT_LIMIT};
 pub use watch::{Callback, PullWatch, WatchOptions, DEFAULT_MAX_QUEUE};

@@ -1,5 +1,7 @@
 //! Store options, given as a JSON object so the C ABI stays stable as options are added.
 
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -71,22 +73,61 @@ impl Default for Options {
     }
 }
 
-const KNOWN: &[&str] = &[
-    "dispatch_threads",
-    "max_key_size",
-    "max_value_size",
-    "sync",
-    "sync_interval_ms",
-    "read_only",
-    "segment_size",
-    "checkpoint_bytes",
-    "cache_bytes",
-];
+/// The options as given: every field optional, unknown keys refused by serde. Each field
+/// deserializes through a helper whose message says what the value must be; `from_json`
+/// adds which option it was.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Given {
+    #[serde(default, deserialize_with = "positive")]
+    dispatch_threads: Option<u64>,
+    #[serde(default, deserialize_with = "positive")]
+    max_key_size: Option<u64>,
+    #[serde(default, deserialize_with = "positive")]
+    max_value_size: Option<u64>,
+    #[serde(default, deserialize_with = "sync_policy")]
+    sync: Option<SyncPolicy>,
+    #[serde(default, deserialize_with = "positive")]
+    sync_interval_ms: Option<u64>,
+    #[serde(default, deserialize_with = "boolean")]
+    read_only: Option<bool>,
+    #[serde(default, deserialize_with = "positive")]
+    segment_size: Option<u64>,
+    #[serde(default, deserialize_with = "non_negative")]
+    checkpoint_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "non_negative")]
+    cache_bytes: Option<u64>,
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    match u64::deserialize(d) {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(D::Error::custom("must be a positive integer")),
+    }
+}
+
+fn non_negative<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    u64::deserialize(d).map(Some).map_err(|_| D::Error::custom("must be a non-negative integer"))
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some).map_err(|_| D::Error::custom("must be true or false"))
+}
+
+fn sync_policy<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SyncPolicy>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match v.as_str() {
+        Some("always") => Ok(Some(SyncPolicy::Always)),
+        Some("interval") => Ok(Some(SyncPolicy::Interval)),
+        Some("none") => Ok(Some(SyncPolicy::None)),
+        _ => Err(D::Error::custom(format!("must be \"always\", \"interval\" or \"none\", not {v}"))),
+    }
+}
 
 impl Options {
     /// Parses `{"dispatch_threads": 2, "sync": "always", ...}`; `None` or an empty string
-    /// means the defaults. Unknown keys and values of the wrong type or range are errors,
-    /// never ignored.
+    /// means the defaults. Unknown keys and values of the wrong type or range are errors
+    /// naming the option, never ignored.
     pub fn from_json(json: Option<&str>) -> Result<Options> {
         let mut opts = Options::default();
         let Some(text) = json.filter(|t| !t.trim().is_empty()) else {
@@ -94,80 +135,63 @@ impl Options {
         };
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::InvalidArgument(format!("options are not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
+        let Value::Object(map) = &value else {
             return Err(Error::InvalidArgument("options must be a JSON object".into()));
         };
-        let positive = |key: &str, v: &Value| {
-            v.as_u64()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| Error::InvalidArgument(format!("option \"{key}\" must be a positive integer")))
+        let given: Given = serde_json::from_value(value.clone()).map_err(|e| blame(map, e))?;
+        let size = |key: &str, n: u64| {
+            usize::try_from(n).map_err(|_| Error::InvalidArgument(format!("option \"{key}\" is too large")))
         };
-        let size = |key: &str, v: &Value| {
-            positive(key, v).and_then(|n| {
-                usize::try_from(n)
-                    .map_err(|_| Error::InvalidArgument(format!("option \"{key}\" is too large")))
-            })
-        };
-        for (key, v) in &map {
-            match key.as_str() {
-                "dispatch_threads" => opts.dispatch_threads = size(key, v)?,
-                "max_key_size" => opts.max_key_size = size(key, v)?,
-                "max_value_size" => opts.max_value_size = size(key, v)?,
-                "sync" => {
-                    opts.sync = match v.as_str() {
-                        Some("always") => SyncPolicy::Always,
-                        Some("interval") => SyncPolicy::Interval,
-                        Some("none") => SyncPolicy::None,
-                        _ => {
-                            return Err(Error::InvalidArgument(format!(
-                                "option \"sync\" must be \"always\", \"interval\" or \"none\", not {v}"
-                            )))
-                        }
-                    }
-                }
-                "sync_interval_ms" => opts.sync_interval_ms = positive(key, v)?,
-                "read_only" => {
-                    opts.read_only = v.as_bool().ok_or_else(|| {
-                        Error::InvalidArgument("option \"read_only\" must be true or false".into())
-                    })?
-                }
-                "segment_size" => {
-                    let n = positive(key, v)?;
-                    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&n) {
-                        return Err(Error::InvalidArgument(format!(
-                            "option \"segment_size\" must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes"
-                        )));
-                    }
-                    opts.segment_size = n;
-                }
-                "checkpoint_bytes" | "cache_bytes" => {
-                    let n = v.as_u64().ok_or_else(|| {
-                        Error::InvalidArgument(format!("option \"{key}\" must be a non-negative integer"))
-                    })?;
-                    if key == "checkpoint_bytes" {
-                        opts.checkpoint_bytes = n;
-                    } else {
-                        opts.cache_bytes = n;
-                    }
-                }
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "unknown option \"{key}\" (known: {})",
-                        KNOWN.join(", ")
-                    )))
-                }
+        if let Some(n) = given.dispatch_threads {
+            if n > 64 {
+                return Err(Error::InvalidArgument("option \"dispatch_threads\" must be at most 64".into()));
             }
+            opts.dispatch_threads = size("dispatch_threads", n)?;
         }
-        if opts.dispatch_threads > 64 {
-            return Err(Error::InvalidArgument("option \"dispatch_threads\" must be at most 64".into()));
+        if let Some(n) = given.max_key_size {
+            opts.max_key_size = size("max_key_size", n)?;
         }
-        if map.contains_key("sync_interval_ms") && opts.sync != SyncPolicy::Interval {
-            return Err(Error::InvalidArgument(
-                "option \"sync_interval_ms\" only applies with \"sync\": \"interval\"".into(),
-            ));
+        if let Some(n) = given.max_value_size {
+            opts.max_value_size = size("max_value_size", n)?;
         }
+        if let Some(n) = given.segment_size {
+            if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&n) {
+                return Err(Error::InvalidArgument(format!(
+                    "option \"segment_size\" must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes"
+                )));
+            }
+            opts.segment_size = n;
+        }
+        opts.sync = given.sync.unwrap_or(opts.sync);
+        if let Some(n) = given.sync_interval_ms {
+            if opts.sync != SyncPolicy::Interval {
+                return Err(Error::InvalidArgument(
+                    "option \"sync_interval_ms\" only applies with \"sync\": \"interval\"".into(),
+                ));
+            }
+            opts.sync_interval_ms = n;
+        }
+        opts.read_only = given.read_only.unwrap_or(opts.read_only);
+        opts.checkpoint_bytes = given.checkpoint_bytes.unwrap_or(opts.checkpoint_bytes);
+        opts.cache_bytes = given.cache_bytes.unwrap_or(opts.cache_bytes);
         Ok(opts)
     }
+}
+
+/// Turns serde's error into one naming the option: serde's messages for a value do not say
+/// which key held it, so the keys are tried one at a time until one fails the same way.
+fn blame(map: &serde_json::Map<String, Value>, whole: serde_json::Error) -> Error {
+    for (key, v) in map {
+        let one = Value::Object([(key.clone(), v.clone())].into_iter().collect());
+        if let Err(e) = serde_json::from_value::<Given>(one) {
+            let message = e.to_string();
+            return Error::InvalidArgument(match message.strip_prefix(&format!("unknown field `{key}`, ")) {
+                Some(known) => format!("unknown option \"{key}\" ({known})"),
+                None => format!("option \"{key}\" {message}"),
+            });
+        }
+    }
+    Error::InvalidArgument(format!("bad options: {whole}"))
 }
 
 #[cfg(test)]
@@ -216,5 +240,31 @@ mod tests {
             let e = Options::from_json(Some(bad)).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_option_and_what_it_must_be() {
+        let message = |json: &str| Options::from_json(Some(json)).unwrap_err().to_string();
+        assert_eq!(
+            message(r#"{"max_key_size":"1"}"#),
+            "invalid argument: option \"max_key_size\" must be a positive integer"
+        );
+        assert_eq!(
+            message(r#"{"read_only":1}"#),
+            "invalid argument: option \"read_only\" must be true or false"
+        );
+        assert_eq!(
+            message(r#"{"dispatch_threads":2,"cache_bytes":-1}"#),
+            "invalid argument: option \"cache_bytes\" must be a non-negative integer"
+        );
+        assert!(message(r#"{"sync":"sometimes"}"#).contains("option \"sync\" must be \"always\""));
+        let unknown = message(r#"{"dispatch_threads":2,"nope":1}"#);
+        assert!(
+            unknown.starts_with("invalid argument: unknown option \"nope\" (expected one of"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`cache_bytes`"), "{unknown}");
+        assert!(message("[1]").contains("options must be a JSON object"));
+        assert!(message("{").contains("options are not valid JSON"));
     }
 }

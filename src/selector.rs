@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Selector {
+    /// Every user key: keys starting with the reserved byte 0x00 belong to tidemark's
+    /// features (`ns`) and are not covered. `Prefix(vec![])` covers every key of both.
     All,
     Key(Vec<u8>),
     /// Every key starting with these bytes; an empty prefix is every key.
@@ -13,6 +15,12 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Every key, the reserved namespace included: for the store's own full scans
+    /// (checkpoints, compaction, catch-up), never for a user's selector.
+    pub fn every_key() -> Selector {
+        Selector::Prefix(Vec::new())
+    }
+
     /// Refuses selectors that can match nothing by mistake: an empty key, `start >= end`.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -28,7 +36,7 @@ impl Selector {
 
     pub fn matches(&self, key: &[u8]) -> bool {
         match self {
-            Selector::All => true,
+            Selector::All => key.first() != Some(&crate::ns::RESERVED),
             Selector::Key(k) => k.as_slice() == key,
             Selector::Prefix(p) => key.starts_with(p),
             Selector::Range(s, e) => key >= s.as_slice() && (e.is_empty() || key < e.as_slice()),
@@ -39,7 +47,7 @@ impl Selector {
     /// Used by range scans and by the watch index, so both agree on what a selector covers.
     pub fn bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         match self {
-            Selector::All => (Vec::new(), None),
+            Selector::All => (vec![crate::ns::RESERVED + 1], None),
             Selector::Key(k) => {
                 let mut end = k.clone();
                 end.push(0);
@@ -80,13 +88,14 @@ mod tests {
     fn matching_agrees_with_bounds() {
         let sels = [
             Selector::All,
+            Selector::Prefix(Vec::new()),
             Selector::Key(b"k1".to_vec()),
             Selector::Prefix(b"k".to_vec()),
             Selector::Prefix(b"\xff".to_vec()),
             Selector::Range(b"a".to_vec(), b"k2".to_vec()),
             Selector::Range(b"k".to_vec(), Vec::new()),
         ];
-        let keys: [&[u8]; 7] = [b"a", b"k", b"k1", b"k10", b"k2", b"\xff\x01", b"z"];
+        let keys: [&[u8]; 9] = [b"\0", b"\0s/x", b"a", b"k", b"k1", b"k10", b"k2", b"\xff\x01", b"z"];
         for s in &sels {
             let (lo, hi) = s.bounds();
             for k in keys {

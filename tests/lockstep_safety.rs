@@ -111,7 +111,7 @@ fn cut_resync_deletes_nothing(cut: fn() -> Vec<u8>) {
         };
         ev.lock().unwrap().push(name);
     });
-    let f = Follower::start(dst.clone(), &url, opts(json!({})), Some(cb)).unwrap();
+    let f = Follower::start(dst.clone(), &url, opts(json!({"cursor_key": "/cursor/s"})), Some(cb)).unwrap();
     wait_until("several cut full syncs", || server.requests() >= 8);
     f.stop();
     let events = events.lock().unwrap().clone();
@@ -121,10 +121,9 @@ fn cut_resync_deletes_nothing(cut: fn() -> Vec<u8>) {
     assert_eq!(f_status_resyncing(&dst), Some(true), "the resync is still due");
 }
 
-/// The committed resync flag of the default cursor key of prefix `/s/`.
+/// The committed resync flag (the cursor is kept at the user key `/cursor/s`).
 fn f_status_resyncing(store: &Store) -> Option<bool> {
-    let doc: Value =
-        serde_json::from_slice(&store.get(b"\0tidemark/lockstep/cursor//s/").ok()?.value).ok()?;
+    let doc: Value = serde_json::from_slice(&store.get(b"/cursor/s").ok()?.value).ok()?;
     doc["resync"].as_bool()
 }
 

@@ -386,6 +386,27 @@ fn a_closed_store_s_pull_watches_deliver_everything_committed_before_close_then_
 }
 
 #[test]
+fn a_closed_store_s_push_watches_deliver_everything_committed_before_close_then_closed() {
+    let s = store();
+    for i in 0..6u32 {
+        s.put(format!("x/{i}").as_bytes(), b"v").unwrap();
+    }
+    let (replaying, lagging) = (Sink::default(), Sink::default());
+    s.watch(prefix("x/"), &opts(1, 0), replaying.callback()).unwrap();
+    s.watch(prefix("x/"), &opts(3, 2), lagging.callback()).unwrap();
+    s.put(b"x/6", b"v").unwrap();
+    s.close();
+    // close() returns after the last callback: nothing is left to wait for.
+    for (sink, first) in [(&replaying, 1), (&lagging, 3)] {
+        let got = sink.events();
+        assert_eq!(revisions(&got), (first..=7).collect::<Vec<_>>());
+        let last = got.last().unwrap();
+        assert_eq!((last.kind, last.revision), (EventKind::Closed, 7));
+        assert_eq!(got.iter().filter(|e| e.is_terminal()).count(), 1);
+    }
+}
+
+#[test]
 fn dropping_the_store_from_another_handle_keeps_pull_watches_safe() {
     let pull = {
         let s = Store::memory(None).unwrap();

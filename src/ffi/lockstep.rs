@@ -216,9 +216,9 @@ fn report(closure: &Closure<LockstepCallback>, ev: &FollowEvent<'_>) {
 ///
 /// A record with a non-null `deleted_at` deletes `prefix + id` (a missing key is fine); any
 /// other record is put there as the JSON line received. The cursor (greatest order value
-/// seen) is committed in the same atomic batch as the records, under the key
-/// `"\0tidemark/lockstep/cursor/" + prefix`, so a restarted follower resumes exactly where its
-/// data is. `options_json` (NULL = defaults) may hold `prefix` (default: the URL's path),
+/// seen) is committed in the same atomic batch as the records, under the reserved key
+/// `"\0l/" + prefix` (or `cursor_key`, a user key), so a restarted follower resumes exactly
+/// where its data is. `options_json` (NULL = defaults) may hold `prefix` (default: the URL's path),
 /// `id_field` ("id"), `order_by` ("updated_at"), `token`, `follow` (true), `cursor_param`,
 /// `cursor_key`, `poll_ms` (1000), `connect_timeout_ms` (2000), `idle_timeout_ms` (60000,
 /// 0 = never), `backoff_initial_ms` (100), `backoff_max_ms` (30000), `batch_records` (1000),

@@ -17,6 +17,7 @@ mod handle;
 mod lockstep;
 mod status;
 mod store;
+mod streams;
 mod watch;
 
 pub use batch::*;
@@ -25,6 +26,7 @@ pub use events::*;
 pub use lockstep::*;
 pub use status::*;
 pub use store::*;
+pub use streams::*;
 pub use watch::*;
 
 pub(crate) use closure::Closure;

@@ -65,8 +65,10 @@ status_codes! {
         TIDEMARK_ERR_COMPACTED = 4 from Error::Compacted { .. },
         /// The revision is beyond current + 1; `tidemark_last_error_revision()` is the current one.
         TIDEMARK_ERR_FUTURE_REVISION = 5 from Error::FutureRevision { .. },
-        /// A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision.
-        TIDEMARK_ERR_CONFLICT = 6 from Error::Conflict { .. },
+        /// A condition failed; `tidemark_last_error_revision()` is the key's current mod_revision
+        /// (after `tidemark_store_append`: `tidemark_last_error_current_version()` is the
+        /// stream's current version).
+        TIDEMARK_ERR_CONFLICT = 6 from Error::Conflict { .. } | Error::WrongExpectedVersion { .. },
         /// Nothing arrived in time.
         TIDEMARK_ERR_TIMEOUT = 7 from Error::Timeout,
         /// The store or watch is closed (or the watch already returned its terminal event).
@@ -89,6 +91,8 @@ pub(crate) struct Failure {
     status: tidemark_status,
     message: String,
     revision: u64,
+    /// A stream's current version after a failed append (−1 otherwise).
+    current_version: i64,
 }
 
 impl Failure {
@@ -97,23 +101,29 @@ impl Failure {
             status: TIDEMARK_ERR_NULL_ARGUMENT,
             message: format!("{what} must not be NULL"),
             revision: 0,
+            current_version: -1,
         }
     }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure { status: tidemark_status::of(&e), message: e.to_string(), revision: e.revision() }
+        Failure {
+            status: tidemark_status::of(&e),
+            message: e.to_string(),
+            revision: e.revision(),
+            current_version: e.current_version().unwrap_or(-1),
+        }
     }
 }
 
 thread_local! {
-    static LAST_ERROR: RefCell<(CString, u64)> = RefCell::new((CString::default(), 0));
+    static LAST_ERROR: RefCell<(CString, u64, i64)> = RefCell::new((CString::default(), 0, -1));
 }
 
 fn record(f: Failure) -> tidemark_status {
     let message = CString::new(f.message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|l| *l.borrow_mut() = (message, f.revision));
+    LAST_ERROR.with(|l| *l.borrow_mut() = (message, f.revision, f.current_version));
     f.status
 }
 
@@ -132,7 +142,12 @@ pub(crate) fn guard(f: impl FnOnce() -> Result<(), Failure>) -> tidemark_status 
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => TIDEMARK_OK,
         Ok(Err(failure)) => record(failure),
-        Err(p) => record(Failure { status: TIDEMARK_ERR_PANIC, message: panic_message(&*p), revision: 0 }),
+        Err(p) => record(Failure {
+            status: TIDEMARK_ERR_PANIC,
+            message: panic_message(&*p),
+            revision: 0,
+            current_version: -1,
+        }),
     }
 }
 
@@ -156,6 +171,14 @@ pub extern "C" fn tidemark_last_error_message() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn tidemark_last_error_revision() -> u64 {
     guard_value(0, || LAST_ERROR.with(|l| l.borrow().1))
+}
+
+/// The stream's current version (−1 = the stream does not exist) after a
+/// `tidemark_store_append` on the calling thread failed with `TIDEMARK_ERR_CONFLICT`;
+/// −1 after any other failure.
+#[no_mangle]
+pub extern "C" fn tidemark_last_error_current_version() -> i64 {
+    guard_value(-1, || LAST_ERROR.with(|l| l.borrow().2))
 }
 
 /// The name of a status as a static string, e.g. "TIDEMARK_ERR_COMPACTED";

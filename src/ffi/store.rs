@@ -53,11 +53,17 @@ pub unsafe extern "C" fn tidemark_store_open(
     })
 }
 
-/// Closes and frees the store. Every watch ends first: push watches get a final callback with
-/// a `TIDEMARK_EVENT_CLOSED` event, then their `drop_userdata`; pull watches return their
-/// queued events, then the CLOSED event, then `TIDEMARK_ERR_CLOSED` (they must still be freed
-/// with `tidemark_watch_close`). Waits for running callbacks to return, so it must not be
-/// called while another thread still uses the store. NULL is a no-op.
+/// Closes and frees the store. Every watch ends first, and first gets every event that
+/// matches it up to the revision current at close, including those it had not yet read from
+/// the log (a watch still replaying, or one that fell behind its `max_queue`: that backlog is
+/// read into memory before the store closes), then the CLOSED event, whose revision is that
+/// revision. So a consumer that persists the revision of each event it handled can resume
+/// from the next one after reopening, without a gap. A pull watch then returns
+/// `TIDEMARK_ERR_CLOSED` and must still be freed with `tidemark_watch_close`. A push watch
+/// gets those events and the final CLOSED callback before this returns, then its
+/// `drop_userdata`; one out of credit (`tidemark_store_watch_credit`) gets only the CLOSED
+/// callback. Waits for the callbacks to return, so it must not be called while another
+/// thread still uses the store. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_close(store: *mut tidemark_store) {
     free_box(store)

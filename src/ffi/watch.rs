@@ -168,7 +168,8 @@ pub unsafe extern "C" fn tidemark_watch_open(
 /// Waits up to `timeout_ms` (0 = just check) for the next events and writes them to `*out`
 /// (free with `tidemark_events_free`): whole commits in order, or one PROGRESS event, or one
 /// terminal event. `TIDEMARK_ERR_TIMEOUT` when nothing came; `TIDEMARK_ERR_CLOSED` once the
-/// terminal event has been returned. Blocks the calling thread; call from one thread at a time.
+/// terminal event has been returned. After the store was closed it returns every matching
+/// event up to the revision current at close, then CLOSED (see `tidemark_store_close`). Blocks the calling thread; call from one thread at a time.
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_watch_next(
     watch: *mut tidemark_watch,

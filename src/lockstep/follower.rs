@@ -44,7 +44,7 @@ pub struct FollowOptions {
     pub follow: bool,
     /// Send the cursor as this query parameter instead of as the last path segment.
     pub cursor_param: Option<String>,
-    /// Where the cursor is stored. Default: `"\0tidemark/lockstep/cursor/" + prefix`.
+    /// Where the cursor is stored (a user key). Default: the reserved key `"\0l/" + prefix`.
     pub cursor_key: Option<Vec<u8>>,
     pub poll_ms: u64,
     pub connect_timeout_ms: u64,
@@ -254,11 +254,16 @@ impl Follower {
                 p
             }
         };
-        let cursor_key = opts.cursor_key.clone().unwrap_or_else(|| {
-            let mut k = b"\0tidemark/lockstep/cursor/".to_vec();
-            k.extend_from_slice(&prefix);
-            k
-        });
+        // The mirrored keys are user keys; the cursor is too when the caller names it, and
+        // otherwise lives in the reserved namespace.
+        crate::ns::check_user_key(&prefix)?;
+        let cursor_key = match &opts.cursor_key {
+            Some(k) => {
+                crate::ns::check_user_key(k)?;
+                k.clone()
+            }
+            None => crate::ns::lockstep_cursor_key(&prefix),
+        };
         if cursor_key.starts_with(&prefix) {
             return Err(Error::InvalidArgument("the cursor key must not be under the prefix".into()));
         }
@@ -270,7 +275,7 @@ impl Follower {
             ));
         }
         // Where the data is: the committed cursor (absent = first sync, done as a resync).
-        let (cursor, resync) = match store.get(&cursor_key) {
+        let (cursor, resync) = match store.get_reserved(&cursor_key) {
             Ok(entry) => match serde_json::from_slice::<Value>(&entry.value) {
                 Ok(doc) => (
                     doc.get("cursor").cloned().unwrap_or(Value::Null),
@@ -329,7 +334,7 @@ impl Follower {
         let thread = std::thread::Builder::new()
             .name("tidemark-lockstep-follow".into())
             .spawn(move || runner.run())
-            .map_err(|e| Error::Io(format!("cannot start the follower thread: {e}")))?;
+            .map_err(|e| Error::io("cannot start the follower thread", e))?;
         let thread_id = Some(thread.thread().id());
         Ok(Follower { shared, thread: Some(thread), thread_id, url: url.to_string(), prefix })
     }
@@ -805,7 +810,7 @@ impl Runner {
             if ops.is_empty() {
                 break;
             }
-            match self.store.commit(&ops) {
+            match self.store.commit_reserved(&ops) {
                 Ok(rev) => {
                     revision = rev;
                     break;
@@ -840,7 +845,7 @@ impl Runner {
 
     fn start_resync(&mut self, reason: &str) -> std::result::Result<(), Outcome> {
         let doc = self.cursor_doc(&Value::Null, true);
-        match self.store.commit(&[Op::Put(&self.cursor_key, &doc)]) {
+        match self.store.commit_reserved(&[Op::Put(&self.cursor_key, &doc)]) {
             Ok(_) => {}
             Err(Error::Closed) => return Err(Outcome::StoreClosed),
             Err(e) => return Err(Outcome::Failed(e.to_string())),
@@ -878,7 +883,7 @@ impl Runner {
             }
             let mut ops: Vec<Op<'_>> = stale.iter().map(|k| Op::Delete(k)).collect();
             ops.push(Op::Put(&self.cursor_key, &doc));
-            match self.store.commit(&ops) {
+            match self.store.commit_reserved(&ops) {
                 Ok(_) => {
                     deleted = stale.len() as u64;
                     break;

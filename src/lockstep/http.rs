@@ -104,7 +104,7 @@ pub fn decode_component(s: &str) -> Option<Vec<u8>> {
 
 /// Reads PEM certificates (for the trusted roots or a server's chain).
 pub(crate) fn read_certs(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    let pem = std::fs::read(Path::new(path)).map_err(|e| Error::Io(format!("cannot read {path}: {e}")))?;
+    let pem = std::fs::read(Path::new(path)).map_err(|e| Error::io(format!("cannot read {path}"), e))?;
     let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::InvalidArgument(format!("{path} is not PEM: {e}")))?;
@@ -131,7 +131,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Io(format!("cannot start the HTTP client: {e}")))?;
+            .map_err(|e| Error::io("cannot start the HTTP client", e))?;
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(path) => {
@@ -143,7 +143,7 @@ impl Client {
         }
         let config = rustls::ClientConfig::builder_with_provider(crypto())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Io(e.to_string()))?
+            .map_err(|e| Error::io_other(format!("TLS configuration: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config));

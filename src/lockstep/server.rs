@@ -227,16 +227,16 @@ impl Server {
             _ => None,
         };
         let listener = std::net::TcpListener::bind(&addrs[..])
-            .map_err(|e| Error::Io(format!("cannot listen on {addr}: {e}")))?;
-        let bound = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
-        listener.set_nonblocking(true).map_err(|e| Error::Io(e.to_string()))?;
+            .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        let bound = listener.local_addr().map_err(|e| Error::io("cannot read the listening address", e))?;
+        listener.set_nonblocking(true).map_err(|e| Error::io("cannot set up the listener", e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.threads)
             .max_blocking_threads(opts.threads)
             .thread_name("tidemark-lockstep")
             .enable_all()
             .build()
-            .map_err(|e| Error::Io(format!("cannot start the server threads: {e}")))?;
+            .map_err(|e| Error::io("cannot start the server threads", e))?;
         let (rev_tx, revision) = watch::channel(store.current_revision());
         // Every commit (and the store closing) wakes the follow streams, which then read
         // their own pull watches.
@@ -266,7 +266,8 @@ impl Server {
         });
         let listener = {
             let _enter = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Io(e.to_string()))?
+            tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Error::io("cannot set up the listener", e))?
         };
         let accept = runtime.spawn(accept_loop(shared.clone(), listener));
         Ok(Server { addr: bound, shared, stop, runtime: Some(runtime), accept: Some(accept), notifier })
@@ -329,13 +330,13 @@ impl Drop for Server {
 
 fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor> {
     let chain = read_certs(cert)?;
-    let pem = std::fs::read(key).map_err(|e| Error::Io(format!("cannot read {key}: {e}")))?;
+    let pem = std::fs::read(key).map_err(|e| Error::io(format!("cannot read {key}"), e))?;
     let key_der = rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| Error::InvalidArgument(format!("{key} is not PEM: {e}")))?
         .ok_or_else(|| Error::InvalidArgument(format!("{key} holds no PEM private key")))?;
     let config = rustls::ServerConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Io(e.to_string()))?
+        .map_err(|e| Error::io_other(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| Error::InvalidArgument(format!("TLS certificate {cert} / key {key}: {e}")))?;

@@ -52,7 +52,7 @@ impl Inner {
         let st = &mut *st;
         let kv = &st.kv;
         st.log.compact(keep, &mut |visit| {
-            kv.range(&Selector::All, 0, visit);
+            kv.range(&Selector::every_key(), 0, visit);
         })
     }
 }

@@ -20,6 +20,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::kv::Kv;
+use crate::ns;
 use crate::options::Options;
 use crate::selector::Selector;
 use crate::storage::group::WriteGroup;
@@ -47,6 +48,15 @@ pub(crate) struct Inner {
     dispatcher: Dispatcher,
     /// Directory stores: writers share syncs through this write group (group commit).
     group: Option<WriteGroup>,
+    /// The store's one clock (ms since the epoch) for every timestamp its features write.
+    clock: RwLock<Clock>,
+}
+
+/// A store clock: returns the time in ms since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The owner's handle on a store. Dropping it closes the store.
@@ -97,6 +107,7 @@ impl Store {
             revision: AtomicU64::new(current),
             closed: AtomicBool::new(false),
             group,
+            clock: RwLock::new(Arc::new(system_clock)),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -116,17 +127,28 @@ impl Store {
         self.inner.revision()
     }
 
+    /// Replaces the store's clock (tests inject one so that timestamps are known).
+    pub fn set_clock(&self, clock: Clock) {
+        *self.inner.clock.write() = clock;
+    }
+
+    /// The store clock's time, in ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        (self.inner.clock.read())()
+    }
+
     pub fn earliest_revision(&self) -> u64 {
         self.inner.state.read().log.earliest_revision()
     }
 
     /// Registers a push watch; `callback` runs on the store's dispatcher threads.
     pub fn watch(&self, selector: Selector, opts: &WatchOptions, callback: Callback) -> Result<u64> {
+        let selector = ns::user_selector(&selector)?;
         let w = self.inner.register(selector, opts, Some(callback))?;
         let feed: Arc<dyn Feed> = self.inner.clone();
         if let Err(e) = self.inner.dispatcher.start(&feed) {
             self.inner.forget(w.id);
-            return Err(Error::Io(format!("cannot start a dispatcher thread: {e}")));
+            return Err(Error::io("cannot start a dispatcher thread", e));
         }
         let mut s = w.state.lock();
         w.wake(&mut s, &self.inner.dispatcher);
@@ -184,6 +206,7 @@ impl Store {
     /// Opens a pull watch, consumed with `PullWatch::next`.
     pub fn watch_pull(&self, selector: Selector, opts: &WatchOptions) -> Result<PullWatch> {
         let opts = WatchOptions { credit: None, ..*opts };
+        let selector = ns::user_selector(&selector)?;
         let watcher = self.inner.register(selector, &opts, None)?;
         Ok(PullWatch::new(self.inner.clone(), watcher))
     }
@@ -201,6 +224,8 @@ impl Store {
             "revision": self.inner.revision(),
             "earliest_revision": st.log.earliest_revision(),
             "keys": st.kv.len(),
+            "streams": ns::streams::count(&st.kv),
+            "snapshots": ns::snapshots::count(&st.kv),
             "watchers": st.watches.len(),
             "durable": disk.durable,
             "path": disk.path,
@@ -217,9 +242,10 @@ impl Store {
     }
 
     /// Ends every watch with a `Closed` notice (push callbacks get it as their last call and
-    /// are then dropped) and refuses further operations. Idempotent. A pull watch first
-    /// hands out every matching event up to the revision current at close, also when it was
-    /// still catching up (its backlog is read into memory before the log closes).
+    /// are then dropped) and refuses further operations. Idempotent. Every watch first
+    /// gets every matching event up to the revision current at close, also one that was
+    /// still catching up (its backlog is read into memory before the log closes); a push
+    /// watch out of credit gets only the `Closed` notice.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -286,7 +312,7 @@ impl Inner {
                 return;
             }
             let watchers = st.watches.drain();
-            for w in watchers.iter().filter(|w| !w.push) {
+            for w in &watchers {
                 watch::drain(&*st.log, w);
             }
             st.log.close();

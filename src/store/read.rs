@@ -3,7 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::kv::Entry;
+use crate::kv::{Entry, Kv};
+use crate::ns;
 use crate::selector::Selector;
 
 use super::{check_key, Store};
@@ -22,9 +23,31 @@ pub struct Changes {
 
 impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Entry> {
+        ns::check_user_key(key)?;
+        self.get_reserved(key)
+    }
+
+    /// `get` for the store's own features: the key may be in the reserved namespace.
+    pub(crate) fn get_reserved(&self, key: &[u8]) -> Result<Entry> {
         check_key(key)?;
         let st = self.inner.read()?;
         st.kv.get(key).cloned().ok_or_else(|| not_found(key))
+    }
+
+    /// Runs `f` on the key state under one read lock: a feature's consistent view.
+    pub(crate) fn read_kv<R>(&self, f: impl FnOnce(&Kv) -> R) -> Result<R> {
+        Ok(f(&self.inner.read()?.kv))
+    }
+
+    /// `range_visit` for the store's own features: any selector, the reserved namespace included.
+    pub(crate) fn range_reserved(
+        &self,
+        selector: &Selector,
+        limit: usize,
+        visit: &mut dyn FnMut(&Event),
+    ) -> Result<bool> {
+        selector.validate()?;
+        Ok(self.inner.read()?.kv.range(selector, limit, visit))
     }
 
     /// Visits current keys matching `selector` in key order (as PUT events), at most `limit`
@@ -35,8 +58,7 @@ impl Store {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<bool> {
-        selector.validate()?;
-        Ok(self.inner.read()?.kv.range(selector, limit, visit))
+        self.range_reserved(&ns::user_selector(selector)?, limit, visit)
     }
 
     pub fn range(&self, selector: &Selector, limit: usize) -> Result<(Vec<Event>, bool)> {
@@ -56,7 +78,7 @@ impl Store {
         limit: usize,
         visit: &mut dyn FnMut(&Event),
     ) -> Result<(bool, u64)> {
-        selector.validate()?;
+        let selector = &ns::user_selector(selector)?;
         let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
         let st = self.inner.read()?;
         let current = st.log.last_revision();

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::event::{Bytes, Event, EventKind};
 use crate::kv::Entry;
+use crate::ns;
 use crate::op::Op;
 use crate::selector::Selector;
 use crate::storage::group::{WriteGroup, Writer};
@@ -14,22 +15,31 @@ use std::sync::atomic::Ordering;
 
 impl Store {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Put(key, value)])
     }
 
     /// Puts only if the key's `mod_revision` is `expected` (0 = the key must not exist).
     pub fn put_if(&self, key: &[u8], value: &[u8], expected: u64) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Require(key, expected), Op::Put(key, value)])
     }
 
     /// Deletes a key; a missing key is `NotFound` and takes no revision.
     pub fn delete(&self, key: &[u8]) -> Result<u64> {
+        ns::check_user_key(key)?;
         self.inner.write(&[Op::Delete(key)])
     }
 
     /// Commits all operations atomically at consecutive revisions. Returns the revision of
     /// the first write, or 0 when the operations wrote nothing (only requirements).
     pub fn commit(&self, ops: &[Op<'_>]) -> Result<u64> {
+        ns::check_user_ops(ops)?;
+        self.inner.write(ops)
+    }
+
+    /// `commit` for the store's own features: the keys may be in the reserved namespace.
+    pub(crate) fn commit_reserved(&self, ops: &[Op<'_>]) -> Result<u64> {
         self.inner.write(ops)
     }
 }
@@ -160,7 +170,7 @@ impl Inner {
                     let kv = &st.kv;
                     // Best effort: the commits are durable in the log either way.
                     let _ = st.log.checkpoint_if_due(&mut |visit| {
-                        kv.range(&Selector::All, 0, visit);
+                        kv.range(&Selector::every_key(), 0, visit);
                     });
                 }
             }

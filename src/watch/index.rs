@@ -40,6 +40,7 @@ pub struct Index {
     prefixes: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
     /// (prefix length, number of registered prefixes of that length), by length.
     lengths: Vec<(usize, usize)>,
+    /// ALL watchers: every user key (the reserved namespace is not theirs).
     all: Vec<Arc<Watcher>>,
     /// Every registered interval; `tree` covers `all[..built]`, the rest are scanned linearly.
     intervals: Vec<Interval>,
@@ -53,7 +54,6 @@ impl Index {
     pub fn insert(&mut self, w: &Arc<Watcher>) {
         match &w.selector {
             Selector::All => self.all.push(w.clone()),
-            Selector::Prefix(p) if p.is_empty() => self.all.push(w.clone()),
             Selector::Key(k) => self.exact.entry(k.clone()).or_default().push(w.clone()),
             Selector::Prefix(p) => {
                 self.prefixes.entry(p.clone()).or_default().push(w.clone());
@@ -73,7 +73,6 @@ impl Index {
         let id = w.id;
         match &w.selector {
             Selector::All => self.all.retain(|x| x.id != id),
-            Selector::Prefix(p) if p.is_empty() => self.all.retain(|x| x.id != id),
             Selector::Key(k) => {
                 if let Some(v) = self.exact.get_mut(k) {
                     v.retain(|x| x.id != id);
@@ -111,7 +110,9 @@ impl Index {
 
     /// Calls `f` once for every watcher whose selector matches `key`.
     pub fn matching(&mut self, key: &[u8], f: &mut dyn FnMut(&Arc<Watcher>)) {
-        self.all.iter().for_each(&mut *f);
+        if key.first() != Some(&crate::ns::RESERVED) {
+            self.all.iter().for_each(&mut *f);
+        }
         if let Some(ws) = self.exact.get(key) {
             ws.iter().for_each(&mut *f);
         }

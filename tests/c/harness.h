@@ -156,4 +156,9 @@ void test_threads_compaction(const char *path, const char *options);
 /* test_lockstep.c */
 void test_lockstep(void);
 
+/* test_streams.c */
+void test_reserved_namespace(void);
+void test_streams(void);
+void test_snapshots(void);
+
 #endif

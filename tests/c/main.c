@@ -24,6 +24,7 @@ int main(void) {
   test_open();
   test_durable();
   test_kv();
+  test_reserved_namespace();
   test_put_if();
   test_sizes();
   test_status_json();
@@ -45,6 +46,8 @@ int main(void) {
   test_close_with_watches();
   test_close_from_callback();
   test_lockstep();
+  test_streams();
+  test_snapshots();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {

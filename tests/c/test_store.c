@@ -201,7 +201,7 @@ void test_kv(void) {
   CHECK_OK(tidemark_store_get(s, S("empty"), &e));
   CHECK(tidemark_entry_value(e).len == 0 && tidemark_entry_version(e) == 1);
   tidemark_entry_free(e);
-  static const uint8_t bkey[] = {0x00, 0xff, 0x00, 'k'};
+  static const uint8_t bkey[] = {0x01, 0xff, 0x00, 'k'};
   static const uint8_t bval[] = {0x00, 0x01, 0xfe, 0x00};
   CHECK_OK(tidemark_store_put(s, bkey, sizeof bkey, bval, sizeof bval, &rev));
   CHECK(rev == 8);

@@ -489,6 +489,12 @@ void test_close_with_watches(void) {
   WAIT(&fast, p_events, 20);
   WAIT(&paused, p_events, 1);
   WAIT(&br.c, p_events, 20);
+  /* Opened after the puts, replaying from 1 and never read before close: still catching up. */
+  tidemark_watch *replaying = NULL;
+  tidemark_selector k = sel_key("k");
+  o.start_revision = 1;
+  CHECK_OK(tidemark_watch_open(s, &k, &o, &replaying));
+  o.start_revision = 0;
   tidemark_store_close(s); /* every watch ends; push drops have run when this returns */
 
   collector *push[] = {&fast, &paused, &slow};
@@ -500,7 +506,8 @@ void test_close_with_watches(void) {
     check_clean(push[i]);
   }
   CHECK(snap(&fast).n == 20);
-  CHECK(snap(&paused).n == 1);
+  CHECK(snap(&slow).n == 20); /* behind its max_queue at close: still gets everything */
+  CHECK(snap(&paused).n == 1); /* out of credit: only CLOSED follows */
 
   /* The unread pull watch: its queued events, then CLOSED, then the CLOSED status. */
   collector c;
@@ -517,15 +524,19 @@ void test_close_with_watches(void) {
   CHECK(ev == SENTINEL);
   CHECK(tidemark_watch_id(unread) != 0); /* still a valid handle */
 
-  /* The lagging pull watch: a gap-free prefix, then CLOSED. */
-  collector_init(&c, 0);
-  CHECK_OK(pull_into(lagging, &c, SIZE_MAX));
-  st = snap(&c);
-  CHECK(st.terminals == 1 && st.terminal_kind == TIDEMARK_EVENT_CLOSED);
-  CHECK(seq_is(&c, 1, st.n));
-  check_clean(&c);
-  collector_destroy(&c);
-  CHECK_ST(tidemark_watch_next(lagging, 0, &ev), TIDEMARK_ERR_CLOSED);
+  /* Pull watches that were behind at close (one overflowed its queue, one was replaying):
+   * every matching event up to the revision current at close, then CLOSED at that revision. */
+  tidemark_watch *behind[] = {lagging, replaying};
+  for (int i = 0; i < 2; i++) {
+    collector_init(&c, 0);
+    CHECK_OK(pull_into(behind[i], &c, SIZE_MAX));
+    st = snap(&c);
+    CHECK(st.n == 20 && seq_is(&c, 1, 20));
+    CHECK(st.terminals == 1 && st.terminal_kind == TIDEMARK_EVENT_CLOSED && st.terminal_rev == 20);
+    check_clean(&c);
+    collector_destroy(&c);
+    CHECK_ST(tidemark_watch_next(behind[i], 0, &ev), TIDEMARK_ERR_CLOSED);
+  }
 
   /* The reader that was blocked in watch_next woke up with CLOSED. */
   pthread_join(t, NULL);
@@ -537,6 +548,7 @@ void test_close_with_watches(void) {
   tidemark_watch_close(unread);
   tidemark_watch_close(blocked);
   tidemark_watch_close(lagging);
+  tidemark_watch_close(replaying);
   collector_destroy(&br.c);
   for (int i = 0; i < 3; i++) collector_destroy(push[i]);
 

@@ -223,8 +223,14 @@ put_get_delete_test() ->
         ?assertEqual({ok, #{value => <<"xy">>, create_revision => 4, mod_revision => 4, version => 1}},
                      tidemark:get(S, [<<"a">>])),
         %% Arbitrary bytes, empty values.
-        ?assertMatch({ok, 5}, tidemark:put(S, <<0, 255, 10>>, <<>>)),
-        ?assertMatch({ok, #{value := <<>>}}, tidemark:get(S, <<0, 255, 10>>)),
+        ?assertMatch({ok, 5}, tidemark:put(S, <<1, 0, 255, 10>>, <<>>)),
+        ?assertMatch({ok, #{value := <<>>}}, tidemark:get(S, <<1, 0, 255, 10>>)),
+        %% Keys starting with the byte 0 are tidemark's own (the reserved namespace).
+        ?assertMatch({error, {invalid_argument, <<_/binary>>}}, tidemark:put(S, <<0, "s/x">>, <<"v">>)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:get(S, <<0>>)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:delete(S, <<0, 1>>)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:range(S, {prefix, <<0>>}, 1)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:watch(S, {key, <<0, 1>>})),
         ?assertMatch({error, {invalid_argument, <<_/binary>>}}, tidemark:put(S, <<>>, <<"v">>)),
         ?assertMatch({error, {invalid_argument, _}}, tidemark:get(S, <<>>)),
         ?assertMatch({error, {invalid_argument, _}}, tidemark:delete(S, <<>>)),

@@ -126,7 +126,7 @@ def test_decoding_mixed_lengths_binary_and_deletes(store: Store) -> None:
     items: list = []
     live: set = set()
     for i in range(2500):
-        k = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 20)))
+        k = bytes([rnd.randrange(1, 256)]) + bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 19)))  # not reserved
         if k in live and rnd.random() < 0.3:
             items.append((k, None))
             live.discard(k)

@@ -40,6 +40,17 @@ def test_invalid_argument(store: Store) -> None:
         store.changes(1, key="")
     with pytest.raises(TypeError):
         store.range(key="a", prefix="b")
+    # keys starting with the byte 0 belong to tidemark's features (the reserved namespace)
+    for call in (
+        lambda: store.put(b"\0s/x", "v"),
+        lambda: store.get(b"\0"),
+        lambda: store.delete(b"\0x"),
+        lambda: store.range(prefix=b"\0"),
+        lambda: store.changes(1, key=b"\0k"),
+        lambda: store.watch(prefix=b"\0s/"),
+    ):
+        with pytest.raises(tidemark.InvalidArgumentError, match="reserved"):
+            call()
 
 
 def test_not_found(store: Store) -> None:

@@ -26,7 +26,7 @@ from tidemark import lockstep as ls
 
 from conftest import PATIENCE, wait_until
 
-CURSOR_PREFIX = b"\0tidemark/lockstep/cursor/"
+CURSOR_PREFIX = b"\0l/"
 
 # Fast retries so that tests which provoke errors do not wait long.
 FAST = dict(backoff_initial_ms=20, backoff_max_ms=200, poll_ms=50, connect_timeout_ms=1000)
@@ -370,9 +370,9 @@ def test_follower_mirrors_puts_updates_and_deletes(source: Store) -> None:
             "6": {"n": 6},
             "7": {},
         }
-        # the cursor is committed next to the records, outside the prefix
-        doc = json.loads(mirror.get(CURSOR_PREFIX + b"/mirror/").value)  # type: ignore[union-attr]
-        assert doc["cursor"] == last and doc["resync"] is False
+        # the cursor is committed next to the records, in the reserved namespace
+        with pytest.raises(tidemark.InvalidArgumentError, match="reserved"):
+            mirror.get(CURSOR_PREFIX + b"/mirror/")
         assert st["cursor"] == last and st["prefix"] == "/mirror/" and st["url"] == server.url("/servers/")
         assert st["state"] in ("streaming", "connecting", "polling")
         assert st["records"] >= 9 and st["writes"] >= 7 and st["batches"] >= 1  # (4 may coalesce)
@@ -688,7 +688,9 @@ def test_bad_follower_arguments(store: Store) -> None:
     with store.follow("http://127.0.0.1:1/held/", adopt=True, **FAST) as f:
         assert f.status()["prefix"] == "/held/"
     # bytes prefixes and cursor keys are fine when they are UTF-8
-    with store.follow("http://127.0.0.1:1/a/", prefix=b"/b/", cursor_key=b"\0c", **FAST) as f:
+    with pytest.raises(tidemark.InvalidArgumentError, match="reserved"):
+        store.follow("http://127.0.0.1:1/a/", cursor_key=b"\0c")
+    with store.follow("http://127.0.0.1:1/a/", prefix=b"/b/", cursor_key=b"/c", **FAST) as f:
         assert f.status()["prefix"] == "/b/"
 
 

@@ -399,11 +399,6 @@ def test_cancel_from_another_thread_during_a_delivery_stops_it(store: Store) -> 
     assert not h.active
 
 
-@pytest.mark.xfail(
-    reason="core: closing the store ends a push watch whose replay has not run yet with CLOSED "
-    "alone (the backlog fix of 63fbf8c covers pull watches only); issue 18.2",
-    strict=False,
-)
 def test_closed_store_push_watch_gets_its_replay_backlog_then_closed() -> None:
     s = Store()
     for i in range(4):

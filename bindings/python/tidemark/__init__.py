@@ -43,6 +43,8 @@ from .errors import (
 )
 from .lockstep import FollowEvent, FollowEventKind, Follower, Server
 from .store import Batch, Store
+from .stores import close_store, open_store, stores
+from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -61,6 +63,13 @@ def status_name(status: int) -> str:
 __all__ = [
     "Store",
     "Batch",
+    "ExpectedVersion",
+    "StreamEvent",
+    "Appended",
+    "Snapshot",
+    "open_store",
+    "stores",
+    "close_store",
     "Watch",
     "WatchHandle",
     "AsyncWatch",

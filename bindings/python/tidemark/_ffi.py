@@ -29,6 +29,7 @@ from ctypes import (
     Structure,
     c_bool,
     c_char_p,
+    c_int64,
     c_size_t,
     c_uint16,
     c_uint32,
@@ -181,6 +182,8 @@ def raise_status(status: int, func_name: str = "") -> None:
     if not message:
         message = f"{func_name} failed with {status_name(status)}"
     err = error_for_status(status, message, revision)
+    if status == 6:  # CONFLICT: after an append, the stream's current version
+        err.current_version = int(_last_error_current_version())
     if not err.status_name:
         err.status_name = status_name(status)
     raise err
@@ -397,6 +400,102 @@ lockstep_follower_status_json = declare(
     "tidemark_lockstep_follower_status_json", None, [_p, _pp], status=True, optional=True
 )
 lockstep_follower_stop = declare("tidemark_lockstep_follower_stop", None, [_p], optional=True)
+
+# streams and snapshots (tidemark.streams builds on these)
+class StreamEvent(Structure):
+    """``tidemark_stream_event``: input to append, output of read_stream."""
+
+    _fields_ = [
+        ("stream", BytesOut),
+        ("id", BytesOut),
+        ("event_type", BytesOut),
+        ("data", BytesOut),
+        ("metadata", BytesOut),
+        ("version", c_uint64),
+        ("revision", c_uint64),
+        ("timestamp_ms", c_uint64),
+    ]
+
+
+class StreamEventIn(Structure):
+    """``tidemark_stream_event`` as passed to append: the bytes fields take Python ``bytes``."""
+
+    _fields_ = [(name, BytesIn if i < 5 else c_uint64) for i, (name, _t) in enumerate(StreamEvent._fields_)]
+
+
+class AppendResult(Structure):
+    _fields_ = [("first_version", c_uint64), ("version", c_uint64), ("first_revision", c_uint64)]
+
+
+class StreamInfo(Structure):
+    _fields_ = [("name", BytesOut), ("version", c_int64)]
+
+
+class SnapshotOut(Structure):
+    _fields_ = [
+        ("source", BytesOut),
+        ("stream", BytesOut),
+        ("version", c_uint64),
+        ("revision", c_uint64),
+        ("timestamp_ms", c_uint64),
+        ("data", BytesOut),
+    ]
+
+
+_last_error_current_version = declare("tidemark_last_error_current_version", c_int64, [], keep_gil=True)
+store_append = declare(
+    "tidemark_store_append",
+    None,
+    [_p, c_char_p, c_size_t, POINTER(StreamEventIn), c_size_t, c_int64, POINTER(AppendResult)],
+    status=True,
+)
+store_read_stream = declare(
+    "tidemark_store_read_stream",
+    None,
+    [_p, c_char_p, c_size_t, c_int64, ("count", c_size_t), c_uint32, _pp],
+    status=True,
+)
+stream_events_len = declare("tidemark_stream_events_len", c_size_t, [_p], keep_gil=True)
+stream_events_data = declare("tidemark_stream_events_data", POINTER(StreamEvent), [_p], keep_gil=True)
+stream_events_free = declare("tidemark_stream_events_free", None, [_p], keep_gil=True)
+store_stream_version = declare(
+    "tidemark_store_stream_version", None, [_p, c_char_p, c_size_t, POINTER(c_int64)], status=True
+)
+store_list_streams = declare(
+    "tidemark_store_list_streams",
+    None,
+    [_p, c_char_p, c_size_t, c_char_p, c_size_t, ("limit", c_size_t), _pp],
+    status=True,
+)
+stream_list_len = declare("tidemark_stream_list_len", c_size_t, [_p], keep_gil=True)
+stream_list_data = declare("tidemark_stream_list_data", POINTER(StreamInfo), [_p], keep_gil=True)
+stream_list_has_more = declare("tidemark_stream_list_has_more", c_bool, [_p], keep_gil=True)
+stream_list_free = declare("tidemark_stream_list_free", None, [_p], keep_gil=True)
+store_delete_stream = declare("tidemark_store_delete_stream", None, [_p, c_char_p, c_size_t, _u64p], status=True)
+store_snapshot_record = declare(
+    "tidemark_store_snapshot_record",
+    None,
+    [_p, c_char_p, c_size_t, c_char_p, c_size_t, ("version", c_uint64), c_char_p, c_size_t, _u64p],
+    status=True,
+)
+store_snapshot_read = declare(
+    "tidemark_store_snapshot_read",
+    None,
+    [_p, c_char_p, c_size_t, c_char_p, c_size_t, ("max_version", c_uint64), _pp],
+    status=True,
+)
+store_snapshot_delete = declare(
+    "tidemark_store_snapshot_delete",
+    None,
+    [_p, c_char_p, c_size_t, c_char_p, c_size_t, ("version", c_uint64), _u64p],
+    status=True,
+)
+store_snapshot_list = declare(
+    "tidemark_store_snapshot_list", None, [_p, c_char_p, c_size_t, c_char_p, c_size_t, _pp], status=True
+)
+snapshots_len = declare("tidemark_snapshots_len", c_size_t, [_p], keep_gil=True)
+snapshots_data = declare("tidemark_snapshots_data", POINTER(SnapshotOut), [_p], keep_gil=True)
+snapshots_free = declare("tidemark_snapshots_free", None, [_p], keep_gil=True)
 
 LIBRARY_VERSION: str = version().decode("ascii", "replace")
 

@@ -121,7 +121,11 @@ class FutureRevisionError(TidemarkError, ValueError):
 class ConflictError(TidemarkError):
     """A conditional write or batch requirement failed (``TIDEMARK_ERR_CONFLICT``); nothing was applied.
 
-    ``current_revision`` is the key's current mod_revision (0 = the key does not exist)."""
+    ``current_revision`` is the key's current mod_revision (0 = the key does not exist).
+    After :meth:`Store.append <tidemark.Store.append>`, ``current_version`` is the stream's
+    current version (-1 = the stream does not exist); -1 for other conflicts."""
+
+    current_version: int = -1
 
     STATUS, STATUS_NAME = 6, "TIDEMARK_ERR_CONFLICT"
 

@@ -83,7 +83,7 @@ pub struct FileLog {
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::Io(format!("{what} {}: {e}", path.display()))
+    Error::io(format!("{what} {}", path.display()), e)
 }
 
 /// Appends a commit to the in-memory tail of the log, dropping its oldest commits while it
@@ -239,7 +239,7 @@ impl FileLog {
             )));
         }
         if let Some(why) = &self.failed {
-            return Err(Error::Io(format!(
+            return Err(Error::io_other(format!(
                 "the log in {} refuses writes since an earlier failure ({why}); reopen the store",
                 self.dir.display()
             )));
@@ -413,7 +413,7 @@ impl Storage for FileLog {
             let _ = self.cache.compact(keep, &mut |_| {});
             self.cache_used = 0;
             let mut used = 0;
-            let _ = self.cache.scan(&Selector::All, keep, self.last, usize::MAX, &mut |e| {
+            let _ = self.cache.scan(&Selector::every_key(), keep, self.last, usize::MAX, &mut |e| {
                 used += (e.key.len() + e.value.len()) as u64 + EVENT_OVERHEAD
             });
             self.cache_used = used;

@@ -110,7 +110,7 @@ impl FileLog {
                 .spawn_scoped(scope, move || this.read_segments(&seg_bases, start, ckpt_rev, &tx));
             let producer = match producer {
                 Ok(p) => p,
-                Err(e) => return Err(Error::Io(format!("cannot start a replay thread: {e}"))),
+                Err(e) => return Err(Error::io("cannot start a replay thread", e)),
             };
             let mut caching = false;
             let mut events = Vec::new();
