@@ -42,8 +42,36 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn open(&self) -> Result<Store, Fail> {
-        Store::open(Some(&self.store), self.options.as_deref())
-            .map_err(|e| Fail(1, format!("cannot open store {}: {e}", self.store)))
+        self.open_with(self.options.clone())
+    }
+
+    /// Opens the store read-only (for the commands that only read: get, changes, status), so
+    /// they never change the directory.
+    fn open_read_only(&self) -> Result<Store, Fail> {
+        let mut o: serde_json::Map<String, Value> = match self.options.as_deref() {
+            None | Some("") => serde_json::Map::new(),
+            Some(text) => serde_json::from_str(text).map_err(|e| Fail(2, format!("--options: {e}")))?,
+        };
+        o.entry("read_only").or_insert(Value::Bool(true));
+        self.open_with(Some(Value::Object(o).to_string()))
+    }
+
+    /// A tail cut on open is reported on stderr.
+    fn open_with(&self, options: Option<String>) -> Result<Store, Fail> {
+        let store = Store::open(Some(&self.store), options.as_deref())
+            .map_err(|e| Fail(1, format!("cannot open store {}: {e}", self.store)))?;
+        if let Ok(Some(r)) = store.tail_repair() {
+            eprintln!(
+                "tidemark: {}: a torn tail ({} bytes, {} commit(s), revisions from {} on) {} at byte {}",
+                r.segment,
+                r.bytes,
+                r.commits,
+                r.first_revision,
+                if r.cut { "was cut" } else { "is ignored (read-only open)" },
+                r.offset
+            );
+        }
+        Ok(store)
     }
 }
 
@@ -351,7 +379,7 @@ fn put(store: &StoreArgs, expect: Option<u64>, key: &str, value: Option<&str>) -
 }
 
 fn get(store: &StoreArgs, meta: bool, key: &str) -> Result<(), Fail> {
-    let store = store.open()?;
+    let store = store.open_read_only()?;
     let e = store.get(key.as_bytes())?;
     if meta {
         return out_line(
@@ -408,7 +436,7 @@ fn changes(
     limit: Option<u64>,
     sel: Selector,
 ) -> Result<(), Fail> {
-    let store = store.open()?;
+    let store = store.open_read_only()?;
     let mut from = from.unwrap_or_else(|| store.earliest_revision());
     let to = to.unwrap_or(0);
     let mut left = limit.unwrap_or(u64::MAX);
@@ -549,7 +577,7 @@ fn compact(store: &StoreArgs, keep: Option<u64>, retain: Option<u64>) -> Result<
 }
 
 fn status(store: &StoreArgs) -> Result<(), Fail> {
-    let store = store.open()?;
+    let store = store.open_read_only()?;
     let s = store.status()?;
     out_line(&serde_json::to_string_pretty(&s).expect("JSON"))
 }
