@@ -13,6 +13,7 @@ mod batch;
 mod closure;
 mod events;
 mod handle;
+#[cfg(feature = "http")]
 mod lockstep;
 mod status;
 mod store;
@@ -21,6 +22,7 @@ mod watch;
 
 pub use batch::*;
 pub use events::*;
+#[cfg(feature = "http")]
 pub use lockstep::*;
 pub use status::*;
 pub use store::*;
