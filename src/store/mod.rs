@@ -226,6 +226,7 @@ impl Store {
             "keys": st.kv.len(),
             "streams": ns::streams::count(&st.kv),
             "snapshots": ns::snapshots::count(&st.kv),
+            "contexts": ns::contexts::count(&st.kv),
             "watchers": st.watches.len(),
             "durable": disk.durable,
             "path": disk.path,
