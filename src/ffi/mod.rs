@@ -11,6 +11,7 @@
 
 mod batch;
 mod closure;
+mod contexts;
 mod events;
 mod handle;
 mod lockstep;
@@ -20,6 +21,7 @@ mod streams;
 mod watch;
 
 pub use batch::*;
+pub use contexts::*;
 pub use events::*;
 pub use lockstep::*;
 pub use status::*;

@@ -48,6 +48,7 @@ int main(void) {
   test_lockstep();
   test_streams();
   test_snapshots();
+  test_contexts();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {
