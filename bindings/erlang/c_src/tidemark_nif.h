@@ -1,6 +1,6 @@
 /*
  * tidemark_nif.h: what the files of the Erlang NIF over the tidemark C API (include/tidemark.h)
- * share. One file per resource (store.c, watch.c, lockstep.c), terms.c for converting terms,
+ * share. One file per resource (store.c, watch.c, lockstep.c) or feature (contexts.c), terms.c for converting terms,
  * tidemark_nif.c for the atoms, the function table and load/upgrade/unload. A new resource is one
  * new file: its struct and destructor there, its load function and NIFs declared here, its rows
  * in nif_funcs (tidemark_nif.c) and its stubs in src/tidemark_nif.erl.
@@ -165,6 +165,9 @@ TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_ni
 TM_NIF(serve_nif) TM_NIF(server_addr_nif) TM_NIF(server_port_nif) TM_NIF(server_status_nif)
 TM_NIF(stop_server_nif) TM_NIF(follow_nif) TM_NIF(follower_status_nif) TM_NIF(stop_follower_nif)
 TM_NIF(follower_dropped_nif)
+/* contexts.c */
+TM_NIF(context_write_nif) TM_NIF(context_get_nif) TM_NIF(context_delete_nif) TM_NIF(context_sync_nif)
+TM_NIF(context_list_nif) TM_NIF(context_cleanup_nif)
 
 #undef TM_NIF
 

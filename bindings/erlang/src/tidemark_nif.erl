@@ -10,7 +10,9 @@
          watch_nif/7, unwatch_nif/2, activate_nif/2, watch_ended_nif/1,
          serve_nif/3, server_addr_nif/1, server_port_nif/1, server_status_nif/1,
          stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
-         follower_dropped_nif/1
+         follower_dropped_nif/1,
+         context_write_nif/4, context_get_nif/2, context_delete_nif/2, context_sync_nif/3,
+         context_list_nif/5, context_cleanup_nif/2
         ]).
 
 -on_load(init/0).
@@ -57,3 +59,10 @@ follower_status_nif(_Follower) -> ?NIF.
 stop_follower_nif(_Follower) -> ?NIF.
 %% True once the follower's context was dropped (it has stopped for good); for the tests.
 follower_dropped_nif(_Follower) -> ?NIF.
+context_write_nif(_Store, _Id, _Json, _Update) -> ?NIF.
+context_get_nif(_Store, _Id) -> ?NIF.
+context_delete_nif(_Store, _Id) -> ?NIF.
+context_sync_nif(_Store, _Id, _ClientVersion) -> ?NIF.
+%% `_Id' undefined: the contexts; an id: that context's deltas.
+context_list_nif(_Store, _Id, _Limit, _Offset, _Desc) -> ?NIF.
+context_cleanup_nif(_Store, _Limit) -> ?NIF.
