@@ -148,3 +148,11 @@ def test_bad_input_changes_nothing() -> None:
         assert s.revision == rev
         c = s.context_get("a")
         assert c is not None and c.document == {"x": 1}
+
+
+def test_the_example_runs() -> None:
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "python" / "contexts.py"
+    runpy.run_path(str(example), run_name="__main__")
