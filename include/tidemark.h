@@ -927,6 +927,15 @@ tidemark_status tidemark_store_changes(const struct tidemark_store *store, const
 tidemark_status tidemark_store_compact(struct tidemark_store *store, uint64_t keep_revision, uint64_t *removed_out);
 
 /**
+ * What opening a directory store cut off the end of its log (a torn tail: the commit being
+ * written when the process or machine stopped; see docs/durability.md, "Tail repairs").
+ * Writes the bytes cut, the commits cut, the revisions cut (as far as the damaged bytes tell)
+ * and the first revision cut to the out-params that are not NULL; all 0 when nothing was cut
+ * (and for in-memory stores). A read-only open reports what it ignored. Thread-safe.
+ */
+tidemark_status tidemark_store_tail_repair(const struct tidemark_store *store, uint64_t *bytes_out, uint64_t *commits_out, uint64_t *revisions_out, uint64_t *first_revision_out);
+
+/**
  * The store's state as a JSON object (`revision`, `earliest_revision`, `keys`, `watchers`,
  * `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
  */

@@ -29,5 +29,6 @@ pub use ns::{decode as decode_feature_event, FeatureEvent};
 pub use op::Op;
 pub use options::{Options, SyncPolicy};
 pub use selector::{prefix_end, Selector};
+pub use storage::TailRepair;
 pub use store::{Changes, Clock, Store, DEFAULT_LIMIT};
 pub use watch::{Callback, PullWatch, WatchOptions, DEFAULT_MAX_QUEUE};

@@ -42,6 +42,9 @@ pub struct Options {
     /// Directory stores: open for inspection only; writes and compaction are refused and
     /// nothing in the directory is changed (a torn tail is ignored, not cut).
     pub read_only: bool,
+    /// Directory stores: refuse to open (`Corrupt`) rather than cut more than one partial
+    /// commit off the end of the log (see docs/durability.md, "Tail repairs").
+    pub strict_recovery: bool,
     /// Directory stores: a segment file is closed and a new one started once it holds
     /// this many bytes.
     pub segment_size: u64,
@@ -77,6 +80,7 @@ impl Default for Options {
             sync: SyncPolicy::Always,
             sync_interval_ms: 100,
             read_only: false,
+            strict_recovery: false,
             segment_size: 64 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
@@ -106,6 +110,8 @@ struct Given {
     sync_interval_ms: Option<u64>,
     #[serde(default, deserialize_with = "boolean")]
     read_only: Option<bool>,
+    #[serde(default, deserialize_with = "boolean")]
+    strict_recovery: Option<bool>,
     #[serde(default, deserialize_with = "positive")]
     segment_size: Option<u64>,
     #[serde(default, deserialize_with = "non_negative")]
@@ -195,6 +201,7 @@ impl Options {
             opts.sync_interval_ms = n;
         }
         opts.read_only = given.read_only.unwrap_or(opts.read_only);
+        opts.strict_recovery = given.strict_recovery.unwrap_or(opts.strict_recovery);
         opts.checkpoint_bytes = given.checkpoint_bytes.unwrap_or(opts.checkpoint_bytes);
         opts.cache_bytes = given.cache_bytes.unwrap_or(opts.cache_bytes);
         opts.delta_threshold = given.delta_threshold.unwrap_or(opts.delta_threshold);
@@ -245,12 +252,13 @@ mod tests {
     #[test]
     fn durable_options() {
         let o = Options::from_json(Some(
-            r#"{"sync":"interval","sync_interval_ms":5,"read_only":true,"segment_size":65536,"checkpoint_bytes":0,"cache_bytes":0}"#,
+            r#"{"sync":"interval","sync_interval_ms":5,"read_only":true,"strict_recovery":true,"segment_size":65536,"checkpoint_bytes":0,"cache_bytes":0}"#,
         ))
         .unwrap();
         assert_eq!(o.sync, SyncPolicy::Interval);
         assert_eq!(o.sync_interval_ms, 5);
         assert!(o.read_only);
+        assert!(o.strict_recovery);
         assert_eq!(o.segment_size, 65536);
         assert_eq!(o.checkpoint_bytes, 0);
         assert_eq!(Options::from_json(Some(r#"{"sync":"none"}"#)).unwrap().sync, SyncPolicy::None);

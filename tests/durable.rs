@@ -1,14 +1,16 @@
 //! Directory stores: reopen, group commit, torn tails, corruption, checkpoints and
 //! compaction, locking, read-only opens, bad paths and limits.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{segments, snapshot};
 use tidemark::{Error, Event, Op, Selector, Store, WatchOptions};
+
+mod common;
 
 fn open(dir: &Path, opts: &str) -> tidemark::Result<Store> {
     Store::open(Some(dir.to_str().unwrap()), Some(opts))
@@ -31,23 +33,18 @@ fn keys(s: &Store) -> Vec<Event> {
     s.range(&Selector::All, 0).unwrap().0
 }
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    v.sort();
-    v
+/// Where a segment's records end: its last non-zero byte (the rest is zero padding to whole
+/// 4 KiB blocks). The workloads here never end a segment with an empty value.
+fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
 }
 
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
-        .collect()
+/// Tears a segment as a crash does: keeps its first `keep` bytes, zeroes the rest (the file
+/// keeps its length).
+fn tear(seg: &Path, full: &[u8], keep: usize) {
+    let mut b = full[..keep].to_vec();
+    b.resize(full.len(), 0);
+    fs::write(seg, &b).unwrap();
 }
 
 /// A mixed workload: puts, overwrites, deletes, batches.
@@ -208,35 +205,50 @@ fn torn_tail_is_cut_at_every_offset() {
     let before = (s.current_revision(), keys(&s), all_changes(&s, &Selector::All, 1));
     drop(s);
     let seg = segments(dir.path()).pop().unwrap();
-    let l0 = fs::metadata(&seg).unwrap().len();
+    let l0 = data_end(&fs::read(&seg).unwrap());
     let s = open(dir.path(), "").unwrap();
     // The final record: one atomic batch of three writes.
     s.commit(&[Op::Put(b"last/a", b"1"), Op::Put(b"last/b", b"2"), Op::Delete(b"k002")]).unwrap();
     drop(s);
     let full = fs::read(&seg).unwrap();
-    assert!(full.len() as u64 > l0);
-    for cut in l0 as usize..full.len() {
-        fs::write(&seg, &full[..cut]).unwrap();
+    assert!(data_end(&full) > l0);
+    for cut in l0..data_end(&full) {
+        tear(&seg, &full, cut);
         let s = open(dir.path(), "").unwrap();
         assert_eq!(s.current_revision(), before.0, "cut at {cut}");
         assert_eq!(keys(&s), before.1, "cut at {cut}");
         assert_eq!(all_changes(&s, &Selector::All, 1), before.2, "cut at {cut}");
+        // The cut is reported: one commit, from the revision after the kept log.
+        let repair = s.tail_repair().unwrap();
+        if cut > l0 {
+            let r = repair.unwrap_or_else(|| panic!("cut at {cut} not reported"));
+            assert_eq!((r.offset, r.commits, r.first_revision, r.cut), (l0 as u64, 1, before.0 + 1, true));
+            assert!(r.bytes >= 1 && r.bytes <= (cut - l0) as u64, "cut at {cut}: {r:?}");
+            assert!(r.revisions == 0 || r.revisions == 3, "cut at {cut}: {r:?}");
+            assert_eq!(s.status().unwrap()["tail_repair"]["commits"], 1);
+        } else {
+            assert_eq!(repair, None);
+        }
         drop(s);
-        assert_eq!(fs::metadata(&seg).unwrap().len(), l0, "the tail was cut");
+        let after = fs::read(&seg).unwrap();
+        assert_eq!(after.len(), full.len(), "the file keeps whole blocks");
+        assert_eq!(data_end(&after), l0, "the tail was cut (zeroed)");
     }
     // The cut store takes new writes where it left off, and they survive a reopen.
     let s = open(dir.path(), "").unwrap();
+    assert_eq!(s.tail_repair().unwrap(), None, "nothing more to cut");
     assert_eq!(s.put(b"new", b"v").unwrap(), before.0 + 1);
     drop(s);
     let s = open(dir.path(), "").unwrap();
     assert_eq!(s.get(b"new").unwrap().mod_revision, before.0 + 1);
-    // Garbage (zeros, as after a power loss) past the last record is a tail too.
+    // Zeros past the last record (a block the OS had already grown) are the clean end.
     drop(s);
     let mut bytes = fs::read(&seg).unwrap();
-    bytes.extend_from_slice(&[0u8; 300]);
+    bytes.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &bytes).unwrap();
     let s = open(dir.path(), "").unwrap();
     assert_eq!(s.current_revision(), before.0 + 1);
+    assert_eq!(s.tail_repair().unwrap(), None);
 }
 
 #[test]
@@ -284,7 +296,7 @@ fn damage_in_the_last_segment_depends_on_how_it_was_synced() {
         drop(s);
         let last = segments(dir.path()).pop().unwrap();
         let mut bytes = fs::read(&last).unwrap();
-        let at = bytes.len() / 2;
+        let at = data_end(&bytes) / 2;
         bytes[at] ^= 0x01;
         fs::write(&last, &bytes).unwrap();
         let files = snapshot(dir.path());
@@ -454,10 +466,12 @@ fn read_only_open() {
     // A torn tail is ignored by a read-only open, not cut.
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
-    fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+    tear(&seg, &bytes, data_end(&bytes) - 3);
     let files = snapshot(dir.path());
     let r = open(dir.path(), r#"{"read_only":true}"#).unwrap();
     assert!(r.current_revision() < state.0);
+    let repair = r.tail_repair().unwrap().expect("reported");
+    assert!(!repair.cut, "a read-only open only ignores it");
     drop(r);
     assert_eq!(snapshot(dir.path()), files);
     assert!(matches!(Store::open(None, Some(r#"{"read_only":true}"#)), Err(Error::InvalidArgument(_))));

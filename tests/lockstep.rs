@@ -5,6 +5,7 @@
 //! Servers listen on 127.0.0.1 with ephemeral ports; every thread and child process is
 //! stopped at the end of its test; nothing asserts on time.
 
+mod common;
 mod lockstep_support;
 
 use std::ffi::{c_void, CStr, CString};
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cli;
 use lockstep_support::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -788,15 +790,6 @@ fn c_api_serve_and_follow() {
 
 // ---------------------------------------------------------------------------------------------
 // The command-line tool.
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn cli_commands() {

@@ -155,10 +155,33 @@ impl Args {
         Ok(())
     }
 
+    /// Opens `--store`: read-only for the commands that only read (get, changes, status), so
+    /// they never change the directory. A tail cut on open is reported on stderr.
     fn store(&self) -> Result<Store, Fail> {
         let dir = self.get("store").ok_or_else(|| usage(format!("{} needs --store DIR", self.cmd.name)))?;
-        Store::open(Some(dir), self.get("options"))
-            .map_err(|e| Fail(1, format!("cannot open store {dir}: {e}")))
+        let mut options = self.get("options").map(str::to_owned);
+        if matches!(self.cmd.name, "get" | "changes" | "status") {
+            let mut o: serde_json::Map<String, serde_json::Value> = match options.as_deref() {
+                None | Some("") => serde_json::Map::new(),
+                Some(text) => serde_json::from_str(text).map_err(|e| usage(format!("--options: {e}")))?,
+            };
+            o.entry("read_only").or_insert(serde_json::Value::Bool(true));
+            options = Some(serde_json::Value::Object(o).to_string());
+        }
+        let store = Store::open(Some(dir), options.as_deref())
+            .map_err(|e| Fail(1, format!("cannot open store {dir}: {e}")))?;
+        if let Ok(Some(r)) = store.tail_repair() {
+            eprintln!(
+                "tidemark: {}: a torn tail ({} bytes, {} commit(s), revisions from {} on) {} at byte {}",
+                r.segment,
+                r.bytes,
+                r.commits,
+                r.first_revision,
+                if r.cut { "was cut" } else { "is ignored (read-only open)" },
+                r.offset
+            );
+        }
+        Ok(store)
     }
 }
 

@@ -277,6 +277,29 @@ pub unsafe extern "C" fn tidemark_store_compact(
     })
 }
 
+/// What opening a directory store cut off the end of its log (a torn tail: the commit being
+/// written when the process or machine stopped; see docs/durability.md, "Tail repairs").
+/// Writes the bytes cut, the commits cut, the revisions cut (as far as the damaged bytes tell)
+/// and the first revision cut to the out-params that are not NULL; all 0 when nothing was cut
+/// (and for in-memory stores). A read-only open reports what it ignored. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_tail_repair(
+    store: *const tidemark_store,
+    bytes_out: *mut u64,
+    commits_out: *mut u64,
+    revisions_out: *mut u64,
+    first_revision_out: *mut u64,
+) -> tidemark_status {
+    guard(|| {
+        let r = try_ref(store, "store")?.tail_repair()?.unwrap_or_default();
+        put_out(bytes_out, r.bytes);
+        put_out(commits_out, r.commits);
+        put_out(revisions_out, r.revisions);
+        put_out(first_revision_out, r.first_revision);
+        Ok(())
+    })
+}
+
 /// The store's state as a JSON object (`revision`, `earliest_revision`, `keys`, `watchers`,
 /// `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
 #[no_mangle]

@@ -209,6 +209,32 @@ pub fn decode_commit(payload: &[u8], out: &mut Vec<Event>) -> Option<()> {
 /// Segment header flag: the segment was written with `"sync": "always"`, so damage followed
 /// by whole records in it is corruption, never a torn tail.
 pub(crate) const SEGMENT_SYNC_ALWAYS: u32 = 1;
+/// Segment header flag (format 2): the file is kept a whole number of `BLOCK`s long with at
+/// least one zero frame after the last record, and ends with a seal once closed.
+pub(crate) const SEGMENT_BLOCKS: u32 = 2;
+/// The unit a format-2 segment grows by.
+pub(crate) const BLOCK: u64 = 4096;
+/// Bytes of a seal record (frame and payload).
+pub(crate) const SEAL: usize = FRAME + 9;
+
+/// The seal that closes a format-2 segment: a record whose payload is `0 | next revision u64`
+/// (a commit's payload starts with its first revision, never 0).
+pub fn seal(next: u64) -> [u8; SEAL] {
+    let mut out = [0u8; SEAL];
+    out[0..4].copy_from_slice(&9u32.to_le_bytes());
+    out[FRAME + 1..].copy_from_slice(&next.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[0..4]);
+    h.update(&out[FRAME..]);
+    out[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+    out
+}
+
+/// The next revision a seal's payload names, if the payload is a seal.
+pub fn seal_next(payload: &[u8]) -> Option<u64> {
+    (payload.len() == 9 && payload[0] == 0)
+        .then(|| u64::from_le_bytes(payload[1..].try_into().expect("8 bytes")))
+}
 
 /// `magic | base revision u64 | flags u32 | crc32 of the 20 bytes before`.
 pub fn segment_header(base: u64, flags: u32) -> [u8; SEGMENT_HEADER] {

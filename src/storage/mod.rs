@@ -11,6 +11,7 @@ mod file;
 pub(crate) mod group;
 mod memory;
 
+pub(crate) use file::fs;
 pub use file::FileLog;
 pub use memory::MemoryLog;
 
@@ -35,6 +36,30 @@ pub struct StorageStats {
     pub last_checkpoint_revision: u64,
     /// Log entries (events) held in memory.
     pub cached_events: u64,
+    /// What the last open cut off the end of the log, if anything.
+    pub tail_repair: Option<TailRepair>,
+}
+
+/// A torn tail found on open: the end of the last segment that did not hold whole commits
+/// (the commit being written when the process or machine stopped) and was cut (or, for a
+/// read-only open, ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailRepair {
+    /// The segment file.
+    pub segment: String,
+    /// The byte offset the log now ends at.
+    pub offset: u64,
+    /// Bytes cut (non-zero bytes after `offset`).
+    pub bytes: u64,
+    /// Commits cut: the partial one, plus any whole commit found after it (a hole left by a
+    /// power loss under `"interval"`/`"none"`).
+    pub commits: u64,
+    /// Revisions cut, as far as the damaged bytes still tell (0 when they do not).
+    pub revisions: u64,
+    /// The first revision cut (the log now ends at `first_revision - 1`).
+    pub first_revision: u64,
+    /// True when the file was changed (false for a read-only open, which only ignores it).
+    pub cut: bool,
 }
 
 /// What every log backend provides (the in-memory log, the directory log, and next a

@@ -23,8 +23,9 @@ use crate::kv::Kv;
 use crate::ns;
 use crate::options::Options;
 use crate::selector::Selector;
+use crate::storage::fs::{Fs, RealFs};
 use crate::storage::group::WriteGroup;
-use crate::storage::{FileLog, MemoryLog, Storage};
+use crate::storage::{FileLog, MemoryLog, Storage, TailRepair};
 use crate::watch::{self, Callback, Dispatcher, Feed, PullWatch, Registry, WatchOptions, Watcher};
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
@@ -82,13 +83,16 @@ impl Store {
     pub fn open(path: Option<&str>, options_json: Option<&str>) -> Result<Store> {
         match path.filter(|p| !p.is_empty()) {
             None => Store::memory(options_json),
-            Some(p) => {
-                let opts = Options::from_json(options_json)?;
-                let mut kv = Kv::default();
-                let log = FileLog::open(std::path::Path::new(p), &opts, &mut |e| kv.apply(e))?;
-                Ok(Store::with_storage(opts, Box::new(log), kv, Some(WriteGroup::default())))
-            }
+            Some(p) => Store::open_dir(Arc::new(RealFs), p, options_json),
         }
+    }
+
+    /// Opens the directory store at `path` on the file system `fs` (tests pass a simulated one).
+    pub(crate) fn open_dir(fs: Arc<dyn Fs>, path: &str, options_json: Option<&str>) -> Result<Store> {
+        let opts = Options::from_json(options_json)?;
+        let mut kv = Kv::default();
+        let log = FileLog::open_on(fs, std::path::Path::new(path), &opts, &mut |e| kv.apply(e))?;
+        Ok(Store::with_storage(opts, Box::new(log), kv, Some(WriteGroup::default())))
     }
 
     fn with_storage(opts: Options, log: Box<dyn Storage>, kv: Kv, group: Option<WriteGroup>) -> Store {
@@ -236,10 +240,24 @@ impl Store {
             "read_only": disk.read_only,
             "last_checkpoint_revision": disk.last_checkpoint_revision,
             "cached_events": disk.cached_events,
+            "tail_repair": disk.tail_repair.as_ref().map(|r| serde_json::json!({
+                "segment": r.segment,
+                "offset": r.offset,
+                "bytes": r.bytes,
+                "commits": r.commits,
+                "revisions": r.revisions,
+                "first_revision": r.first_revision,
+                "cut": r.cut,
+            })),
             "dispatch_threads": self.inner.opts.dispatch_threads,
             "max_key_size": self.inner.opts.max_key_size,
             "max_value_size": self.inner.opts.max_value_size,
         }))
+    }
+
+    /// What opening the store cut off the end of its log (a torn tail), if anything.
+    pub fn tail_repair(&self) -> Result<Option<TailRepair>> {
+        Ok(self.inner.read()?.log.stats().tail_repair)
     }
 
     /// Ends every watch with a `Closed` notice (push callbacks get it as their last call and

@@ -125,6 +125,7 @@ int main() {
   CHECK(s.range({}, 1).has_more());
   EXPECT_ERROR(s.range(tidemark::selector::range("b", "a")), TIDEMARK_ERR_INVALID_ARGUMENT);
   CHECK(s.status_json().find("\"revision\":6") != std::string::npos);
+  CHECK(s.tail_repair().commits == 0 && s.tail_repair().first_revision == 0);
 
   // Contexts: JSON strings in and out, sync results, errors as exceptions.
   CHECK(s.context_set("ctx", R"({"a":1})").find("\"version\":1") != std::string::npos);
@@ -262,6 +263,39 @@ int main() {
   auto s3 = std::move(s2);
   CHECK(s3.put("k", "v") == 1);
   EXPECT_ERROR(s2.put("k", "v"), TIDEMARK_ERR_NULL_ARGUMENT);
+
+  // Streams and snapshots: RAII lists, CONFLICT with the stream's current version.
+  {
+    auto st = tidemark::store::open();
+    auto r = st.append("orders", {{"created", "1"}, {"paid", "2", "meta"}}, TIDEMARK_EXPECT_NO_STREAM);
+    CHECK(r.first_version == 0 && r.version == 1 && r.first_revision == 1);
+    try {
+      st.append("orders", {{"x", ""}}, 0);
+      CHECK(false);
+    } catch (const tidemark::error &e) {
+      CHECK(e.status() == TIDEMARK_ERR_CONFLICT && e.current_version() == 1);
+    }
+    std::string id(16, '\x07');
+    st.append("orders", {{"shipped", "3", "", id}}, 1);
+    CHECK(st.stream_version("orders") == 2);
+    auto evs = st.read_stream("orders");
+    CHECK(evs.size() == 3 && tidemark::detail::view(evs[1].metadata) == "meta");
+    CHECK(tidemark::detail::view(evs[2].id) == id && evs[2].version == 2);
+    auto back = st.read_stream("orders", TIDEMARK_READ_FROM_END, 1, TIDEMARK_BACKWARD);
+    CHECK(back.size() == 1 && back[0].version == 2);
+    int n = 0;
+    for (const tidemark_stream_event &e : evs) n += e.version == static_cast<std::uint64_t>(n);
+    CHECK(n == 3);
+    auto names = st.list_streams();
+    CHECK(names.size() == 1 && names[0].version == 2);
+    st.snapshot_record("src", "orders", 2, "snap");
+    CHECK(st.snapshot_read("src", "orders", 9)[0].version == 2 && st.snapshot_list("src", "orders").size() == 1);
+    st.snapshot_delete("src", "orders", 2);
+    EXPECT_ERROR(st.snapshot_read("src", "orders", 9), TIDEMARK_ERR_NOT_FOUND);
+    CHECK(st.delete_stream("orders") > 0 && st.stream_version("orders") == -1);
+    EXPECT_ERROR(st.read_stream("orders"), TIDEMARK_ERR_NOT_FOUND);
+    EXPECT_ERROR(st.append("", {{"t", ""}}), TIDEMARK_ERR_INVALID_ARGUMENT);
+  }
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

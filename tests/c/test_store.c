@@ -120,9 +120,36 @@ void test_durable(void) {
   WAIT(&c, p_events, 6);
   CHECK(seq_is(&c, 3, 6));
   check_clean(&c);
+  uint64_t cut[4] = {9, 9, 9, 9};
+  CHECK_OK(tidemark_store_tail_repair(s, &cut[0], &cut[1], &cut[2], &cut[3]));
+  CHECK(cut[0] == 0 && cut[1] == 0 && cut[2] == 0 && cut[3] == 0);
+  CHECK_OK(tidemark_store_tail_repair(s, NULL, NULL, NULL, NULL));
+  CHECK_NULL_ARG(tidemark_store_tail_repair(NULL, &cut[0], NULL, NULL, NULL));
   tidemark_store_close(s);
   CHECK(snap(&c).drops == 1);
   collector_destroy(&c);
+
+  /* A torn last commit (its last byte lost, as in a crash) is cut on open, and reported. */
+  char seg[sizeof dir + 40];
+  snprintf(seg, sizeof seg, "%s/seg-00000000000000000001.log", dir);
+  FILE *sf = fopen(seg, "r+b");
+  if (CHECK(sf != NULL)) {
+    unsigned char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, sf);
+    size_t end = n;
+    while (end > 0 && buf[end - 1] == 0) end--;
+    CHECK(end > 24);
+    fseek(sf, (long)end - 1, SEEK_SET);
+    fputc(0, sf);
+    fclose(sf);
+    s = NULL;
+    CHECK_OK(tidemark_store_open(dir, opts, &s));
+    REQUIRE(s != NULL);
+    CHECK(tidemark_store_current_revision(s) == 7);
+    CHECK_OK(tidemark_store_tail_repair(s, &cut[0], &cut[1], &cut[2], &cut[3]));
+    CHECK(cut[0] >= 1 && cut[1] == 1 && cut[2] == 1 && cut[3] == 8);
+    tidemark_store_close(s);
+  }
 
   /* A path that is a file, not a directory: an error, not a crash. */
   char file[sizeof dir + 16];

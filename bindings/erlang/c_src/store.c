@@ -169,6 +169,27 @@ ERL_NIF_TERM status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return result;
 }
 
+/* {Bytes, Commits, Revisions, FirstRevision} cut off the log's end on open (all 0: none). */
+ERL_NIF_TERM tail_repair_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    uint64_t v[4] = {0, 0, 0, 0};
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_tail_repair(s, &v[0], &v[1], &v[2], &v[3]);
+    result = st == TIDEMARK_OK
+        ? enif_make_tuple4(env, make_u64(env, v[0]), make_u64(env, v[1]), make_u64(env, v[2]), make_u64(env, v[3]))
+        : status_error(env, st);
+    core_done(r->core);
+    return result;
+}
+
 /* current_revision | earliest_revision | watcher_count: which = 0 | 1 | 2 */
 static ERL_NIF_TERM counter(ErlNifEnv *env, const ERL_NIF_TERM argv[], int which)
 {

@@ -17,7 +17,9 @@ static void init_atoms(ErlNifEnv *env)
 static int load_all(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     init_atoms(env);
-    return store_load(env, flags) && watch_load(env, flags) && lockstep_load(env, flags) ? 0 : 1;
+    return store_load(env, flags) && watch_load(env, flags) && lockstep_load(env, flags) && streams_load(env, flags)
+               ? 0
+               : 1;
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info)
@@ -50,6 +52,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open_nif", 2, open_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"close_nif", 1, close_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"status_nif", 1, status_nif, 0},
+    {"tail_repair_nif", 1, tail_repair_nif, 0},
     {"current_revision_nif", 1, current_revision_nif, 0},
     {"earliest_revision_nif", 1, earliest_revision_nif, 0},
     {"watcher_count_nif", 1, watcher_count_nif, 0},
@@ -85,6 +88,20 @@ static ErlNifFunc nif_funcs[] = {
     {"context_sync_nif", 3, context_sync_nif, 0},
     {"context_list_nif", 5, context_list_nif, 0},
     {"context_cleanup_nif", 2, context_cleanup_nif, 0},
+    /* streams.c: big reads and writes move themselves to dirty schedulers */
+    {"append_events_nif", 4, append_events_nif, 0},
+    {"read_stream_nif", 5, read_stream_nif, 0},
+    {"stream_version_nif", 2, stream_version_nif, 0},
+    {"list_streams_nif", 4, list_streams_nif, 0},
+    {"delete_stream_nif", 2, delete_stream_nif, 0},
+    {"snapshot_record_nif", 5, snapshot_record_nif, 0},
+    {"snapshot_read_nif", 4, snapshot_read_nif, 0},
+    {"snapshot_delete_nif", 4, snapshot_delete_nif, 0},
+    {"snapshot_list_nif", 3, snapshot_list_nif, 0},
+    {"register_store_nif", 2, register_store_nif, 0},
+    {"whereis_store_nif", 1, whereis_store_nif, 0},
+    {"unregister_store_nif", 1, unregister_store_nif, 0},
+    {"registered_stores_nif", 0, registered_stores_nif, 0},
 };
 
 ERL_NIF_INIT(tidemark_nif, nif_funcs, load, NULL, upgrade, unload)

@@ -1,8 +1,9 @@
 /*
  * tidemark_nif.h: what the files of the Erlang NIF over the tidemark C API (include/tidemark.h)
- * share. One file per resource (store.c, watch.c, lockstep.c) or feature (contexts.c), terms.c for converting terms,
- * tidemark_nif.c for the atoms, the function table and load/upgrade/unload. A new resource is one
- * new file: its struct and destructor there, its load function and NIFs declared here, its rows
+ * share. One file per resource (store.c, watch.c, lockstep.c) or feature (streams.c: streams,
+ * snapshots, named stores; contexts.c), terms.c for converting terms, tidemark_nif.c for the
+ * atoms, the function table and load/upgrade/unload. A new resource or feature is one new file:
+ * its struct and destructor there (if any), its load function and NIFs declared here, its rows
  * in nif_funcs (tidemark_nif.c) and its stubs in src/tidemark_nif.erl.
  *
  * Objects
@@ -56,7 +57,8 @@
     X(progress) X(revision) X(type) X(value) X(version) X(create_revision) X(mod_revision)     \
     X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
     X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
-    X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done)
+    X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done) X(data) X(metadata) \
+    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source)
 
 #define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
 TM_ATOMS(TM_DECLARE_ATOM)
@@ -146,6 +148,7 @@ int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out);
 int store_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int watch_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int lockstep_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+int streams_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 /* Unload: stop what collected lockstep handles still run, then close every open store. */
 void lockstep_unload(void);
 void store_unload(void);
@@ -158,7 +161,7 @@ void store_unload(void);
 TM_NIF(open_nif) TM_NIF(close_nif) TM_NIF(status_nif) TM_NIF(current_revision_nif)
 TM_NIF(earliest_revision_nif) TM_NIF(watcher_count_nif) TM_NIF(version_nif) TM_NIF(put_nif)
 TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(changes_nif)
-TM_NIF(compact_nif) TM_NIF(status_reason_nif)
+TM_NIF(compact_nif) TM_NIF(status_reason_nif) TM_NIF(tail_repair_nif)
 /* watch.c */
 TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
 /* lockstep.c */
@@ -168,6 +171,11 @@ TM_NIF(follower_dropped_nif)
 /* contexts.c */
 TM_NIF(context_write_nif) TM_NIF(context_get_nif) TM_NIF(context_delete_nif) TM_NIF(context_sync_nif)
 TM_NIF(context_list_nif) TM_NIF(context_cleanup_nif)
+/* streams.c */
+TM_NIF(append_events_nif) TM_NIF(read_stream_nif) TM_NIF(stream_version_nif) TM_NIF(list_streams_nif)
+TM_NIF(delete_stream_nif) TM_NIF(snapshot_record_nif) TM_NIF(snapshot_read_nif) TM_NIF(snapshot_delete_nif)
+TM_NIF(snapshot_list_nif) TM_NIF(register_store_nif) TM_NIF(whereis_store_nif) TM_NIF(unregister_store_nif)
+TM_NIF(registered_stores_nif)
 
 #undef TM_NIF
 

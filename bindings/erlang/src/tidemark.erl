@@ -38,15 +38,19 @@
 -export([open/2, close/1, version/0,
          put/3, put/4, get/2, delete/2, batch/2,
          range/3, changes/3, changes/4,
-         compact/2, earliest_revision/1, current_revision/1, status/1,
+         compact/2, earliest_revision/1, current_revision/1, status/1, tail_repair/1,
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1,
          context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
-         context_list/2, context_deltas/3, context_cleanup/2]).
+         context_list/2, context_deltas/3, context_cleanup/2,
+         append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
+         record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
+         open_named/3, whereis_store/1, stores/0, close_named/1]).
 
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
-              server/0, follower/0, lockstep_event/0, document/0, json_patch/0]).
+              server/0, follower/0, lockstep_event/0, expected_version/0, stream_event/0,
+              snapshot/0, document/0, json_patch/0]).
 
 -opaque store() :: reference().
 -type watch_ref() :: reference().
@@ -80,6 +84,12 @@
 -type document() :: #{binary() => term()}.
 %% An RFC 6902 JSON Patch: a list of operations `#{<<"op">> => <<"add">>, <<"path">> => ...}'.
 -type json_patch() :: [#{binary() => term()}].
+-type expected_version() :: any | no_stream | stream_exists | non_neg_integer().
+-type stream_event() :: #{stream := binary(), id := <<_:128>>, type := binary(), data := binary(),
+                          metadata := binary(), version := non_neg_integer(),
+                          revision := revision(), timestamp_ms := non_neg_integer()}.
+-type snapshot() :: #{source := binary(), stream := binary(), version := non_neg_integer(),
+                      revision := revision(), timestamp_ms := non_neg_integer(), data := binary()}.
 
 -define(U64_MAX, 18446744073709551615).
 
@@ -113,6 +123,20 @@ version() -> tidemark_nif:version_nif().
 status(Store) ->
     case tidemark_nif:status_nif(Store) of
         {ok, Json} -> {ok, tidemark_json:decode(Json)};
+        Error -> Error
+    end.
+
+%% @doc What opening a directory store cut off the end of its log (a torn tail, see
+%% docs/durability.md "Tail repairs"): `none', or the bytes, commits and revisions cut and
+%% the first revision cut.
+-spec tail_repair(store()) ->
+          none | #{bytes := non_neg_integer(), commits := pos_integer(),
+                   revisions := non_neg_integer(), first_revision := revision()} | error().
+tail_repair(Store) ->
+    case tidemark_nif:tail_repair_nif(Store) of
+        {_, 0, _, _} -> none;
+        {Bytes, Commits, Revisions, First} ->
+            #{bytes => Bytes, commits => Commits, revisions => Revisions, first_revision => First};
         Error -> Error
     end.
 
@@ -502,3 +526,105 @@ lockstep_status_result({ok, Json}) ->
              end, tidemark_json:decode(Json));
 lockstep_status_result(Error) ->
     Error.
+
+%%% Streams, snapshots and named stores (the C API's tidemark_store_append and friends)
+
+%% @doc Appends `Events' to `Stream' atomically (all or none, consecutive versions) if the
+%% stream's version is what `Expected' says: `any', `no_stream', `stream_exists' or an exact
+%% version. Each event is `#{type := iodata(), data := iodata()}' with optional `metadata'
+%% (iodata) and `id' (a 16-byte binary, generated when absent). Returns the stream's version
+%% after the append, or `{error, {wrong_expected_version, Current}}' (-1 = no stream).
+%% Appending events whose ids all equal those of the stream's last append returns that
+%% append's version and writes nothing (a retry after a lost reply).
+-spec append_events(store(), key(), [map()], expected_version()) ->
+          {ok, non_neg_integer()} | {error, {wrong_expected_version, integer()}} | error().
+append_events(Store, Stream, Events, Expected) when is_list(Events) ->
+    tidemark_nif:append_events_nif(Store, Stream, Events, expected(Expected)).
+
+expected(any) -> -2;
+expected(no_stream) -> -1;
+expected(stream_exists) -> -4;
+expected(N) when is_integer(N), N >= 0 -> N;
+expected(N) when is_integer(N) -> N; % below -4 or -3: the library's invalid_argument
+expected(_) -> erlang:error(badarg).
+
+%% @doc Up to `Count' events (0 = all) of `Stream' from version `From' on: `forward' in
+%% version order, or `backward' down to version 0 (`From' = `-1': from the last version).
+%% `{error, not_found}' for a stream that does not exist.
+-spec read_stream(store(), key(), integer(), non_neg_integer(), forward | backward) ->
+          {ok, [stream_event()]} | error().
+read_stream(Store, Stream, From, Count, Direction) ->
+    tidemark_nif:read_stream_nif(Store, Stream, From, Count, Direction).
+
+%% @doc The stream's last version; -1 when it does not exist.
+-spec stream_version(store(), key()) -> {ok, integer()} | error().
+stream_version(Store, Stream) -> tidemark_nif:stream_version_nif(Store, Stream).
+
+%% @doc One page of `{Name, Version}' in name order: names starting with `Prefix', after
+%% `After' (exclusive; `<<>>' = from the first), at most `Limit' (0 = 1000), and whether more
+%% names follow.
+-spec list_streams(store(), key(), key(), non_neg_integer()) ->
+          {ok, [{binary(), integer()}], boolean()} | error().
+list_streams(Store, Prefix, After, Limit) ->
+    tidemark_nif:list_streams_nif(Store, Prefix, After, Limit).
+
+%% @doc Deletes the stream's events and the stream in one commit. Its name can be appended
+%% to again, from version 0, with `no_stream' or `any'.
+-spec delete_stream(store(), key()) -> {ok, revision()} | error().
+delete_stream(Store, Stream) -> tidemark_nif:delete_stream_nif(Store, Stream).
+
+%% @doc Records `Data' as `Source''s snapshot of `Stream' at `Version' (replacing one at the
+%% same version).
+-spec record_snapshot(store(), key(), key(), non_neg_integer(), iodata()) -> {ok, revision()} | error().
+record_snapshot(Store, Source, Stream, Version, Data) ->
+    tidemark_nif:snapshot_record_nif(Store, Source, Stream, Version, Data).
+
+%% @doc The snapshot with the greatest version at or below `MaxVersion' (`{error,
+%% not_found}' when there is none).
+-spec read_snapshot(store(), key(), key(), non_neg_integer()) -> {ok, snapshot()} | error().
+read_snapshot(Store, Source, Stream, MaxVersion) ->
+    tidemark_nif:snapshot_read_nif(Store, Source, Stream, MaxVersion).
+
+-spec delete_snapshot(store(), key(), key(), non_neg_integer()) -> {ok, revision()} | error().
+delete_snapshot(Store, Source, Stream, Version) ->
+    tidemark_nif:snapshot_delete_nif(Store, Source, Stream, Version).
+
+%% @doc Every snapshot of `Stream' by `Source', by version ascending.
+-spec list_snapshots(store(), key(), key()) -> {ok, [snapshot()]} | error().
+list_snapshots(Store, Source, Stream) -> tidemark_nif:snapshot_list_nif(Store, Source, Stream).
+
+%% @doc Opens a store as {@link open/2} does and registers it under `Name' (an atom or a
+%% binary) for the whole node; `{error, already_registered}' if an open store has that name.
+-spec open_named(atom() | binary(), memory | file:filename_all(), map()) ->
+          {ok, store()} | {error, already_registered} | error().
+open_named(Name, Path, Opts) ->
+    N = store_name(Name),
+    case open(Path, Opts) of
+        {ok, S} ->
+            case tidemark_nif:register_store_nif(N, S) of
+                ok -> {ok, S};
+                Error -> close(S), Error
+            end;
+        Error ->
+            Error
+    end.
+
+%% @doc The open store registered under `Name'.
+-spec whereis_store(atom() | binary()) -> {ok, store()} | {error, not_found}.
+whereis_store(Name) -> tidemark_nif:whereis_store_nif(store_name(Name)).
+
+%% @doc The names of the open named stores (as binaries).
+-spec stores() -> [binary()].
+stores() -> lists:sort(tidemark_nif:registered_stores_nif()).
+
+%% @doc Closes the store registered under `Name' and forgets the name.
+-spec close_named(atom() | binary()) -> ok | {error, not_found}.
+close_named(Name) ->
+    case tidemark_nif:unregister_store_nif(store_name(Name)) of
+        {ok, S} -> close(S);
+        Error -> Error
+    end.
+
+store_name(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
+store_name(Name) when is_binary(Name), Name =/= <<>> -> Name;
+store_name(_) -> erlang:error(badarg).

@@ -3,7 +3,7 @@
 %% the documented API, with its argument checks and defaults, is the `tidemark' module.
 -module(tidemark_nif).
 
--export([open_nif/2, close_nif/1, status_nif/1, current_revision_nif/1,
+-export([open_nif/2, close_nif/1, status_nif/1, tail_repair_nif/1, current_revision_nif/1,
          earliest_revision_nif/1, watcher_count_nif/1, version_nif/0, put_nif/4,
          get_nif/2, delete_nif/2, batch_nif/2, range_nif/3,
          changes_nif/5, compact_nif/2, status_reason_nif/1,
@@ -12,7 +12,11 @@
          stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
          follower_dropped_nif/1,
          context_write_nif/4, context_get_nif/2, context_delete_nif/2, context_sync_nif/3,
-         context_list_nif/5, context_cleanup_nif/2
+         context_list_nif/5, context_cleanup_nif/2,
+         append_events_nif/4, read_stream_nif/5, stream_version_nif/2, list_streams_nif/4,
+         delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
+         snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
+         registered_stores_nif/0
         ]).
 
 -on_load(init/0).
@@ -31,6 +35,7 @@ init() ->
 open_nif(_Path, _OptsJson) -> ?NIF.
 close_nif(_Store) -> ?NIF.
 status_nif(_Store) -> ?NIF.
+tail_repair_nif(_Store) -> ?NIF.
 current_revision_nif(_Store) -> ?NIF.
 earliest_revision_nif(_Store) -> ?NIF.
 watcher_count_nif(_Store) -> ?NIF.
@@ -66,3 +71,16 @@ context_sync_nif(_Store, _Id, _ClientVersion) -> ?NIF.
 %% `_Id' undefined: the contexts; an id: that context's deltas.
 context_list_nif(_Store, _Id, _Limit, _Offset, _Desc) -> ?NIF.
 context_cleanup_nif(_Store, _Limit) -> ?NIF.
+append_events_nif(_Store, _Stream, _Events, _Expected) -> ?NIF.
+read_stream_nif(_Store, _Stream, _From, _Count, _Direction) -> ?NIF.
+stream_version_nif(_Store, _Stream) -> ?NIF.
+list_streams_nif(_Store, _Prefix, _After, _Limit) -> ?NIF.
+delete_stream_nif(_Store, _Stream) -> ?NIF.
+snapshot_record_nif(_Store, _Source, _Stream, _Version, _Data) -> ?NIF.
+snapshot_read_nif(_Store, _Source, _Stream, _MaxVersion) -> ?NIF.
+snapshot_delete_nif(_Store, _Source, _Stream, _Version) -> ?NIF.
+snapshot_list_nif(_Store, _Source, _Stream) -> ?NIF.
+register_store_nif(_Name, _Store) -> ?NIF.
+whereis_store_nif(_Name) -> ?NIF.
+unregister_store_nif(_Name) -> ?NIF.
+registered_stores_nif() -> ?NIF.

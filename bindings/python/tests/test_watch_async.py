@@ -268,7 +268,8 @@ def test_async_close_inside_the_loop_yields_nothing_more(store: Store) -> None:
 
 
 def test_async_watch_of_a_closed_store_yields_the_backlog_then_stops() -> None:
-    # Issue 18.2 for async: the push watch behind it replays from start_revision=1.
+    # Issue 18.2 for async: the push watch behind it replays from start_revision=1; closing
+    # the store still yields all of it, then the iteration stops.
     s = Store()
     for i in range(4):
         s.put(f"t/{i}", str(i))

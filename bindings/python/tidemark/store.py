@@ -306,6 +306,17 @@ class Store(StreamsMixin, ContextsMixin, StoreHandle):
         return int(self._call(_ffi.store_earliest_revision))
 
     @property
+    def tail_repair(self) -> Optional[Dict[str, int]]:
+        """What opening this directory store cut off the end of its log (a torn tail, see
+        docs/durability.md "Tail repairs"): ``{"bytes", "commits", "revisions",
+        "first_revision"}``, or ``None`` when nothing was cut (always for in-memory stores)."""
+        out = [c_uint64() for _ in range(4)]
+        self._call(_ffi.store_tail_repair, *(byref(o) for o in out))
+        if out[1].value == 0:
+            return None
+        return dict(zip(("bytes", "commits", "revisions", "first_revision"), (o.value for o in out)))
+
+    @property
     def watcher_count(self) -> int:
         """Push and pull watches that have not ended."""
         return int(self._call(_ffi.store_watcher_count))

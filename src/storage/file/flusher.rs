@@ -1,17 +1,17 @@
 //! The background sync thread of `"sync": "interval"`.
 
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::fs::FsFile;
 use super::FileLog;
 use crate::options::SyncPolicy;
 
 pub(super) struct FlushShared {
-    pub(super) file: Mutex<Option<Arc<File>>>,
+    pub(super) file: Mutex<Option<Arc<dyn FsFile>>>,
     pub(super) dirty: AtomicBool,
     pub(super) stop: Mutex<bool>,
     pub(super) cond: Condvar,
@@ -41,7 +41,7 @@ impl FileLog {
             if s.dirty.swap(false, Ordering::AcqRel) {
                 let file = s.file.lock().clone();
                 if let Some(f) = file {
-                    if let Err(e) = f.sync_data() {
+                    if let Err(e) = f.sync() {
                         *s.error.lock() = Some(format!("background sync failed: {e}"));
                     }
                 }

@@ -2,48 +2,58 @@
 //! derived state (the format and its promises are in docs/durability.md).
 //!
 //! ```text
-//! <dir>/TIDEMARK                      manifest: "tidemark store\nformat 1\n"
-//! <dir>/LOCK                          flock'ed while the store is open
-//! <dir>/seg-<first revision>.log      24-byte header, then records: len u32 | crc32 u32 | commit
+//! <dir>/TIDEMARK                      manifest: "tidemark store\nformat 2\n"
+//! <dir>/seg-<first revision>.log      24-byte header, then records: len u32 | crc32 u32 | commit;
+//!                                     zero-padded to whole 4 KiB blocks; a seal when closed
 //! <dir>/ckpt-<revision>.ckpt          the derived state after <revision>, written atomically
 //! ```
+//!
+//! The directory itself is `flock`ed while the store is open.
 //!
 //! The newest commits are also kept in memory (`cache`, bounded by `cache_bytes`); older
 //! ones are read back from the segments through a sparse per-segment index.
 //!
 //! Submodules: `segment` (segment files, reading them, rolling), `recovery` (open-time replay
-//! and torn-tail repair), `checkpoint` (atomic files, checkpoints), `lock` (the `LOCK` file),
-//! `flusher` (the background sync of `"interval"`).
+//! and torn-tail repair), `checkpoint` (atomic files, checkpoints), `lock` (the directory
+//! lock), `flusher` (the background sync of `"interval"`), `fs` (every file-system call, so
+//! tests can simulate power loss: `sim`).
 
 mod checkpoint;
 mod flusher;
+pub(crate) mod fs;
 mod lock;
+#[cfg(test)]
+mod power_loss;
 mod recovery;
 mod segment;
+#[cfg(test)]
+mod sim;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::codec::{self, SEGMENT_HEADER};
-use super::{MemoryLog, StateVisitor, Storage, StorageStats};
+use super::codec::{self, FRAME, SEGMENT_HEADER};
+use super::{MemoryLog, StateVisitor, Storage, StorageStats, TailRepair};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::options::{Options, SyncPolicy};
 use crate::selector::Selector;
-use checkpoint::{sync_dir, write_atomic};
+use checkpoint::write_atomic;
 use flusher::FlushShared;
-use segment::Segment;
+use fs::{Fs, FsFile, Mode};
+use segment::{parse_numbered, Segment};
 
 const MANIFEST: &str = "TIDEMARK";
-const MANIFEST_TEXT: &str = "tidemark store\nformat 1\n";
-const FORMAT: u32 = 1;
-const LOCK: &str = "LOCK";
+const MANIFEST_TEXT: &str = "tidemark store\nformat 2\n";
+/// Format 2: segments are created atomically, block-padded and sealed (docs/durability.md).
+/// Format 1 stores are read, and upgraded by the first writable open.
+const FORMAT: u32 = 2;
+/// The lock file of format 1, which locked a file rather than the directory.
+const OLD_LOCK: &str = "LOCK";
 /// One sparse-index entry per this many bytes of segment.
 const INDEX_STRIDE: u64 = 4096;
 /// Bytes of cache accounted per event besides its key and value.
@@ -51,16 +61,22 @@ const EVENT_OVERHEAD: u64 = 64;
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct FileLog {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     sync: SyncPolicy,
     read_only: bool,
     segment_size: u64,
     checkpoint_bytes: u64,
     cache_limit: u64,
-    lock: Option<File>,
+    strict_recovery: bool,
+    lock: Option<lock::Held>,
     segments: Vec<Segment>,
     /// The last segment, open for appending (None when read-only or closed).
-    active: Option<Arc<File>>,
+    active: Option<Arc<dyn FsFile>>,
+    /// The active segment file's length (format 2: whole blocks, beyond the last record).
+    active_file_len: u64,
+    /// What recovery cut off the end of the log.
+    tail_repair: Option<TailRepair>,
     earliest: u64,
     /// The last revision written (and synced as the policy says).
     last: u64,
@@ -86,6 +102,96 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::io(format!("{what} {}", path.display()), e)
 }
 
+/// Zeroes a segment file from `off` on, keeping its length `len` (whole blocks).
+fn cut_after(file: &dyn FsFile, off: u64, len: u64) -> io::Result<()> {
+    file.set_len(off)?;
+    file.set_len(len)
+}
+
+/// Creates `dir` and its missing ancestors, syncing each new directory's parent so that the
+/// new entries survive a power loss.
+fn create_dirs(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    loop {
+        match fs.kind(p).map_err(|e| io_err("cannot access", p, e))? {
+            Some(true) => break,
+            Some(false) => {
+                return Err(Error::InvalidArgument(format!("{} exists and is not a directory", p.display())))
+            }
+            None => missing.push(p),
+        }
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match fs.create_dir(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_err("cannot create directory", d, e))
+            }
+            _ => {}
+        }
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        checkpoint::sync_dir(fs, parent)?;
+    }
+    Ok(())
+}
+
+/// A temporary file tidemark writes and renames into place (manifest, segment, checkpoint):
+/// one left behind was interrupted and is garbage.
+fn is_leftover_tmp(name: &str) -> bool {
+    name.strip_suffix(".tmp").is_some_and(|n| {
+        n == MANIFEST
+            || parse_numbered(n, "seg-", ".log").is_some()
+            || parse_numbered(n, "ckpt-", ".ckpt").is_some()
+    })
+}
+
+/// Creates a store in `dir`, which has no manifest. A directory holding anything but the
+/// leftovers of an interrupted creation is refused before anything is changed; the
+/// leftovers are removed (under the lock). The first segment is written before the
+/// manifest, so a store with a manifest always has its log.
+fn create_store(fs: &dyn Fs, dir: &Path, names: &[String], opts: &Options) -> Result<()> {
+    let shown = dir.display();
+    let first = Segment::name(1);
+    let (mut leftovers, mut log_files, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    for n in names {
+        let leftover = n == OLD_LOCK
+            || is_leftover_tmp(n)
+            || (*n == first && segment::holds_no_record(fs, &dir.join(n)));
+        if leftover {
+            leftovers.push(n.as_str());
+        } else if n.starts_with("seg-") || n.starts_with("ckpt-") {
+            log_files.push(n.as_str());
+        } else {
+            others.push(n.as_str());
+        }
+    }
+    if !log_files.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "{shown}: the {MANIFEST} file is missing but log files are there ({})",
+            log_files.join(", ")
+        )));
+    }
+    if !others.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{shown} is not empty and holds no tidemark store (found {})",
+            others.join(", ")
+        )));
+    }
+    if opts.read_only {
+        return Err(Error::NotFound(format!("{shown} holds no tidemark store (no {MANIFEST} file)")));
+    }
+    for n in leftovers {
+        let path = dir.join(n);
+        fs.remove(&path).map_err(|e| io_err("cannot remove the leftover", &path, e))?;
+    }
+    segment::create_segment_file(fs, dir, 1, opts.sync == SyncPolicy::Always)?;
+    write_atomic(fs, dir, MANIFEST, MANIFEST_TEXT.as_bytes())
+}
+
 /// Appends a commit to the in-memory tail of the log, dropping its oldest commits while it
 /// holds more than `limit` bytes.
 fn push_cache(cache: &mut MemoryLog, used: &mut u64, limit: u64, commit: &[Event]) {
@@ -107,35 +213,36 @@ fn push_cache(cache: &mut MemoryLog, used: &mut u64, limit: u64, commit: &[Event
 }
 
 impl FileLog {
-    /// Opens (or creates) the store in `dir`, calling `apply` for every event of the derived
-    /// state: first the checkpoint's keys (as PUT events), then the log after it.
-    pub fn open(dir: &Path, opts: &Options, apply: &mut dyn FnMut(&Event)) -> Result<FileLog> {
+    /// Opens (or creates) the store in `dir` on the file system `fs`, calling `apply` for
+    /// every event of the derived state: first the checkpoint's keys (as PUT events), then the
+    /// log after it.
+    pub(crate) fn open_on(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        opts: &Options,
+        apply: &mut dyn FnMut(&Event),
+    ) -> Result<FileLog> {
         let shown = dir.display();
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => {
+        match fs.kind(dir).map_err(|e| io_err("cannot access", dir, e))? {
+            Some(true) => {}
+            Some(false) => {
                 return Err(Error::InvalidArgument(format!("{shown} exists and is not a directory")))
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if opts.read_only {
-                    return Err(Error::NotFound(format!(
-                        "no store at {shown} (opened read-only, so none is created)"
-                    )));
-                }
-                fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
+            None if opts.read_only => {
+                return Err(Error::NotFound(format!(
+                    "no store at {shown} (opened read-only, so none is created)"
+                )))
             }
-            Err(e) => return Err(io_err("cannot access", dir, e)),
+            None => create_dirs(&*fs, dir)?,
         }
-        let manifest = dir.join(MANIFEST);
-        let has_manifest = manifest.exists();
-        if opts.read_only && !has_manifest {
-            return Err(Error::NotFound(format!("{shown} holds no tidemark store (no {MANIFEST} file)")));
-        }
-        let lock = lock::lock(dir, opts.read_only)?;
-        if has_manifest {
-            let text = fs::read_to_string(&manifest).map_err(|e| io_err("cannot read", &manifest, e))?;
-            let format = text
-                .strip_prefix("tidemark store\nformat ")
+        let lock = lock::lock(&*fs, dir, opts.read_only)?;
+        let names = fs.list(dir).map_err(|e| io_err("cannot list", dir, e))?;
+        let format = if names.iter().any(|n| n == MANIFEST) {
+            let manifest = dir.join(MANIFEST);
+            let text = fs.read(&manifest).map_err(|e| io_err("cannot read", &manifest, e))?;
+            let format = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| t.strip_prefix("tidemark store\nformat "))
                 .and_then(|rest| rest.trim_end().parse::<u32>().ok())
                 .ok_or_else(|| Error::Corrupt(format!("{}: not a tidemark manifest", manifest.display())))?;
             if format > FORMAT {
@@ -143,37 +250,26 @@ impl FileLog {
                     "{shown} holds a store of format {format}; this release reads format {FORMAT} and older"
                 )));
             }
+            format
         } else {
-            let others: Vec<String> = fs::read_dir(dir)
-                .map_err(|e| io_err("cannot list", dir, e))?
-                .filter_map(|d| d.ok())
-                .map(|d| d.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != LOCK)
-                .collect();
-            if others.iter().any(|n| n.starts_with("seg-") || n.starts_with("ckpt-")) {
-                return Err(Error::Corrupt(format!(
-                    "{shown}: the {MANIFEST} file is missing but log files are there"
-                )));
-            }
-            if !others.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "{shown} is not empty and holds no tidemark store (found {})",
-                    others.join(", ")
-                )));
-            }
-            write_atomic(dir, MANIFEST, MANIFEST_TEXT.as_bytes())?;
-        }
+            create_store(&*fs, dir, &names, opts)?;
+            FORMAT
+        };
 
         let mut log = FileLog {
+            fs,
             dir: dir.to_path_buf(),
             sync: opts.sync,
             read_only: opts.read_only,
             segment_size: opts.segment_size,
             checkpoint_bytes: opts.checkpoint_bytes,
             cache_limit: opts.cache_bytes,
-            lock,
+            strict_recovery: opts.strict_recovery,
+            lock: Some(lock),
             segments: Vec::new(),
             active: None,
+            active_file_len: 0,
+            tail_repair: None,
             earliest: 1,
             last: 0,
             staged_last: 0,
@@ -190,29 +286,42 @@ impl FileLog {
             flusher: None,
             closed: false,
         };
-        log.recover(apply)?;
-        if !log.read_only && log.active_always != (log.sync == SyncPolicy::Always) {
-            // The active segment's header must tell recovery how it was written.
-            let last = log.segments.last().expect("a writable store has a segment");
-            if last.len > SEGMENT_HEADER as u64 {
-                log.roll_unopened()?;
+        log.recover(apply, format)?;
+        if log.read_only {
+            return Ok(log);
+        }
+        let last = log.segments.last().expect("a writable store has a segment");
+        if !last.blocks || log.active_always != (log.sync == SyncPolicy::Always) {
+            // The active segment's header must tell recovery how it was written, and new
+            // records go to format-2 segments only.
+            if last.len > SEGMENT_HEADER as u64 || !last.blocks {
+                log.roll()?;
             } else {
-                let (path, base) = (last.path.clone(), last.base);
-                log.write_segment_header(&path, base)?;
+                let (path, file) = segment::create_segment_file(
+                    &*log.fs,
+                    &log.dir,
+                    last.base,
+                    log.sync == SyncPolicy::Always,
+                )?;
                 log.active_always = log.sync == SyncPolicy::Always;
+                log.active_file_len = codec::BLOCK;
+                let seg = log.segments.last_mut().expect("a segment");
+                seg.path = path;
+                log.active = Some(file);
             }
         }
-        if !log.read_only {
+        if format < FORMAT {
+            write_atomic(&*log.fs, &log.dir, MANIFEST, MANIFEST_TEXT.as_bytes())?;
+        }
+        if log.active.is_none() {
             let last = log.segments.last().expect("a writable store has a segment");
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&last.path)
-                .map_err(|e| io_err("cannot open", &last.path, e))?;
-            log.active = Some(Arc::new(file));
-            if log.sync == SyncPolicy::Interval {
-                log.start_flusher(Duration::from_millis(opts.sync_interval_ms));
-            }
+            let file =
+                log.fs.open(&last.path, Mode::Write).map_err(|e| io_err("cannot open", &last.path, e))?;
+            log.active_file_len = file.len().map_err(|e| io_err("cannot read", &last.path, e))?;
+            log.active = Some(file);
+        }
+        if log.sync == SyncPolicy::Interval {
+            log.start_flusher(Duration::from_millis(opts.sync_interval_ms));
         }
         Ok(log)
     }
@@ -262,7 +371,7 @@ impl FileLog {
             return Ok(());
         }
         if let Some(f) = &self.active {
-            if let Err(e) = f.sync_data() {
+            if let Err(e) = f.sync() {
                 let path = &self.segments.last().expect("active").path;
                 self.failed = Some(format!("cannot sync {}: {e}", path.display()));
                 return Err(io_err("cannot sync", path, e));
@@ -306,9 +415,20 @@ impl Storage for FileLog {
         let seg = self.segments.last().expect("active segment");
         let file = self.active.clone().expect("a writable store has an active segment");
         let base_off = seg.len;
+        // Format 2: the file is first grown (whole blocks, at least one zero frame after the
+        // new records), so a file whose length is not whole blocks was shortened by someone.
+        let need = (base_off + self.staged.len() as u64 + FRAME as u64).div_ceil(codec::BLOCK) * codec::BLOCK;
+        if need > self.active_file_len {
+            if let Err(e) = file.set_len(need) {
+                let err = io_err("cannot extend", &seg.path, e);
+                self.discard_staged();
+                return Err(err);
+            }
+            self.active_file_len = need;
+        }
         if let Err(e) = file.write_all_at(&self.staged, base_off) {
             // Nothing of a failed write may stay behind, or the next write would follow garbage.
-            if let Err(e2) = file.set_len(base_off) {
+            if let Err(e2) = cut_after(&*file, base_off, self.active_file_len) {
                 self.failed = Some(format!("cannot cut a failed write of {}: {e2}", seg.path.display()));
             }
             let err = io_err("cannot write", &seg.path, e);
@@ -317,9 +437,9 @@ impl Storage for FileLog {
         }
         match self.sync {
             SyncPolicy::Always => {
-                if let Err(e) = file.sync_data() {
+                if let Err(e) = file.sync() {
                     // What reached the disk is unknown: refuse further writes (reads go on).
-                    let _ = file.set_len(base_off);
+                    let _ = cut_after(&*file, base_off, self.active_file_len);
                     self.failed = Some(format!("cannot sync {}: {e}", seg.path.display()));
                     let err = io_err("cannot sync", &seg.path, e);
                     self.discard_staged();
@@ -429,11 +549,11 @@ impl Storage for FileLog {
             && self.segments[1].base - 1 <= self.last_checkpoint
         {
             let seg = self.segments.remove(0);
-            fs::remove_file(&seg.path).map_err(|e| io_err("cannot remove", &seg.path, e))?;
+            self.fs.remove(&seg.path).map_err(|e| io_err("cannot remove", &seg.path, e))?;
             removed_any = true;
         }
         if removed_any {
-            sync_dir(&self.dir)?;
+            self.sync_dir()?;
         }
         Ok(dropped)
     }
@@ -460,7 +580,7 @@ impl Storage for FileLog {
         self.stop_flusher();
         if let Some(f) = self.active.take() {
             if self.sync != SyncPolicy::Always {
-                let _ = f.sync_data();
+                let _ = f.sync();
             }
         }
         self.lock = None;
@@ -479,6 +599,7 @@ impl Storage for FileLog {
             read_only: self.read_only,
             last_checkpoint_revision: self.last_checkpoint,
             cached_events: self.cache.len() as u64,
+            tail_repair: self.tail_repair.clone(),
         }
     }
 }

@@ -1,14 +1,13 @@
 //! Segment files: naming, reading records with a bounded buffer, creating and rolling.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::checkpoint::sync_dir;
+use super::fs::{Fs, FsFile, Mode};
 use super::{io_err, FileLog, INDEX_STRIDE, READ_CHUNK};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -19,8 +18,11 @@ use crate::storage::codec::{self, Frame, FRAME, SEGMENT_HEADER};
 pub(super) struct Segment {
     pub(super) base: u64,
     pub(super) path: PathBuf,
-    /// Bytes of whole records (with the header); the file holds exactly this much.
+    /// Bytes of whole records (with the header). A closed segment's file also holds its seal
+    /// (format 2); the active segment's file is zero-padded to whole blocks (format 2).
     pub(super) len: u64,
+    /// Format 2: block-padded while active, sealed when closed (`codec::SEGMENT_BLOCKS`).
+    pub(super) blocks: bool,
     /// Sparse index `(first revision of a record, its offset)`; built on first use for
     /// segments not read at open.
     pub(super) index: Mutex<Option<Vec<(u64, u64)>>>,
@@ -34,7 +36,7 @@ impl Segment {
 
 /// Reads the records of a segment from some offset on, with a bounded buffer.
 pub(super) struct SegmentReader {
-    file: File,
+    file: Arc<dyn FsFile>,
     end: u64,
     buf: Vec<u8>,
     buf_off: u64,
@@ -43,9 +45,8 @@ pub(super) struct SegmentReader {
 }
 
 impl SegmentReader {
-    pub(super) fn open(path: &Path, start: u64, end: u64) -> Result<SegmentReader> {
-        let file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
-        Ok(SegmentReader { file, end, buf: Vec::new(), buf_off: start, pos: 0, filled: 0 })
+    pub(super) fn new(file: Arc<dyn FsFile>, start: u64, end: u64) -> SegmentReader {
+        SegmentReader { file, end, buf: Vec::new(), buf_off: start, pos: 0, filled: 0 }
     }
 
     pub(super) fn offset(&self) -> u64 {
@@ -105,32 +106,82 @@ impl SegmentReader {
     }
 }
 
-/// True when a whole, valid record of a revision at or after `expected` starts anywhere in
-/// `path` after `from`: then damage at `from` is not a torn tail but corruption.
-pub(super) fn valid_record_after(path: &Path, from: u64, end: u64, expected: u64) -> Result<bool> {
-    let file = File::open(path).map_err(|e| io_err("cannot open", path, e))?;
-    let start = from + 1;
-    if start >= end {
-        return Ok(false);
+/// What follows a damaged record at `from` of a segment (up to `end`): the spans
+/// `(first, count)` of the whole, valid commit records of revision `expected` or later found
+/// at any byte after it, and the end of the last non-zero byte. A valid record after the damage
+/// means the damage is not (only) a torn write.
+pub(super) fn after_damage(
+    file: &dyn FsFile,
+    from: u64,
+    end: u64,
+    expected: u64,
+) -> io::Result<(Vec<(u64, u64)>, u64)> {
+    if from >= end {
+        return Ok((Vec::new(), from));
     }
-    let mut rest = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut rest, start).map_err(|e| io_err("cannot read", path, e))?;
-    for p in 0..rest.len() {
+    let mut rest = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    let nonzero_end = from + rest.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+    let mut found = Vec::new();
+    let mut p = 1;
+    while p + FRAME + 3 <= rest.len() {
         let b = &rest[p..];
-        if b.len() < FRAME + 3 {
-            break;
-        }
         let len = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
         if len < 3 || FRAME + len > b.len() {
+            p += 1;
             continue;
         }
-        if let Frame::Record(payload, _) = codec::read_frame(b) {
-            if codec::record_span(payload).is_some_and(|(first, _)| first >= expected) {
-                return Ok(true);
-            }
+        match codec::read_frame(b) {
+            Frame::Record(payload, n) => match codec::record_span(payload) {
+                Some((first, count)) if first >= expected => {
+                    found.push((first, count));
+                    p += n;
+                }
+                _ => p += 1,
+            },
+            _ => p += 1,
         }
     }
-    Ok(false)
+    Ok((found, nonzero_end))
+}
+
+/// Creates `seg-<base>.log` atomically (format 2): a temporary file holding the header and
+/// zeros to one block, synced, renamed into place, the directory synced. A segment file
+/// therefore always has a whole header: one without is damage, never a crash.
+pub(super) fn create_segment_file(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+    always: bool,
+) -> Result<(PathBuf, Arc<dyn FsFile>)> {
+    let name = Segment::name(base);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut flags = codec::SEGMENT_BLOCKS;
+    if always {
+        flags |= codec::SEGMENT_SYNC_ALWAYS;
+    }
+    let write = || -> io::Result<Arc<dyn FsFile>> {
+        let f = fs.open(&tmp, Mode::Create)?;
+        f.write_all_at(&codec::segment_header(base, flags), 0)?;
+        f.set_len(codec::BLOCK)?;
+        f.sync()?;
+        Ok(f)
+    };
+    let file = write().map_err(|e| {
+        let _ = fs.remove(&tmp);
+        io_err("cannot create", &tmp, e)
+    })?;
+    fs.rename(&tmp, &path).map_err(|e| io_err("cannot rename into place", &path, e))?;
+    sync_dir(fs, dir)?;
+    Ok((path, file))
+}
+
+/// True when the segment file at `path` holds no record: at most one block, zero after its
+/// header (the first segment of a creation interrupted before the manifest was written).
+pub(super) fn holds_no_record(fs: &dyn Fs, path: &Path) -> bool {
+    fs.read(path)
+        .is_ok_and(|b| b.len() as u64 <= codec::BLOCK && b.iter().skip(SEGMENT_HEADER).all(|&x| x == 0))
 }
 
 pub(super) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
@@ -147,33 +198,18 @@ impl FileLog {
         }
     }
 
-    pub(super) fn write_segment_header(&self, path: &Path, base: u64) -> Result<File> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| io_err("cannot create", path, e))?;
-        let flags = if self.sync == SyncPolicy::Always { codec::SEGMENT_SYNC_ALWAYS } else { 0 };
-        f.write_all_at(&codec::segment_header(base, flags), 0)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_err("cannot write", path, e))?;
-        sync_dir(&self.dir)?;
-        Ok(f)
-    }
-
+    /// Makes a new empty segment at `base` the active one.
     pub(super) fn create_segment(&mut self, base: u64) -> Result<()> {
-        let path = self.dir.join(Segment::name(base));
-        let file = self.write_segment_header(&path, base)?;
+        let (path, file) = create_segment_file(&*self.fs, &self.dir, base, self.sync == SyncPolicy::Always)?;
         self.active_always = self.sync == SyncPolicy::Always;
+        self.active_file_len = codec::BLOCK;
         self.segments.push(Segment {
             base,
             path,
             len: SEGMENT_HEADER as u64,
+            blocks: true,
             index: Mutex::new(Some(Vec::new())),
         });
-        let file = Arc::new(file);
         if let Some((shared, _)) = &self.flusher {
             *shared.file.lock() = Some(file.clone());
         }
@@ -181,22 +217,32 @@ impl FileLog {
         Ok(())
     }
 
-    /// At open, before the active segment is opened: closes it (synced) and starts a new one.
-    pub(super) fn roll_unopened(&mut self) -> Result<()> {
-        let last = self.segments.last().expect("a segment");
-        File::open(&last.path)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_err("cannot sync", &last.path, e))?;
-        self.create_segment(self.last + 1)
+    /// Writes the seal after the last record of the (synced) segment `i`, then syncs it.
+    pub(super) fn seal(&self, i: usize, next: u64) -> Result<()> {
+        let seg = &self.segments[i];
+        let f = self.fs.open(&seg.path, Mode::Write).map_err(|e| io_err("cannot open", &seg.path, e))?;
+        f.write_all_at(&codec::seal(next), seg.len)
+            .and_then(|()| f.sync())
+            .map_err(|e| io_err("cannot seal", &seg.path, e))
     }
 
-    /// Closes the active segment (synced) and starts a new one at `last + 1`.
+    /// Closes the active segment (synced) and starts a new one at `last + 1`: the new one is
+    /// created first, then the old one sealed, so that a segment followed by a seal always has
+    /// its successor on disk (a sealed last segment means the next one was lost).
     pub(super) fn roll(&mut self) -> Result<()> {
-        if let Some(f) = &self.active {
-            let path = &self.segments.last().expect("active segment").path;
-            f.sync_data().map_err(|e| io_err("cannot sync", path, e))?;
+        let old = self.segments.len() - 1;
+        let old_path = self.segments[old].path.clone();
+        match &self.active {
+            Some(f) => f.sync(),
+            None => self.fs.open(&old_path, Mode::Read).and_then(|f| f.sync()),
         }
-        self.create_segment(self.last + 1)
+        .map_err(|e| io_err("cannot sync", &old_path, e))?;
+        let next = self.last + 1;
+        self.create_segment(next)?;
+        if self.segments[old].blocks {
+            self.seal(old, next)?;
+        }
+        Ok(())
     }
 
     /// Where to start reading segment `i` for revision `from`, from its sparse index
@@ -205,13 +251,16 @@ impl FileLog {
         let seg = &self.segments[i];
         let mut slot = seg.index.lock();
         if slot.is_none() {
-            let mut reader = SegmentReader::open(&seg.path, SEGMENT_HEADER as u64, seg.len)?;
+            let mut reader = self.reader(seg, SEGMENT_HEADER as u64)?;
             let mut index = Vec::new();
             let mut last_indexed = 0u64;
             while let Some((off, frame)) = reader.next().map_err(|e| io_err("cannot read", &seg.path, e))? {
                 let Frame::Record(payload, _) = frame else {
                     return Err(self.damaged(seg, off));
                 };
+                if codec::seal_next(payload).is_some() {
+                    break;
+                }
                 let (first, _) = codec::record_span(payload).ok_or_else(|| self.damaged(seg, off))?;
                 if index.is_empty() || off - last_indexed >= INDEX_STRIDE {
                     index.push((first, off));
@@ -223,6 +272,12 @@ impl FileLog {
         let index = slot.as_ref().expect("built");
         let at = index.partition_point(|&(rev, _)| rev <= from);
         Ok(if at == 0 { SEGMENT_HEADER as u64 } else { index[at - 1].1 })
+    }
+
+    /// A reader of segment `seg`'s records from `start` on.
+    fn reader(&self, seg: &Segment, start: u64) -> Result<SegmentReader> {
+        let file = self.fs.open(&seg.path, Mode::Read).map_err(|e| io_err("cannot open", &seg.path, e))?;
+        Ok(SegmentReader::new(file, start, seg.len))
     }
 
     pub(super) fn damaged(&self, seg: &Segment, off: u64) -> Error {
@@ -244,12 +299,19 @@ impl FileLog {
         while i < self.segments.len() && self.segments[i].base <= to {
             let seg = &self.segments[i];
             let start = self.start_offset(i, from)?;
-            let mut reader = SegmentReader::open(&seg.path, start, seg.len)?;
+            let mut reader = self.reader(seg, start)?;
+            // Where the records read end: a closed segment must end where the next one starts
+            // (one not read at open may have lost records at its end).
+            let mut end = None;
             while let Some((off, frame)) = reader.next().map_err(|e| io_err("cannot read", &seg.path, e))? {
                 let Frame::Record(payload, _) = frame else {
                     return Err(self.damaged(seg, off));
                 };
+                if codec::seal_next(payload).is_some() {
+                    break;
+                }
                 let (first, count) = codec::record_span(payload).ok_or_else(|| self.damaged(seg, off))?;
+                end = Some(first + count);
                 if first + count <= from {
                     continue;
                 }
@@ -271,6 +333,17 @@ impl FileLog {
                     if *matched >= limit && e.commit_end {
                         return Ok(Some(e.revision + 1));
                     }
+                }
+            }
+            if let (Some(end), Some(next)) = (end, self.segments.get(i + 1)) {
+                if end != next.base {
+                    return Err(Error::Corrupt(format!(
+                        "{}: ends at revision {} but the next segment starts at {}: revisions {end} to {} are lost",
+                        seg.path.display(),
+                        end - 1,
+                        next.base,
+                        next.base - 1
+                    )));
                 }
             }
             i += 1;
