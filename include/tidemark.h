@@ -431,6 +431,12 @@ typedef struct tidemark_selector {
 } tidemark_selector;
 
 /**
+ * A store clock: returns the time in ms since the Unix epoch. It may be called from any
+ * thread, also from several at once, while `tidemark_store_set_clock` has it installed.
+ */
+typedef uint64_t (*tidemark_clock_callback)(void *userdata);
+
+/**
  * An event of a stream. As input to `tidemark_store_append`: `id` is 16 bytes, or empty to
  * have one generated; `event_type`, `data` and `metadata` are copied; `stream`, `version`,
  * `revision` and `timestamp_ms` are ignored. As output (in a `tidemark_stream_events`
@@ -940,6 +946,16 @@ tidemark_status tidemark_store_tail_repair(const struct tidemark_store *store, u
  * `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
  */
 tidemark_status tidemark_store_status_json(const struct tidemark_store *store, char **out);
+
+/**
+ * Replaces the store's clock, from which every timestamp and TTL of the store's features
+ * (stream events, snapshots, contexts) is taken, with `callback(userdata)` (ms since the
+ * epoch); NULL `callback` goes back to the system clock. The store owns `userdata` from here
+ * on: `drop_userdata` (may be NULL) is called once, when the clock is replaced again, when the
+ * store is freed, or before this call returns if it fails; never while the callback runs. The callback may be called
+ * from any thread, also from several at once, and must not call into the store.
+ */
+tidemark_status tidemark_store_set_clock(struct tidemark_store *store, tidemark_clock_callback callback, void *userdata, tidemark_drop_callback drop_userdata);
 
 /**
  * Appends `count` events to `stream` atomically (all or none, consecutive versions and

@@ -136,6 +136,11 @@ impl Store {
         *self.inner.clock.write() = clock;
     }
 
+    /// Goes back to the system clock (undoes `set_clock`).
+    pub fn use_system_clock(&self) {
+        self.set_clock(Arc::new(system_clock));
+    }
+
     /// The store clock's time, in ms since the epoch.
     pub fn now_ms(&self) -> u64 {
         (self.inner.clock.read())()

@@ -162,5 +162,6 @@ void test_streams(void);
 void test_snapshots(void);
 /* test_contexts.c */
 void test_contexts(void);
+void test_contexts_clock(void);
 
 #endif

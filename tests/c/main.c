@@ -49,6 +49,7 @@ int main(void) {
   test_streams();
   test_snapshots();
   test_contexts();
+  test_contexts_clock();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {

@@ -28,6 +28,15 @@ static void check_sync(tidemark_store *s, int64_t client, tidemark_sync_kind wan
   }
 }
 
+static void check_sync_of(tidemark_store *s, const char *id, int64_t client, tidemark_sync_kind want) {
+  tidemark_sync_kind kind = 99;
+  uint64_t version = 0;
+  char *json = NULL;
+  CHECK_OK(tidemark_store_context_sync(s, S(id), client, &kind, &version, &json));
+  CHECK(kind == want);
+  tidemark_string_free(json);
+}
+
 typedef struct updater {
   tidemark_store *s;
   int t;
@@ -41,6 +50,54 @@ static void *update_fields(void *arg) {
     CHECK_OK(tidemark_store_context_update(u->s, S("shared"), patch, NULL));
   }
   return NULL;
+}
+
+typedef struct manual_clock {
+  uint64_t now; /* atomic */
+  int drops;
+} manual_clock;
+
+static uint64_t manual_now(void *userdata) {
+  return __atomic_load_n(&((manual_clock *)userdata)->now, __ATOMIC_SEQ_CST);
+}
+
+static void manual_drop(void *userdata) { ((manual_clock *)userdata)->drops++; }
+
+/* TTLs and cleanup with an injected clock: nothing sleeps. */
+void test_contexts_clock(void) {
+  section("contexts: TTLs and cleanup by an injected store clock");
+  tidemark_store *s = open_store("{\"delta_ttl_ms\": 100, \"context_ttl_ms\": 1000, \"context_auto_delete\": true}");
+  manual_clock clock = {5000, 0};
+  CHECK_OK(tidemark_store_set_clock(s, manual_now, &clock, manual_drop));
+  char *out = NULL;
+  CHECK_OK(tidemark_store_context_set(s, S("a"), "{\"v\":1}", NULL));
+  CHECK_OK(tidemark_store_context_update(s, S("a"), "{\"v\":2}", NULL));
+  CHECK_OK(tidemark_store_context_get(s, S("a"), &out));
+  CHECK(json_has(out, "\"created_ms\":5000"));
+  check_sync_of(s, "a", 1, TIDEMARK_SYNC_DELTA);
+  clock.now = 5100; /* delta 2 expired: FULL, then cleanup deletes it */
+  check_sync_of(s, "a", 1, TIDEMARK_SYNC_FULL);
+  uint64_t contexts = UNTOUCHED, deltas = UNTOUCHED;
+  CHECK_OK(tidemark_store_context_cleanup(s, 0, &contexts, &deltas));
+  CHECK(contexts == 0 && deltas == 1);
+  __atomic_store_n(&clock.now, 6000, __ATOMIC_SEQ_CST);
+  CHECK_OK(tidemark_store_context_cleanup(s, 0, &contexts, &deltas));
+  CHECK(contexts == 1 && deltas == 0);
+  CHECK_ST(tidemark_store_context_get(s, S("a"), &out), TIDEMARK_ERR_NOT_FOUND);
+  /* NULL goes back to the system clock and releases the manual one, exactly once. */
+  CHECK(clock.drops == 0);
+  CHECK_OK(tidemark_store_set_clock(s, NULL, NULL, NULL));
+  CHECK(clock.drops == 1);
+  CHECK_OK(tidemark_store_context_set(s, S("b"), "{}", NULL));
+  CHECK_OK(tidemark_store_context_get(s, S("b"), &out));
+  CHECK(json_has(out, "\"created_ms\":17"));  /* 17xxxxxxxxxxx ms: now */
+  /* A failed call releases the userdata too; the store frees the last clock on close. */
+  manual_clock other = {1, 0};
+  CHECK_NULL_ARG(tidemark_store_set_clock(NULL, manual_now, &other, manual_drop));
+  CHECK(other.drops == 1);
+  CHECK_OK(tidemark_store_set_clock(s, manual_now, &other, manual_drop));
+  tidemark_store_close(s);
+  CHECK(other.drops == 2);
 }
 
 void test_contexts(void) {
