@@ -126,6 +126,29 @@ def test_options_and_cleanup() -> None:
         Store(delta_threshold=-1)
 
 
+def test_ttls_with_an_injected_clock() -> None:
+    now = [5_000]
+    with Store(delta_ttl_ms=100, context_ttl_ms=1_000, context_auto_delete=True) as s:
+        s.set_clock(lambda: now[0])
+        s.context_set("a", {"v": 1})
+        s.context_update("a", {"v": 2})
+        c = s.context_get("a")
+        assert c is not None and (c.created_ms, c.updated_ms) == (5_000, 5_000)
+        assert s.context_sync("a", 1).kind == "delta"
+        now[0] = 5_100
+        assert s.context_sync("a", 1).kind == "full", "the delta expired"
+        assert s.context_cleanup() == (0, 1)
+        now[0] = 6_000
+        assert s.context_cleanup() == (1, 0)
+        assert s.context_get("a") is None
+        s.set_clock(None)
+        s.context_set("b", {})
+        b = s.context_get("b")
+        assert b is not None and b.created_ms > 1_600_000_000_000
+        with pytest.raises(TypeError):
+            s.set_clock(5)  # type: ignore[arg-type]
+
+
 def test_bad_input_changes_nothing() -> None:
     with Store(max_value_size=1024) as s:
         s.context_set("a", {"x": 1})

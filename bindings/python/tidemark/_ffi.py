@@ -525,6 +525,8 @@ store_context_deltas = declare(
     [_p, c_char_p, c_size_t, ("limit", c_size_t), ("offset", c_size_t), c_uint32, _pp],
     status=True,
 )
+CLOCK_CALLBACK = CFUNCTYPE(c_uint64, c_void_p)
+store_set_clock = declare("tidemark_store_set_clock", None, [_p, CLOCK_CALLBACK, _p, DROP_CALLBACK], status=True)
 store_context_cleanup = declare(
     "tidemark_store_context_cleanup", None, [_p, ("limit", c_size_t), _u64p, _u64p], status=True
 )

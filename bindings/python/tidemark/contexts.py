@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from ctypes import byref, c_uint32, c_uint64, c_void_p
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _ffi
 from ._util import Key, take_json_string, to_bytes
@@ -89,6 +89,27 @@ class ContextsMixin:
     """The context methods of :class:`~tidemark.Store` (see the module doc)."""
 
     _call: Any
+    _clock: Any = None
+
+    def set_clock(self, clock: Optional[Callable[[], int]]) -> None:
+        """Replaces the store's clock (ms since the epoch; every timestamp and TTL of streams,
+        snapshots and contexts comes from it) with ``clock``, a callable returning an int;
+        ``None`` goes back to the system clock. The library may call it from any thread that
+        uses the store; it must not use the store. An exception it raises is printed by
+        ctypes and the time read is 0."""
+        if clock is None:
+            self._call(_ffi.store_set_clock, _ffi.CLOCK_CALLBACK(), None, _ffi.DROP_CALLBACK())
+            self._clock = None
+            return
+        if not callable(clock):
+            raise TypeError(f"clock must be callable or None, not {type(clock).__name__}")
+
+        def now(_userdata: Any) -> int:
+            return int(clock())
+
+        callback = _ffi.CLOCK_CALLBACK(now)
+        self._call(_ffi.store_set_clock, callback, None, _ffi.DROP_CALLBACK())
+        self._clock = callback  # kept alive while the library may call it
 
     def _write(self, fn: Any, id: Key, value: Any) -> ContextWrite:
         i = to_bytes(id, "id")
