@@ -1,4 +1,4 @@
-/* contexts.c: the NIFs of contexts (tidemark_store_context_*). JSON travels as binaries both
+/* contexts.c: the NIFs of contexts (tidemark_store_context_*) and of the store's manual clock. JSON travels as binaries both
  * ways; src/tidemark.erl encodes maps to JSON and decodes the results with tidemark_json. On a
  * durable store every call that writes moves to a dirty I/O scheduler (DIRTY_IF_DURABLE). */
 #include "tidemark_nif.h"
@@ -150,4 +150,47 @@ ERL_NIF_TERM context_cleanup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     if (st != TIDEMARK_OK)
         return status_error(env, st);
     return make_ok(env, enif_make_tuple2(env, make_u64(env, contexts), make_u64(env, deltas)));
+}
+
+/* The manual clock: the store calls this from any thread; it reads the core's atomic time. The
+ * core outlives the store's use of the clock (it is freed only after the store is closed), so
+ * the clock needs no drop function. */
+static uint64_t manual_clock(void *userdata)
+{
+    return __atomic_load_n(&((tm_core *)userdata)->manual_now, __ATOMIC_SEQ_CST);
+}
+
+/* set_clock_nif(Store, Ms | system): a manual clock at Ms, or the system clock again. */
+ERL_NIF_TERM set_clock_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    uint64_t ms = 0;
+    int system = enif_is_identical(argv[1], enif_make_atom(env, "system"));
+    tidemark_status st;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || (!system && !get_u64(env, argv[1], &ms)))
+        return enif_make_badarg(env);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    __atomic_store_n(&r->core->manual_now, ms, __ATOMIC_SEQ_CST);
+    st = system ? tidemark_store_set_clock(s, NULL, NULL, NULL)
+                : tidemark_store_set_clock(s, manual_clock, r->core, NULL);
+    core_done(r->core);
+    return st == TIDEMARK_OK ? am_ok : status_error(env, st);
+}
+
+/* advance_clock_nif(Store, Ms): moves the manual clock forward; returns the new time. */
+ERL_NIF_TERM advance_clock_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    uint64_t ms, now;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_u64(env, argv[1], &ms))
+        return enif_make_badarg(env);
+    if (core_use(r->core) == NULL)
+        return closed_error(env);
+    now = __atomic_add_fetch(&r->core->manual_now, ms, __ATOMIC_SEQ_CST);
+    core_done(r->core);
+    return make_ok(env, make_u64(env, now));
 }

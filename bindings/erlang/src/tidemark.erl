@@ -43,7 +43,7 @@
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1,
          context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
-         context_list/2, context_deltas/3, context_cleanup/2,
+         context_list/2, context_deltas/3, context_cleanup/2, set_clock/2, advance_clock/2,
          append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
          open_named/3, whereis_store/1, stores/0, close_named/1]).
@@ -442,6 +442,21 @@ context_cleanup(Store, Limit) when is_integer(Limit), Limit >= 0 ->
     tidemark_nif:context_cleanup_nif(Store, Limit);
 context_cleanup(_, _) ->
     erlang:error(badarg).
+
+%% @doc The store's clock, from which every timestamp and TTL of its features comes:
+%% `{manual, Ms}' installs a manual clock at `Ms' (ms since the epoch) that only
+%% {@link advance_clock/2} moves (tests use it instead of sleeping); `system' goes back to the
+%% system clock.
+-spec set_clock(store(), {manual, non_neg_integer()} | system) -> ok | error().
+set_clock(Store, {manual, Ms}) when is_integer(Ms), Ms >= 0 -> tidemark_nif:set_clock_nif(Store, Ms);
+set_clock(Store, system) -> tidemark_nif:set_clock_nif(Store, system);
+set_clock(_, _) -> erlang:error(badarg).
+
+%% @doc Moves the manual clock forward by `Ms'; returns its new time. (Without a manual clock
+%% installed it only changes what a later `{manual, _}' would start from: nothing reads it.)
+-spec advance_clock(store(), non_neg_integer()) -> {ok, non_neg_integer()} | error().
+advance_clock(Store, Ms) when is_integer(Ms), Ms >= 0 -> tidemark_nif:advance_clock_nif(Store, Ms);
+advance_clock(_, _) -> erlang:error(badarg).
 
 list_opts(Opts) when is_map(Opts) ->
     case maps:keys(Opts) -- [limit, offset, order] of

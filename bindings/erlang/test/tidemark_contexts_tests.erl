@@ -106,6 +106,28 @@ cleanup_test() ->
         ?assertEqual({ok, {0, 0}}, tidemark:context_cleanup(S, 10))
     end).
 
+manual_clock_test() ->
+    with_store(#{delta_ttl_ms => 100, context_ttl_ms => 1000, context_auto_delete => true}, fun(S) ->
+        ok = tidemark:set_clock(S, {manual, 5000}),
+        {ok, _} = tidemark:context_set(S, <<"a">>, #{v => 1}),
+        {ok, _} = tidemark:context_update(S, <<"a">>, #{v => 2}),
+        {ok, #{created_ms := 5000, updated_ms := 5000}} = tidemark:context_get(S, <<"a">>),
+        {delta, _, 2} = tidemark:context_sync(S, <<"a">>, 1),
+        {ok, 5100} = tidemark:advance_clock(S, 100),
+        {full_context, _, 2} = tidemark:context_sync(S, <<"a">>, 1),
+        ?assertEqual({ok, {0, 1}}, tidemark:context_cleanup(S, 0)),
+        {ok, 6000} = tidemark:advance_clock(S, 900),
+        ?assertEqual({ok, {1, 0}}, tidemark:context_cleanup(S, 0)),
+        ok = tidemark:set_clock(S, system),
+        {ok, _} = tidemark:context_set(S, <<"b">>, #{}),
+        {ok, #{created_ms := Now}} = tidemark:context_get(S, <<"b">>),
+        ?assert(Now > 1600000000000),
+        ?assertError(badarg, tidemark:set_clock(S, {manual, -1})),
+        ?assertError(badarg, tidemark:advance_clock(S, -1)),
+        tidemark:close(S),
+        ?assertEqual({error, closed}, tidemark:set_clock(S, system))
+    end).
+
 bad_input_test() ->
     with_store(#{max_value_size => 1024}, fun(S) ->
         {ok, _} = tidemark:context_set(S, <<"a">>, #{x => 1}),
