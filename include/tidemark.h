@@ -654,6 +654,26 @@ tidemark_status tidemark_store_context_deltas(const struct tidemark_store *store
 tidemark_status tidemark_store_context_cleanup(struct tidemark_store *store, size_t limit, uint64_t *contexts_out, uint64_t *deltas_out);
 
 /**
+ * Starts the store's cleanup thread: one `tidemark_store_context_cleanup(store, limit)` pass
+ * every `interval_ms` (> 0, else `TIDEMARK_ERR_INVALID_ARGUMENT`) until
+ * `tidemark_store_context_cleaner_stop` or `tidemark_store_close`. When it runs already, this
+ * sets its interval and limit. Its state is `"context_cleaner"` in the status JSON.
+ */
+tidemark_status tidemark_store_context_cleaner_start(struct tidemark_store *store, uint64_t interval_ms, size_t limit);
+
+/**
+ * Changes the running cleanup thread's interval (the next pass is `interval_ms` from now);
+ * `TIDEMARK_ERR_NOT_FOUND` when none runs.
+ */
+tidemark_status tidemark_store_context_cleaner_set_interval(struct tidemark_store *store, uint64_t interval_ms);
+
+/**
+ * Stops the cleanup thread and waits for it (a pass under way completes first); writes
+ * whether one was running to `*was_running_out` (may be NULL). Stopping none is no error.
+ */
+tidemark_status tidemark_store_context_cleaner_stop(struct tidemark_store *store, bool *was_running_out);
+
+/**
  * The number of events in the batch (0 for NULL).
  */
 size_t tidemark_events_len(const struct tidemark_events *events);

@@ -399,3 +399,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_cleanup_thread_runs_until_stopped_or_closed() {
+    let (s, now) = clocked(r#"{"context_ttl_ms":10,"context_auto_delete":true}"#);
+    let passes = |s: &Store| s.status().unwrap()["context_cleaner"]["passes"].as_u64().unwrap();
+    assert!(matches!(s.context_cleaner_start(0, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(s.context_cleaner_set_interval(5), Err(Error::NotFound(_))));
+    assert!(!s.context_cleaner_stop());
+    s.context_set(b"a", &json!({})).unwrap();
+    s.context_cleaner_start(1, 0).unwrap();
+    assert_eq!(s.status().unwrap()["context_cleaner"]["running"], true);
+    // Passes run, but nothing expired yet by the injected clock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while passes(&s) < 3 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(s.context_get(b"a").is_ok());
+    now.store(1_000_000, Ordering::SeqCst);
+    while s.context_get(b"a").is_ok() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(s.context_get(b"a").is_err(), "the thread deleted the expired context");
+    s.context_cleaner_set_interval(3_600_000).unwrap();
+    s.context_cleaner_start(2, 1).unwrap();
+    assert_eq!(s.status().unwrap()["context_cleaner"]["interval_ms"], 2);
+    assert!(s.context_cleaner_stop());
+    assert_eq!(s.status().unwrap()["context_cleaner"]["running"], false);
+    let after = passes(&s);
+    s.context_set(b"b", &json!({})).unwrap();
+    assert_eq!(passes(&s), after, "stopped means stopped");
+    // Close stops a running thread (and the store's handle it holds is released).
+    s.context_cleaner_start(1, 0).unwrap();
+    s.close();
+    assert!(matches!(s.context_cleaner_start(1, 0), Err(Error::Closed)));
+    assert!(!s.context_cleaner_stop());
+}

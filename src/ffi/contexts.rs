@@ -263,3 +263,46 @@ pub unsafe extern "C" fn tidemark_store_context_cleanup(
         Ok(())
     })
 }
+
+/// Starts the store's cleanup thread: one `tidemark_store_context_cleanup(store, limit)` pass
+/// every `interval_ms` (> 0, else `TIDEMARK_ERR_INVALID_ARGUMENT`) until
+/// `tidemark_store_context_cleaner_stop` or `tidemark_store_close`. When it runs already, this
+/// sets its interval and limit. Its state is `"context_cleaner"` in the status JSON.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_cleaner_start(
+    store: *mut tidemark_store,
+    interval_ms: u64,
+    limit: usize,
+) -> tidemark_status {
+    guard(|| {
+        try_ref(store, "store")?.context_cleaner_start(interval_ms, limit)?;
+        Ok(())
+    })
+}
+
+/// Changes the running cleanup thread's interval (the next pass is `interval_ms` from now);
+/// `TIDEMARK_ERR_NOT_FOUND` when none runs.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_cleaner_set_interval(
+    store: *mut tidemark_store,
+    interval_ms: u64,
+) -> tidemark_status {
+    guard(|| {
+        try_ref(store, "store")?.context_cleaner_set_interval(interval_ms)?;
+        Ok(())
+    })
+}
+
+/// Stops the cleanup thread and waits for it (a pass under way completes first); writes
+/// whether one was running to `*was_running_out` (may be NULL). Stopping none is no error.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_cleaner_stop(
+    store: *mut tidemark_store,
+    was_running_out: *mut bool,
+) -> tidemark_status {
+    guard(|| {
+        let was = try_ref(store, "store")?.context_cleaner_stop();
+        put_out(was_running_out, was);
+        Ok(())
+    })
+}

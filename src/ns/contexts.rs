@@ -18,6 +18,10 @@
 //! document and every delta in one commit; the id is then free and a new write starts again
 //! at version 1.
 
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use super::streams::check_name;
@@ -446,4 +450,135 @@ pub(crate) fn count(kv: &Kv) -> usize {
     let mut n = 0;
     kv.range(&Selector::Prefix(prefix), 0, &mut |_| n += 1);
     n
+}
+
+/// The store's periodic cleanup thread (`context_cleaner_start`): one `context_cleanup(limit)`
+/// pass every `interval_ms` until stopped or the store closes.
+#[derive(Default)]
+pub(crate) struct Cleaner {
+    state: Mutex<CleanerState>,
+    wake: Condvar,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CleanerState {
+    running: bool,
+    stop: bool,
+    interval_ms: u64,
+    limit: usize,
+    /// Bumped by every change, so a waiting thread starts its interval again.
+    generation: u64,
+    passes: u64,
+}
+
+impl Cleaner {
+    /// Stops the thread (if any) and waits for it; true when one was running.
+    pub(crate) fn stop(&self) -> bool {
+        let handle = {
+            let mut t = self.thread.lock();
+            let h = t.take();
+            let mut st = self.state.lock();
+            st.stop = true;
+            st.running = false;
+            st.generation += 1;
+            self.wake.notify_all();
+            h
+        };
+        match handle {
+            Some(h) => {
+                let _ = h.join();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `{running, interval_ms, limit, passes}` for the store's status.
+    pub(crate) fn status(&self) -> Value {
+        let st = self.state.lock();
+        serde_json::json!({"running": st.running, "interval_ms": st.interval_ms, "limit": st.limit, "passes": st.passes})
+    }
+
+    fn run(store: Store) {
+        let c = store.cleaner();
+        loop {
+            let limit = {
+                let mut st = c.state.lock();
+                loop {
+                    if st.stop {
+                        return;
+                    }
+                    let generation = st.generation;
+                    let deadline = Instant::now() + Duration::from_millis(st.interval_ms);
+                    while !st.stop && st.generation == generation && Instant::now() < deadline {
+                        c.wake.wait_until(&mut st, deadline);
+                    }
+                    if !st.stop && st.generation == generation {
+                        break st.limit;
+                    }
+                }
+            };
+            if let Err(Error::Closed) = store.context_cleanup(limit) {
+                return;
+            }
+            c.state.lock().passes += 1;
+        }
+    }
+}
+
+impl Store {
+    /// Starts the store's cleanup thread: a `context_cleanup(limit)` pass every `interval_ms`
+    /// (> 0) until `context_cleaner_stop` or the store closes. When it runs already, this sets
+    /// its interval and limit (the next pass is `interval_ms` from now).
+    pub fn context_cleaner_start(&self, interval_ms: u64, limit: usize) -> Result<()> {
+        if interval_ms == 0 {
+            return Err(Error::InvalidArgument("a cleanup interval must be at least 1 ms".into()));
+        }
+        self.read_kv(|_| ())?;
+        let c = self.cleaner();
+        let mut thread = c.thread.lock();
+        {
+            let mut st = c.state.lock();
+            st.interval_ms = interval_ms;
+            st.limit = limit;
+            st.generation += 1;
+            st.stop = false;
+            st.running = true;
+            c.wake.notify_all();
+        }
+        if thread.is_none() {
+            let store = self.handle();
+            let spawned = std::thread::Builder::new()
+                .name("tidemark-cleanup".into())
+                .spawn(move || Cleaner::run(store))
+                .map_err(|e| Error::io("cannot start the cleanup thread", e))?;
+            *thread = Some(spawned);
+        }
+        Ok(())
+    }
+
+    /// Changes the running cleanup thread's interval (the next pass is `interval_ms` from
+    /// now); `NotFound` when none runs.
+    pub fn context_cleaner_set_interval(&self, interval_ms: u64) -> Result<()> {
+        if interval_ms == 0 {
+            return Err(Error::InvalidArgument("a cleanup interval must be at least 1 ms".into()));
+        }
+        let c = self.cleaner();
+        let _thread = c.thread.lock();
+        let mut st = c.state.lock();
+        if !st.running {
+            return Err(Error::NotFound("no cleanup thread runs".into()));
+        }
+        st.interval_ms = interval_ms;
+        st.generation += 1;
+        c.wake.notify_all();
+        Ok(())
+    }
+
+    /// Stops the cleanup thread and waits until it has finished (a pass under way completes
+    /// first); returns whether one was running.
+    pub fn context_cleaner_stop(&self) -> bool {
+        self.cleaner().stop()
+    }
 }

@@ -84,6 +84,28 @@ void test_contexts_clock(void) {
   CHECK_OK(tidemark_store_context_cleanup(s, 0, &contexts, &deltas));
   CHECK(contexts == 1 && deltas == 0);
   CHECK_ST(tidemark_store_context_get(s, S("a"), &out), TIDEMARK_ERR_NOT_FOUND);
+  /* The cleanup thread: it deletes what expires by the clock, until stopped. */
+  CHECK_OK(tidemark_store_context_set(s, S("t"), "{}", NULL));
+  CHECK_ST(tidemark_store_context_cleaner_set_interval(s, 5), TIDEMARK_ERR_NOT_FOUND);
+  CHECK_ST(tidemark_store_context_cleaner_start(s, 0, 0), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK_OK(tidemark_store_context_cleaner_start(s, 1, 0));
+  CHECK_OK(tidemark_store_context_cleaner_set_interval(s, 2));
+  __atomic_store_n(&clock.now, 100000, __ATOMIC_SEQ_CST);
+  double until = now_s() + WAIT_S;
+  tidemark_status st = TIDEMARK_OK;
+  while ((st = tidemark_store_context_get(s, S("t"), &out)) == TIDEMARK_OK && now_s() < until) {
+    tidemark_string_free(out);
+    sleep_ms(1);
+  }
+  CHECK(st == TIDEMARK_ERR_NOT_FOUND);
+  bool was = false;
+  CHECK_OK(tidemark_store_context_cleaner_stop(s, &was));
+  CHECK(was);
+  CHECK_OK(tidemark_store_context_cleaner_stop(s, NULL));
+  CHECK_NULL_ARG(tidemark_store_context_cleaner_start(NULL, 1, 0));
+  CHECK_NULL_ARG(tidemark_store_context_cleaner_set_interval(NULL, 1));
+  CHECK_NULL_ARG(tidemark_store_context_cleaner_stop(NULL, &was));
+  CHECK_OK(tidemark_store_context_cleaner_start(s, 1000, 0)); /* still running at close */
   /* NULL goes back to the system clock and releases the manual one, exactly once. */
   CHECK(clock.drops == 0);
   CHECK_OK(tidemark_store_set_clock(s, NULL, NULL, NULL));

@@ -194,3 +194,44 @@ ERL_NIF_TERM advance_clock_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     core_done(r->core);
     return make_ok(env, make_u64(env, now));
 }
+
+/* context_cleaner_nif(Store, start, {IntervalMs, Limit}) | (Store, interval, IntervalMs) |
+ * (Store, stop, _): the store's cleanup thread. Runs on a dirty I/O scheduler (stop waits for a
+ * pass under way). */
+ERL_NIF_TERM context_cleaner_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    uint64_t interval = 0, limit = 0;
+    const ERL_NIF_TERM *el;
+    int arity, which;
+    bool was = false;
+    tidemark_status st;
+    (void)argc;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if (enif_is_identical(argv[1], enif_make_atom(env, "start"))) {
+        if (!enif_get_tuple(env, argv[2], &arity, &el) || arity != 2 || !get_u64(env, el[0], &interval)
+            || !get_u64(env, el[1], &limit) || limit > SIZE_MAX)
+            return enif_make_badarg(env);
+        which = 0;
+    } else if (enif_is_identical(argv[1], enif_make_atom(env, "interval"))) {
+        if (!get_u64(env, argv[2], &interval))
+            return enif_make_badarg(env);
+        which = 1;
+    } else if (enif_is_identical(argv[1], enif_make_atom(env, "stop"))) {
+        which = 2;
+    } else {
+        return enif_make_badarg(env);
+    }
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = which == 0 ? tidemark_store_context_cleaner_start(s, interval, (size_t)limit)
+       : which == 1 ? tidemark_store_context_cleaner_set_interval(s, interval)
+                    : tidemark_store_context_cleaner_stop(s, &was);
+    core_done(r->core);
+    if (st != TIDEMARK_OK)
+        return status_error(env, st);
+    return which == 2 ? make_ok(env, was ? am_true : am_false) : am_ok;
+}
+

@@ -90,6 +90,7 @@ static ErlNifFunc nif_funcs[] = {
     {"context_cleanup_nif", 2, context_cleanup_nif, 0},
     {"set_clock_nif", 2, set_clock_nif, 0},
     {"advance_clock_nif", 2, advance_clock_nif, 0},
+    {"context_cleaner_nif", 3, context_cleaner_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* stop joins */
     /* streams.c: big reads and writes move themselves to dirty schedulers */
     {"append_events_nif", 4, append_events_nif, 0},
     {"read_stream_nif", 5, read_stream_nif, 0},

@@ -172,6 +172,7 @@ TM_NIF(follower_dropped_nif)
 /* contexts.c */
 TM_NIF(context_write_nif) TM_NIF(context_get_nif) TM_NIF(context_delete_nif) TM_NIF(context_sync_nif)
 TM_NIF(context_list_nif) TM_NIF(context_cleanup_nif) TM_NIF(set_clock_nif) TM_NIF(advance_clock_nif)
+TM_NIF(context_cleaner_nif)
 /* streams.c */
 TM_NIF(append_events_nif) TM_NIF(read_stream_nif) TM_NIF(stream_version_nif) TM_NIF(list_streams_nif)
 TM_NIF(delete_stream_nif) TM_NIF(snapshot_record_nif) TM_NIF(snapshot_read_nif) TM_NIF(snapshot_delete_nif)

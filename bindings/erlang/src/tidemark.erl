@@ -44,6 +44,7 @@
          follow/3, follower_status/1, stop_follower/1,
          context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
          context_list/2, context_deltas/3, context_cleanup/2, set_clock/2, advance_clock/2,
+         context_cleaner_start/3, context_cleaner_set_interval/2, context_cleaner_stop/1,
          append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
          open_named/3, whereis_store/1, stores/0, close_named/1]).
@@ -457,6 +458,25 @@ set_clock(_, _) -> erlang:error(badarg).
 -spec advance_clock(store(), non_neg_integer()) -> {ok, non_neg_integer()} | error().
 advance_clock(Store, Ms) when is_integer(Ms), Ms >= 0 -> tidemark_nif:advance_clock_nif(Store, Ms);
 advance_clock(_, _) -> erlang:error(badarg).
+
+%% @doc Starts the store's cleanup thread: one {@link context_cleanup/2} pass every
+%% `IntervalMs' (> 0) until {@link context_cleaner_stop/1} or close; when it runs already,
+%% sets its interval and limit. `status/1' shows it as `context_cleaner'.
+-spec context_cleaner_start(store(), pos_integer(), non_neg_integer()) -> ok | error().
+context_cleaner_start(Store, IntervalMs, Limit)
+  when is_integer(IntervalMs), IntervalMs >= 0, is_integer(Limit), Limit >= 0 ->
+    tidemark_nif:context_cleaner_nif(Store, start, {IntervalMs, Limit});
+context_cleaner_start(_, _, _) -> erlang:error(badarg).
+
+%% @doc Changes the running cleanup thread's interval; `{error, not_found}' when none runs.
+-spec context_cleaner_set_interval(store(), pos_integer()) -> ok | error().
+context_cleaner_set_interval(Store, IntervalMs) when is_integer(IntervalMs), IntervalMs >= 0 ->
+    tidemark_nif:context_cleaner_nif(Store, interval, IntervalMs);
+context_cleaner_set_interval(_, _) -> erlang:error(badarg).
+
+%% @doc Stops the cleanup thread and waits for it; `{ok, WasRunning}'.
+-spec context_cleaner_stop(store()) -> {ok, boolean()} | error().
+context_cleaner_stop(Store) -> tidemark_nif:context_cleaner_nif(Store, stop, undefined).
 
 list_opts(Opts) when is_map(Opts) ->
     case maps:keys(Opts) -- [limit, offset, order] of

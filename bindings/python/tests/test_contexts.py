@@ -141,6 +141,24 @@ def test_ttls_with_an_injected_clock() -> None:
         now[0] = 6_000
         assert s.context_cleanup() == (1, 0)
         assert s.context_get("a") is None
+        s.context_set("t", {})
+        with pytest.raises(tidemark.NotFoundError):
+            s.set_context_cleaner_interval(5)
+        with pytest.raises(tidemark.InvalidArgumentError):
+            s.start_context_cleaner(0)
+        s.start_context_cleaner(1)
+        s.set_context_cleaner_interval(2)
+        assert s.status()["context_cleaner"]["running"] is True
+        now[0] = 100_000
+        import time
+
+        deadline = time.monotonic() + 20
+        while s.context_get("t") is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert s.context_get("t") is None, "the cleanup thread deleted it"
+        assert s.stop_context_cleaner() is True
+        assert s.stop_context_cleaner() is False
+        s.start_context_cleaner(60_000)  # still running at close: close stops it
         s.set_clock(None)
         s.context_set("b", {})
         b = s.context_get("b")

@@ -525,6 +525,13 @@ store_context_deltas = declare(
     [_p, c_char_p, c_size_t, ("limit", c_size_t), ("offset", c_size_t), c_uint32, _pp],
     status=True,
 )
+store_context_cleaner_start = declare(
+    "tidemark_store_context_cleaner_start", None, [_p, ("interval_ms", c_uint64), ("limit", c_size_t)], status=True
+)
+store_context_cleaner_set_interval = declare(
+    "tidemark_store_context_cleaner_set_interval", None, [_p, ("interval_ms", c_uint64)], status=True
+)
+store_context_cleaner_stop = declare("tidemark_store_context_cleaner_stop", None, [_p, POINTER(c_bool)], status=True)
 CLOCK_CALLBACK = CFUNCTYPE(c_uint64, c_void_p)
 store_set_clock = declare("tidemark_store_set_clock", None, [_p, CLOCK_CALLBACK, _p, DROP_CALLBACK], status=True)
 store_context_cleanup = declare(

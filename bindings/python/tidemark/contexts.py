@@ -12,7 +12,7 @@ and nothing is written.
 from __future__ import annotations
 
 import json
-from ctypes import byref, c_uint32, c_uint64, c_void_p
+from ctypes import byref, c_bool, c_uint32, c_uint64, c_void_p
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _ffi
@@ -191,3 +191,21 @@ class ContextsMixin:
         contexts, deltas = c_uint64(), c_uint64()
         self._call(_ffi.store_context_cleanup, limit, byref(contexts), byref(deltas))
         return contexts.value, deltas.value
+
+    def start_context_cleaner(self, interval_ms: int, limit: int = 0) -> None:
+        """Starts the store's cleanup thread: one :meth:`context_cleanup` pass every
+        ``interval_ms`` (> 0) until :meth:`stop_context_cleaner` or close; when it runs
+        already, sets its interval and limit. ``status()["context_cleaner"]`` shows it."""
+        self._call(_ffi.store_context_cleaner_start, interval_ms, limit)
+
+    def set_context_cleaner_interval(self, interval_ms: int) -> None:
+        """Changes the running cleanup thread's interval (:class:`~tidemark.NotFoundError`
+        when none runs)."""
+        self._call(_ffi.store_context_cleaner_set_interval, interval_ms)
+
+    def stop_context_cleaner(self) -> bool:
+        """Stops the cleanup thread and waits for it; returns whether one was running."""
+        was = c_bool()
+        self._call(_ffi.store_context_cleaner_stop, byref(was))
+        return was.value
+
