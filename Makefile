@@ -141,6 +141,7 @@ bench: build
 	$(CARGO) bench --bench core
 	$(CARGO) bench --bench durable
 	$(CARGO) bench --bench lockstep
+	$(CARGO) bench --bench lockstep_clients
 	$(CARGO) bench --bench streams
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench

@@ -64,8 +64,8 @@ fn fill(store: &Store, n: u64) {
 fn read_feed(url: &str) -> u64 {
     let u = Url::parse(url).unwrap();
     let stop = AtomicBool::new(false);
-    let s = http::connect(&u, Duration::from_secs(5), &stop).unwrap();
-    let mut r = http::request(s, "GET", &u, &[], b"", Duration::from_secs(60), &stop).unwrap();
+    let client = http::Client::new(None, Duration::from_secs(5)).unwrap();
+    let mut r = client.request("GET", &u, &[], b"", Duration::from_secs(60), &stop).unwrap();
     assert_eq!(r.status, 200);
     let mut body = Vec::with_capacity(1 << 20);
     let mut lines = 0;

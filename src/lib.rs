@@ -8,6 +8,7 @@ mod error;
 mod event;
 pub mod ffi;
 mod kv;
+#[cfg(feature = "http")]
 pub mod lockstep;
 mod ns;
 mod op;

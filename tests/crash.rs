@@ -92,12 +92,26 @@ fn sigkill_never_loses_acknowledged_writes() {
             ],
         );
         let stdout = child.stdout.take().unwrap();
+        let (opened_tx, opened) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("OPEN ") {
+                    let _ = opened_tx.send(());
+                }
+                lines.push(line);
+            }
+            lines
         });
-        // Let the child open the store (it prints OPEN) in most rounds, then kill it at a
-        // random moment; some rounds kill it while it is still opening.
+        // Most rounds wait until the child has opened the store (it prints OPEN), however
+        // slow the machine is, then kill it at a random moment of its writes; every fifth
+        // round kills it at a random moment from its start, often while it creates or opens
+        // the store. (The deterministic kill points of creation and recovery are in the
+        // power-loss simulation, src/storage/file/power_loss.rs.)
         let delay = 2 + mix(0x5eed ^ round) % 150;
+        if round % 5 != 0 {
+            let _ = opened.recv_timeout(Duration::from_secs(120));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -3,173 +3,63 @@
 //!
 //! Exit codes: 0 success, 1 failure, 2 bad usage, 3 key not found.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use tidemark::lockstep::{http, FollowEvent, FollowOptions, Follower, Server, ServerOptions};
 use tidemark::{Error, Event, EventKind, Selector, Store, WatchOptions};
 
-const MAIN_HELP: &str = "\
-tidemark: an embeddable change-feed engine, at the command line.
-
-Usage: tidemark <command> [options] [arguments]
-
-Commands:
-  put       set a key:                 tidemark put --store DIR KEY [VALUE|-]
-  get       print a key's value:        tidemark get --store DIR KEY
-  delete    delete a key:               tidemark delete --store DIR KEY
-  changes   print the change log:       tidemark changes --store DIR [--from N] [--prefix P]
-  watch     print changes as they come: tidemark watch --store DIR | --url URL
-  compact   drop old log entries:       tidemark compact --store DIR --keep REV
-  status    print the store's status:   tidemark status --store DIR
-  serve     serve lockstep feeds:       tidemark serve --store DIR --addr 127.0.0.1:4567
-  follow    mirror a lockstep feed:     tidemark follow --store DIR --url URL --into PREFIX
-  bench     quick core benchmarks:      tidemark bench [--quick]
-
-`tidemark <command> --help` describes each command. --store DIR is a directory holding a
-durable store (created if missing); only one process can open it at a time.
-Exit codes: 0 success, 1 failure, 2 bad usage, 3 key not found.";
-
-const STORE_OPTS: &str = "\
-  --store DIR        the store's directory (created if missing)
-  --options JSON     store options, e.g. '{\"sync\":\"none\"}'";
-
-struct Cmd {
-    name: &'static str,
-    usage: &'static str,
-    /// Flags that take a value.
-    valued: &'static [&'static str],
-    /// Flags without a value.
-    switches: &'static [&'static str],
+/// tidemark: an embeddable change-feed engine, at the command line.
+#[derive(Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    arg_required_else_help = true,
+    after_help = "--store DIR is a directory holding a durable store (created if missing); only one process can \
+                  open it at a time.\nExit codes: 0 success, 1 failure, 2 bad usage, 3 key not found."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-const COMMANDS: &[Cmd] = &[
-    Cmd {
-        name: "put",
-        usage: "tidemark put --store DIR KEY [VALUE]\n\nSets KEY to VALUE (read from standard input when VALUE is omitted or '-') and\nprints the new revision.\n\n  --expect REV       only if the key's mod_revision is REV (0 = the key must not exist)",
-        valued: &["store", "options", "expect"],
-        switches: &[],
-    },
-    Cmd {
-        name: "get",
-        usage: "tidemark get --store DIR KEY\n\nPrints KEY's value. Exit code 3 when the key does not exist.\n\n  --meta             print a JSON object with the value and its revisions instead",
-        valued: &["store", "options"],
-        switches: &["meta"],
-    },
-    Cmd {
-        name: "delete",
-        usage: "tidemark delete --store DIR KEY\n\nDeletes KEY and prints the revision of the delete. Exit code 3 when it does not exist.",
-        valued: &["store", "options"],
-        switches: &[],
-    },
-    Cmd {
-        name: "changes",
-        usage: "tidemark changes --store DIR [--from N] [--to N] [--limit N] [--prefix P | --key K]\n\nPrints the changes in [from, to] as NDJSON, one event per line:\n{\"revision\":..,\"kind\":\"put\"|\"delete\",\"key\":..,\"value\":..,\"version\":..,\"create_revision\":..}\n\n  --from N           first revision (default: the earliest retained)\n  --to N             last revision (default: the current one)\n  --limit N          at most N events (default: all)\n  --prefix P         only keys starting with P\n  --key K            only the key K",
-        valued: &["store", "options", "from", "to", "limit", "prefix", "key"],
-        switches: &[],
-    },
-    Cmd {
-        name: "watch",
-        usage: "tidemark watch --store DIR [--prefix P] [--from N]\ntidemark watch --url URL [--token T]\n\nPrints changes as NDJSON until interrupted (like tail -f).\nWith --store: the store's events (replayed from --from, then live). A directory store can\nbe open in one process only, so to watch a store another process writes, serve it\n(tidemark serve) and watch its feed with --url.\nWith --url: the records of a lockstep feed, e.g. http://127.0.0.1:4567/servers/, as they\nchange, resuming from the last updated_at after a dropped connection.\n\n  --prefix P         only keys starting with P\n  --from N           replay from revision N first (default: only new changes)\n  --url URL          a lockstep feed\n  --token T          bearer token for the feed",
-        valued: &["store", "options", "prefix", "from", "url", "token"],
-        switches: &[],
-    },
-    Cmd {
-        name: "compact",
-        usage: "tidemark compact --store DIR (--keep REV | --retain N)\n\nDrops log entries below revision REV (or all but the last N revisions); the keys' current\nstate is kept. Prints the number of entries dropped.",
-        valued: &["store", "options", "keep", "retain"],
-        switches: &[],
-    },
-    Cmd {
-        name: "status",
-        usage: "tidemark status --store DIR\n\nPrints the store's status as JSON (revisions, keys, disk use, options).",
-        valued: &["store", "options"],
-        switches: &[],
-    },
-    Cmd {
-        name: "serve",
-        usage: "tidemark serve (--store DIR | --memory) [--addr 127.0.0.1:4567] [--writable] [--token T]\n\nServes lockstep feeds over HTTP until interrupted: GET /<path>/<since> (or ?since=N)\nanswers the records of the keys under /<path>/ as NDJSON; add follow=true for live changes.\nPrints `listening on http://ADDR` once ready.\n\n  --addr HOST:PORT   where to listen (default 127.0.0.1:4567; port 0 = any free port)\n  --memory           serve an empty in-memory store (with --writable: a sidecar)\n  --writable         accept PUT /<path>/<id> (JSON body) and DELETE /<path>/<id>\n  --token T          require Authorization: Bearer T (or set TIDEMARK_TOKEN)\n  --heartbeat-ms N   heartbeat after N ms of silence in follow mode (default 10000)\n  --max-connections N  concurrent connections (default 64)\n  --allow-remote     allow a non-loopback --addr",
-        valued: &["store", "options", "addr", "token", "heartbeat-ms", "max-connections"],
-        switches: &["memory", "writable", "allow-remote"],
-    },
-    Cmd {
-        name: "follow",
-        usage: "tidemark follow --store DIR --url URL [--into PREFIX]\n\nMirrors a lockstep feed into the store until interrupted: a record with deleted_at set\ndeletes PREFIX+id, any other record is stored there as JSON. The cursor is committed with\nthe data, so a restarted follow resumes exactly where it stopped. Prints one NDJSON line\nper event (applied batches, errors, resyncs) unless --quiet.\n\n  --url URL          the feed, e.g. http://127.0.0.1:4567/servers/\n  --into PREFIX      where records go (default: the URL's path)\n  --id-field F       the record field naming it (default id)\n  --order-by F       the field the feed is sorted by (default updated_at)\n  --token T          bearer token for the feed (or set TIDEMARK_TOKEN)\n  --no-follow        poll with finite requests instead of follow=true\n  --poll-ms N        wait between finite requests (default 1000)\n  --follow-options JSON  more follower options (see docs/lockstep.md)\n  --quiet            print nothing but errors",
-        valued: &["store", "options", "url", "into", "id-field", "order-by", "token", "poll-ms", "follow-options"],
-        switches: &["no-follow", "quiet"],
-    },
-    Cmd {
-        name: "bench",
-        usage: "tidemark bench [--quick]\n\nRuns quick core benchmarks (in-memory puts, gets, changes scan, put -> watch latency,\ndurable puts, lockstep catch-up) with a progress bar, and prints a table.\n\n  --quick            a smaller run (a few seconds)",
-        valued: &[],
-        switches: &["quick"],
-    },
-];
-
-/// A failure with its exit code.
-struct Fail(u8, String);
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Fail {
-        let code = if matches!(e, Error::NotFound(_)) { 3 } else { 1 };
-        Fail(code, e.to_string())
-    }
+/// The store a command works on.
+#[derive(Args)]
+struct StoreArgs {
+    /// The store's directory (created if missing)
+    #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new())]
+    store: String,
+    /// Store options, e.g. '{"sync":"none"}'
+    #[arg(long, value_name = "JSON")]
+    options: Option<String>,
 }
 
-fn usage(msg: impl Into<String>) -> Fail {
-    Fail(2, msg.into())
-}
-
-struct Args {
-    cmd: &'static Cmd,
-    flags: HashMap<String, String>,
-    pos: Vec<String>,
-}
-
-impl Args {
-    fn get(&self, k: &str) -> Option<&str> {
-        self.flags.get(k).map(String::as_str)
+impl StoreArgs {
+    fn open(&self) -> Result<Store, Fail> {
+        self.open_with(self.options.clone())
     }
 
-    fn has(&self, k: &str) -> bool {
-        self.flags.contains_key(k)
+    /// Opens the store read-only (for the commands that only read: get, changes, status), so
+    /// they never change the directory.
+    fn open_read_only(&self) -> Result<Store, Fail> {
+        let mut o: serde_json::Map<String, Value> = match self.options.as_deref() {
+            None | Some("") => serde_json::Map::new(),
+            Some(text) => serde_json::from_str(text).map_err(|e| Fail(2, format!("--options: {e}")))?,
+        };
+        o.entry("read_only").or_insert(Value::Bool(true));
+        self.open_with(Some(Value::Object(o).to_string()))
     }
 
-    fn num(&self, k: &str) -> Result<Option<u64>, Fail> {
-        self.get(k)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| usage(format!("--{k} needs a non-negative integer, not {v:?}")))
-            })
-            .transpose()
-    }
-
-    fn positional(&self, n: usize, names: &str) -> Result<(), Fail> {
-        if self.pos.len() != n {
-            return Err(usage(format!("{} expects {names}\n\nUsage: {}", self.cmd.name, self.cmd.usage)));
-        }
-        Ok(())
-    }
-
-    /// Opens `--store`: read-only for the commands that only read (get, changes, status), so
-    /// they never change the directory. A tail cut on open is reported on stderr.
-    fn store(&self) -> Result<Store, Fail> {
-        let dir = self.get("store").ok_or_else(|| usage(format!("{} needs --store DIR", self.cmd.name)))?;
-        let mut options = self.get("options").map(str::to_owned);
-        if matches!(self.cmd.name, "get" | "changes" | "status") {
-            let mut o: serde_json::Map<String, serde_json::Value> = match options.as_deref() {
-                None | Some("") => serde_json::Map::new(),
-                Some(text) => serde_json::from_str(text).map_err(|e| usage(format!("--options: {e}")))?,
-            };
-            o.entry("read_only").or_insert(serde_json::Value::Bool(true));
-            options = Some(serde_json::Value::Object(o).to_string());
-        }
-        let store = Store::open(Some(dir), options.as_deref())
-            .map_err(|e| Fail(1, format!("cannot open store {dir}: {e}")))?;
+    /// A tail cut on open is reported on stderr.
+    fn open_with(&self, options: Option<String>) -> Result<Store, Fail> {
+        let store = Store::open(Some(&self.store), options.as_deref())
+            .map_err(|e| Fail(1, format!("cannot open store {}: {e}", self.store)))?;
         if let Ok(Some(r)) = store.tail_repair() {
             eprintln!(
                 "tidemark: {}: a torn tail ({} bytes, {} commit(s), revisions from {} on) {} at byte {}",
@@ -185,68 +75,224 @@ impl Args {
     }
 }
 
-fn parse(argv: &[String]) -> Result<Option<Args>, Fail> {
-    let Some(name) = argv.first() else {
-        return Err(usage(MAIN_HELP));
-    };
-    if name == "--help" || name == "-h" || name == "help" {
-        println!("{MAIN_HELP}");
-        return Ok(None);
+#[derive(Subcommand)]
+enum Command {
+    /// Sets a key: prints the new revision.
+    ///
+    /// VALUE is read from standard input when omitted or '-'.
+    Put {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only if the key's mod_revision is REV (0 = the key must not exist)
+        #[arg(long, value_name = "REV")]
+        expect: Option<u64>,
+        key: String,
+        value: Option<String>,
+    },
+    /// Prints KEY's value. Exit code 3 when the key does not exist.
+    Get {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print a JSON object with the value and its revisions instead
+        #[arg(long)]
+        meta: bool,
+        key: String,
+    },
+    /// Deletes KEY and prints the revision of the delete. Exit code 3 when it does not exist.
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+    },
+    /// Prints the change log as NDJSON.
+    ///
+    /// The changes in [from, to], one event per line:
+    /// {"revision":..,"kind":"put"|"delete","key":..,"value":..,"version":..,"create_revision":..}
+    Changes {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// First revision (default: the earliest retained)
+        #[arg(long, value_name = "N")]
+        from: Option<u64>,
+        /// Last revision (default: the current one)
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// At most N events (default: all)
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Only keys starting with P
+        #[arg(long, value_name = "P", conflicts_with = "key")]
+        prefix: Option<String>,
+        /// Only the key K
+        #[arg(long, value_name = "K")]
+        key: Option<String>,
+    },
+    /// Prints changes as NDJSON until interrupted (like tail -f).
+    ///
+    /// With --store: the store's
+    /// events (replayed from --from, then live); a directory store can be open in one process
+    /// only, so to watch a store another process writes, serve it and watch its feed with
+    /// --url: the records of a lockstep feed (e.g. http://127.0.0.1:4567/servers/) as they
+    /// change, resuming from the last updated_at after a dropped connection.
+    Watch {
+        /// The store's directory
+        #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new(),
+              required_unless_present = "url", conflicts_with = "url")]
+        store: Option<String>,
+        /// Store options, e.g. '{"sync":"none"}'
+        #[arg(long, value_name = "JSON")]
+        options: Option<String>,
+        /// Only keys starting with P
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// Replay from revision N first (default: only new changes)
+        #[arg(long, value_name = "N")]
+        from: Option<u64>,
+        /// A lockstep feed (http:// or https://)
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Bearer token for the feed (or set TIDEMARK_TOKEN)
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+        /// PEM file of the certificates trusted for https:// (default: the Mozilla roots)
+        #[arg(long, value_name = "FILE")]
+        tls_ca_file: Option<String>,
+    },
+    /// Drops old log entries: below revision REV, or all but the last N revisions.
+    ///
+    /// The keys' current state is kept. Prints the number of entries dropped.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_name = "REV", required_unless_present = "retain", conflicts_with = "retain")]
+        keep: Option<u64>,
+        #[arg(long, value_name = "N")]
+        retain: Option<u64>,
+    },
+    /// Prints the store's status as JSON (revisions, keys, disk use, options).
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Serves lockstep feeds over HTTP (or HTTPS) until interrupted.
+    ///
+    /// GET /<path>/<since> (or ?since=N)
+    /// answers the records of the keys under /<path>/ as NDJSON; add follow=true for live
+    /// changes. Prints `listening on http://ADDR` once ready.
+    Serve(ServeArgs),
+    /// Mirrors a lockstep feed into the store until interrupted.
+    ///
+    /// A record with deleted_at set
+    /// deletes PREFIX+id, any other record is stored there as JSON. The cursor is committed
+    /// with the data, so a restarted follow resumes exactly where it stopped. Prints one
+    /// NDJSON line per event (applied batches, errors, resyncs) unless --quiet.
+    Follow(FollowArgs),
+    /// Runs quick core benchmarks and prints a table.
+    ///
+    /// In-memory puts, gets, changes scan, put -> watch latency, durable puts, lockstep
+    /// catch-up, with a progress bar.
+    Bench {
+        /// A smaller run (a few seconds)
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The store's directory (created if missing)
+    #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new(),
+          required_unless_present = "memory", conflicts_with = "memory")]
+    store: Option<String>,
+    /// Serve an empty in-memory store instead (with --writable: a sidecar)
+    #[arg(long)]
+    memory: bool,
+    /// Store options, e.g. '{"sync":"none"}'
+    #[arg(long, value_name = "JSON")]
+    options: Option<String>,
+    /// Where to listen (port 0 = any free port)
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:4567")]
+    addr: String,
+    /// Accept PUT /<path>/<id> (JSON body) and DELETE /<path>/<id>
+    #[arg(long)]
+    writable: bool,
+    /// Require Authorization: Bearer T (or set TIDEMARK_TOKEN)
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Heartbeat after N ms of silence in follow mode (default 10000)
+    #[arg(long, value_name = "N")]
+    heartbeat_ms: Option<u64>,
+    /// Finite requests served at once (default 64)
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Follow streams served at once (default 10000)
+    #[arg(long, value_name = "N")]
+    max_follows: Option<usize>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<String>,
+    /// More server options as JSON (see docs/lockstep.md); the flags above win
+    #[arg(long, value_name = "JSON")]
+    server_options: Option<String>,
+    /// Allow a non-loopback --addr
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+#[derive(Args)]
+struct FollowArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The feed, e.g. http://127.0.0.1:4567/servers/ (or https://)
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// Where records go (default: the URL's path)
+    #[arg(long, value_name = "PREFIX", value_parser = NonEmptyStringValueParser::new())]
+    into: Option<String>,
+    /// The record field naming it (default id)
+    #[arg(long, value_name = "F")]
+    id_field: Option<String>,
+    /// The field the feed is sorted by (default updated_at)
+    #[arg(long, value_name = "F")]
+    order_by: Option<String>,
+    /// Bearer token for the feed (or set TIDEMARK_TOKEN)
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+    /// Poll with finite requests instead of follow=true
+    #[arg(long)]
+    no_follow: bool,
+    /// Wait between finite requests (default 1000)
+    #[arg(long, value_name = "N")]
+    poll_ms: Option<u64>,
+    /// Let the first sync own (and sweep) keys already under the prefix
+    #[arg(long)]
+    adopt: bool,
+    /// PEM file of the certificates trusted for https:// (default: the Mozilla roots)
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<String>,
+    /// More follower options as JSON (see docs/lockstep.md)
+    #[arg(long, value_name = "JSON")]
+    follow_options: Option<String>,
+    /// Print nothing but errors
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A failure with its exit code.
+struct Fail(u8, String);
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        let code = if matches!(e, Error::NotFound(_)) { 3 } else { 1 };
+        Fail(code, e.to_string())
     }
-    if name == "--version" || name == "-V" {
-        println!("tidemark {}", env!("CARGO_PKG_VERSION"));
-        return Ok(None);
-    }
-    let cmd = COMMANDS
-        .iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| usage(format!("unknown command {name:?}\n\n{MAIN_HELP}")))?;
-    let mut flags = HashMap::new();
-    let mut pos = Vec::new();
-    let mut it = argv[1..].iter();
-    let mut only_pos = false;
-    while let Some(a) = it.next() {
-        if only_pos || !a.starts_with("--") || a == "-" {
-            if a == "-h" && !only_pos {
-                println!(
-                    "Usage: {}\n\n{}",
-                    cmd.usage,
-                    if cmd.valued.contains(&"store") { STORE_OPTS } else { "" }
-                );
-                return Ok(None);
-            }
-            pos.push(a.clone());
-            continue;
-        }
-        if a == "--" {
-            only_pos = true;
-            continue;
-        }
-        let (k, inline) = match a[2..].split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (a[2..].to_string(), None),
-        };
-        if k == "help" {
-            println!(
-                "Usage: {}\n\n{}",
-                cmd.usage,
-                if cmd.valued.contains(&"store") { STORE_OPTS } else { "" }
-            );
-            return Ok(None);
-        }
-        if cmd.valued.contains(&k.as_str()) {
-            let v = match inline {
-                Some(v) => v,
-                None => it.next().cloned().ok_or_else(|| usage(format!("--{k} needs a value")))?,
-            };
-            flags.insert(k, v);
-        } else if cmd.switches.contains(&k.as_str()) && inline.is_none() {
-            flags.insert(k, String::new());
-        } else {
-            return Err(usage(format!("{name}: unknown option --{k}\n\nUsage: {}", cmd.usage)));
-        }
-    }
-    Ok(Some(Args { cmd, flags, pos }))
+}
+
+fn token(flag: &Option<String>) -> Option<String> {
+    flag.clone().or_else(|| std::env::var("TIDEMARK_TOKEN").ok()).filter(|t| !t.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,12 +320,10 @@ fn interrupted() -> bool {
 // ---------------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let result = parse(&argv).and_then(|args| match args {
-        None => Ok(()),
-        Some(a) => run(&a),
-    });
-    match result {
+    // clap reports bad usage (unknown flags, missing or empty values, arguments that are not
+    // UTF-8) itself, with exit code 2; --help and --version exit 0.
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
             eprintln!("tidemark: {msg}");
@@ -288,19 +332,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(a: &Args) -> Result<(), Fail> {
-    match a.cmd.name {
-        "put" => put(a),
-        "get" => get(a),
-        "delete" => delete(a),
-        "changes" => changes(a),
-        "watch" => watch(a),
-        "compact" => compact(a),
-        "status" => status(a),
-        "serve" => serve(a),
-        "follow" => follow(a),
-        "bench" => bench(a),
-        _ => unreachable!("every command is dispatched"),
+fn run(command: Command) -> Result<(), Fail> {
+    match command {
+        Command::Put { store, expect, key, value } => put(&store, expect, &key, value.as_deref()),
+        Command::Get { store, meta, key } => get(&store, meta, &key),
+        Command::Delete { store, key } => delete(&store, &key),
+        Command::Changes { store, from, to, limit, prefix, key } => {
+            changes(&store, from, to, limit, selector(prefix, key))
+        }
+        Command::Watch { store: Some(dir), options, prefix, from, .. } => {
+            watch(&StoreArgs { store: dir, options }, prefix, from)
+        }
+        Command::Watch { url, token: t, tls_ca_file, .. } => {
+            watch_url(url.as_deref().unwrap_or_default(), token(&t), tls_ca_file.as_deref())
+        }
+        Command::Compact { store, keep, retain } => compact(&store, keep, retain),
+        Command::Status { store } => status(&store),
+        Command::Serve(a) => serve(&a),
+        Command::Follow(a) => follow(&a),
+        Command::Bench { quick } => bench(quick),
     }
 }
 
@@ -309,11 +359,8 @@ fn out_line(s: &str) -> Result<(), Fail> {
     writeln!(o, "{s}").and_then(|()| o.flush()).map_err(|e| Fail(1, format!("cannot write to stdout: {e}")))
 }
 
-fn put(a: &Args) -> Result<(), Fail> {
-    if a.pos.is_empty() || a.pos.len() > 2 {
-        return a.positional(2, "KEY and VALUE (or VALUE on standard input)");
-    }
-    let value = match a.pos.get(1).map(String::as_str) {
+fn put(store: &StoreArgs, expect: Option<u64>, key: &str, value: Option<&str>) -> Result<(), Fail> {
+    let value = match value {
         None | Some("-") => {
             let mut v = Vec::new();
             io::stdin()
@@ -323,23 +370,21 @@ fn put(a: &Args) -> Result<(), Fail> {
         }
         Some(v) => v.as_bytes().to_vec(),
     };
-    let store = a.store()?;
-    let key = a.pos[0].as_bytes();
-    let rev = match a.num("expect")? {
-        Some(expected) => store.put_if(key, &value, expected)?,
-        None => store.put(key, &value)?,
+    let store = store.open()?;
+    let rev = match expect {
+        Some(expected) => store.put_if(key.as_bytes(), &value, expected)?,
+        None => store.put(key.as_bytes(), &value)?,
     };
     out_line(&rev.to_string())
 }
 
-fn get(a: &Args) -> Result<(), Fail> {
-    a.positional(1, "KEY")?;
-    let store = a.store()?;
-    let e = store.get(a.pos[0].as_bytes())?;
-    if a.has("meta") {
+fn get(store: &StoreArgs, meta: bool, key: &str) -> Result<(), Fail> {
+    let store = store.open_read_only()?;
+    let e = store.get(key.as_bytes())?;
+    if meta {
         return out_line(
             &json!({
-                "key": a.pos[0],
+                "key": key,
                 "value": String::from_utf8_lossy(&e.value),
                 "create_revision": e.create_revision,
                 "mod_revision": e.mod_revision,
@@ -352,19 +397,17 @@ fn get(a: &Args) -> Result<(), Fail> {
     o.write_all(&e.value).and_then(|()| o.write_all(b"\n")).map_err(|e| Fail(1, e.to_string()))
 }
 
-fn delete(a: &Args) -> Result<(), Fail> {
-    a.positional(1, "KEY")?;
-    let store = a.store()?;
-    let rev = store.delete(a.pos[0].as_bytes())?;
+fn delete(store: &StoreArgs, key: &str) -> Result<(), Fail> {
+    let store = store.open()?;
+    let rev = store.delete(key.as_bytes())?;
     out_line(&rev.to_string())
 }
 
-fn selector(a: &Args) -> Result<Selector, Fail> {
-    match (a.get("prefix"), a.get("key")) {
-        (Some(_), Some(_)) => Err(usage("--prefix and --key exclude each other")),
-        (Some(p), None) => Ok(Selector::Prefix(p.as_bytes().to_vec())),
-        (None, Some(k)) => Ok(Selector::Key(k.as_bytes().to_vec())),
-        (None, None) => Ok(Selector::All),
+fn selector(prefix: Option<String>, key: Option<String>) -> Selector {
+    match (prefix, key) {
+        (Some(p), _) => Selector::Prefix(p.into_bytes()),
+        (None, Some(k)) => Selector::Key(k.into_bytes()),
+        (None, None) => Selector::All,
     }
 }
 
@@ -386,13 +429,17 @@ fn event_json(e: &Event) -> Value {
     })
 }
 
-fn changes(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let store = a.store()?;
-    let sel = selector(a)?;
-    let mut from = a.num("from")?.unwrap_or_else(|| store.earliest_revision());
-    let to = a.num("to")?.unwrap_or(0);
-    let mut left = a.num("limit")?.unwrap_or(u64::MAX);
+fn changes(
+    store: &StoreArgs,
+    from: Option<u64>,
+    to: Option<u64>,
+    limit: Option<u64>,
+    sel: Selector,
+) -> Result<(), Fail> {
+    let store = store.open_read_only()?;
+    let mut from = from.unwrap_or_else(|| store.earliest_revision());
+    let to = to.unwrap_or(0);
+    let mut left = limit.unwrap_or(u64::MAX);
     let stdout = io::stdout();
     let mut o = io::BufWriter::new(stdout.lock());
     while left > 0 {
@@ -410,24 +457,14 @@ fn changes(a: &Args) -> Result<(), Fail> {
     o.flush().map_err(|e| Fail(1, e.to_string()))
 }
 
-fn watch(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
+fn watch(store: &StoreArgs, prefix: Option<String>, from: Option<u64>) -> Result<(), Fail> {
     catch_signals();
-    if let Some(url) = a.get("url") {
-        if a.has("store") {
-            return Err(usage("watch takes --store or --url, not both"));
-        }
-        return watch_url(
-            url,
-            a.get("token").map(str::to_string).or_else(|| std::env::var("TIDEMARK_TOKEN").ok()),
-        );
-    }
-    let store = a.store()?;
-    let sel = match a.get("prefix") {
-        Some(p) => Selector::Prefix(p.as_bytes().to_vec()),
+    let store = store.open()?;
+    let sel = match prefix {
+        Some(p) => Selector::Prefix(p.into_bytes()),
         None => Selector::All,
     };
-    let opts = WatchOptions { start_revision: a.num("from")?.unwrap_or(0), ..WatchOptions::default() };
+    let opts = WatchOptions { start_revision: from.unwrap_or(0), ..WatchOptions::default() };
     let w = store.watch_pull(sel, &opts)?;
     while !interrupted() {
         match w.next(Duration::from_millis(200)) {
@@ -452,12 +489,14 @@ fn watch(a: &Args) -> Result<(), Fail> {
 }
 
 /// Follows a lockstep feed and prints its records, resuming from the last `updated_at`.
-fn watch_url(url: &str, token: Option<String>) -> Result<(), Fail> {
-    let mut base = http::Url::parse(url).map_err(usage)?;
+fn watch_url(url: &str, token: Option<String>, tls_ca_file: Option<&str>) -> Result<(), Fail> {
+    catch_signals();
+    let mut base = http::Url::parse(url).map_err(|e| Fail(2, e))?;
     if !base.path.ends_with('/') {
         base.path.push('/');
     }
     let stop = AtomicBool::new(false);
+    let client = http::Client::new(tls_ca_file, Duration::from_secs(2))?;
     let mut cursor = Value::Null;
     let mut backoff = 100u64;
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -469,8 +508,7 @@ fn watch_url(url: &str, token: Option<String>) -> Result<(), Fail> {
         if let Some(a) = &auth {
             headers.push(("Authorization", a.as_str()));
         }
-        let resp = http::connect(&u, Duration::from_secs(2), &stop)
-            .and_then(|s| http::request(s, "GET", &u, &headers, b"", Duration::from_secs(30), &stop));
+        let resp = client.request("GET", &u, &headers, b"", Duration::from_secs(30), &stop);
         let mut resp = match resp {
             Ok(r) if r.status == 200 => r,
             Ok(mut r) => {
@@ -528,51 +566,51 @@ fn watch_url(url: &str, token: Option<String>) -> Result<(), Fail> {
     Ok(())
 }
 
-fn compact(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let store = a.store()?;
-    let keep = match (a.num("keep")?, a.num("retain")?) {
-        (Some(k), None) => k,
-        (None, Some(n)) => (store.current_revision() + 1).saturating_sub(n).max(1),
-        _ => return Err(usage("compact needs exactly one of --keep REV and --retain N")),
+fn compact(store: &StoreArgs, keep: Option<u64>, retain: Option<u64>) -> Result<(), Fail> {
+    let store = store.open()?;
+    let keep = match (keep, retain) {
+        (Some(k), _) => k,
+        (None, n) => (store.current_revision() + 1).saturating_sub(n.unwrap_or(0)).max(1),
     };
     let removed = store.compact(keep)?;
     out_line(&removed.to_string())
 }
 
-fn status(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let store = a.store()?;
+fn status(store: &StoreArgs) -> Result<(), Fail> {
+    let store = store.open_read_only()?;
     let s = store.status()?;
     out_line(&serde_json::to_string_pretty(&s).expect("JSON"))
 }
 
-fn serve(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let store = if a.has("memory") {
-        if a.has("store") {
-            return Err(usage("serve takes --store DIR or --memory, not both"));
-        }
-        Store::memory(a.get("options"))?
-    } else {
-        a.store()?
+fn serve(a: &ServeArgs) -> Result<(), Fail> {
+    let store = match &a.store {
+        Some(dir) => StoreArgs { store: dir.clone(), options: a.options.clone() }.open()?,
+        None => Store::memory(a.options.as_deref())?,
     };
-    let mut o = ServerOptions {
-        writable: a.has("writable"),
-        allow_remote: a.has("allow-remote"),
-        token: a.get("token").map(str::to_string).or_else(|| std::env::var("TIDEMARK_TOKEN").ok()),
-        ..ServerOptions::default()
-    };
-    if let Some(h) = a.num("heartbeat-ms")? {
+    let mut o = ServerOptions::from_json(a.server_options.as_deref())?;
+    o.writable |= a.writable;
+    o.allow_remote |= a.allow_remote;
+    if let Some(t) = token(&a.token) {
+        o.token = Some(t);
+    }
+    if let Some(h) = a.heartbeat_ms {
         o.heartbeat_ms = h.max(1);
     }
-    if let Some(m) = a.num("max-connections")? {
-        o.max_connections = m.max(1) as usize;
+    if let Some(m) = a.max_connections {
+        o.max_connections = m.max(1);
     }
+    if let Some(m) = a.max_follows {
+        o.max_follows = m.max(1);
+    }
+    if a.tls_cert.is_some() {
+        o.tls_cert = a.tls_cert.clone();
+        o.tls_key = a.tls_key.clone();
+    }
+    let scheme = if o.tls_cert.is_some() { "https" } else { "http" };
     let store = Arc::new(store);
     catch_signals();
-    let server = Server::start(store.clone(), a.get("addr").unwrap_or("127.0.0.1:4567"), o)?;
-    out_line(&format!("listening on http://{}", server.addr()))?;
+    let server = Server::start(store.clone(), &a.addr, o)?;
+    out_line(&format!("listening on {scheme}://{}", server.addr()))?;
     while !interrupted() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -582,30 +620,31 @@ fn serve(a: &Args) -> Result<(), Fail> {
     Ok(())
 }
 
-fn follow(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let url = a.get("url").ok_or_else(|| usage("follow needs --url URL"))?;
-    let mut opts = FollowOptions::from_json(a.get("follow-options"))?;
-    if let Some(p) = a.get("into") {
+fn follow(a: &FollowArgs) -> Result<(), Fail> {
+    let mut opts = FollowOptions::from_json(a.follow_options.as_deref())?;
+    if let Some(p) = &a.into {
         opts.prefix = Some(p.as_bytes().to_vec());
     }
-    if let Some(f) = a.get("id-field") {
-        opts.id_field = f.to_string();
+    if let Some(f) = &a.id_field {
+        opts.id_field = f.clone();
     }
-    if let Some(f) = a.get("order-by") {
-        opts.order_by = f.to_string();
+    if let Some(f) = &a.order_by {
+        opts.order_by = f.clone();
     }
-    if let Some(t) = a.get("token").map(str::to_string).or_else(|| std::env::var("TIDEMARK_TOKEN").ok()) {
+    if let Some(t) = token(&a.token) {
         opts.token = Some(t);
     }
-    if a.has("no-follow") {
-        opts.follow = false;
+    if a.tls_ca_file.is_some() {
+        opts.tls_ca_file = a.tls_ca_file.clone();
     }
-    if let Some(p) = a.num("poll-ms")? {
+    opts.follow &= !a.no_follow;
+    opts.adopt |= a.adopt;
+    if let Some(p) = a.poll_ms {
         opts.poll_ms = p.max(1);
     }
-    let quiet = a.has("quiet");
-    let store = Arc::new(a.store()?);
+    let quiet = a.quiet;
+    let url = a.url.as_str();
+    let store = Arc::new(a.store.open()?);
     catch_signals();
     let callback = Box::new(move |ev: &FollowEvent<'_>| {
         let line = match ev {
@@ -704,9 +743,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bench(a: &Args) -> Result<(), Fail> {
-    a.positional(0, "no arguments")?;
-    let scale: u64 = if a.has("quick") { 1 } else { 10 };
+fn bench(quick: bool) -> Result<(), Fail> {
+    let scale: u64 = if quick { 1 } else { 10 };
     let mut results: Vec<(String, String)> = Vec::new();
     let key = |i: u64| format!("k{:015}", i % 100_000).into_bytes();
     let value = vec![b'v'; 100];
@@ -831,9 +869,10 @@ fn bench(a: &Args) -> Result<(), Fail> {
     let server = Server::start(feed.clone(), "127.0.0.1:0", ServerOptions::default())?;
     let url = http::Url::parse(&format!("http://{}/servers/0", server.addr())).map_err(|e| Fail(1, e))?;
     let stop = AtomicBool::new(false);
+    let client = http::Client::new(None, Duration::from_secs(2))?;
     let t = Instant::now();
-    let stream = http::connect(&url, Duration::from_secs(2), &stop).map_err(|e| Fail(1, e.to_string()))?;
-    let mut resp = http::request(stream, "GET", &url, &[], b"", Duration::from_secs(30), &stop)
+    let mut resp = client
+        .request("GET", &url, &[], b"", Duration::from_secs(30), &stop)
         .map_err(|e| Fail(1, e.to_string()))?;
     let mut body = Vec::new();
     let mut lines = 0u64;

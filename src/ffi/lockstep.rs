@@ -31,9 +31,11 @@ pub(crate) struct ServerHandle {
 /// with `tidemark_lockstep_server_addr`). A non-loopback address needs `"allow_remote": true`.
 /// `options_json` (NULL = defaults) may hold `writable` (bool: accept `PUT`/`DELETE
 /// /<path>/<id>`), `token` (string: require `Authorization: Bearer <token>`), `heartbeat_ms`
-/// (10000), `max_connections` (64), `max_header_bytes` (16384), `max_body_bytes` (1 MiB),
-/// `allow_remote` (false), `max_queue` (1000), `idle_timeout_ms` (30000),
-/// `request_timeout_ms` (10000), `write_timeout_ms` (30000).
+/// (10000), `max_connections` (64 finite requests at once), `max_follows` (10000 follow
+/// streams at once), `max_sockets` (16384 open connections), `threads` (2),
+/// `tls_cert`/`tls_key` (PEM files: serve HTTPS), `max_header_bytes` (16384, at least 8192),
+/// `max_body_bytes` (1 MiB), `allow_remote` (false), `max_queue` (1000), `idle_timeout_ms`
+/// (30000), `request_timeout_ms` (10000), `write_timeout_ms` (30000).
 ///
 /// `GET /<path>/<since>` or `GET /<path>/?since=N` answers the records of the keys under
 /// `/<path>/` as NDJSON sorted by `updated_at` (the revision); `&follow=true` keeps the
@@ -210,7 +212,7 @@ fn report(closure: &Closure<LockstepCallback>, ev: &FollowEvent<'_>) {
 }
 
 /// Mirrors the lockstep endpoint `url` (e.g. `"http://127.0.0.1:4567/servers/"`) into `store`
-/// and writes the follower to `*out`.
+/// (or an `https://` one) and writes the follower to `*out`.
 ///
 /// A record with a non-null `deleted_at` deletes `prefix + id` (a missing key is fine); any
 /// other record is put there as the JSON line received. The cursor (greatest order value
@@ -220,7 +222,9 @@ fn report(closure: &Closure<LockstepCallback>, ev: &FollowEvent<'_>) {
 /// `id_field` ("id"), `order_by` ("updated_at"), `token`, `follow` (true), `cursor_param`,
 /// `cursor_key`, `poll_ms` (1000), `connect_timeout_ms` (2000), `idle_timeout_ms` (60000,
 /// 0 = never), `backoff_initial_ms` (100), `backoff_max_ms` (30000), `batch_records` (1000),
-/// `max_line_bytes` (16 MiB).
+/// `max_line_bytes` (16 MiB), `adopt` (false: a first sync into a prefix that already holds
+/// keys is refused with TIDEMARK_ERR_INVALID_ARGUMENT), `allow_root_prefix` (false: the prefix
+/// "/" is refused), `tls_ca_file` (PEM roots trusted for https://; default the Mozilla roots).
 ///
 /// `callback` (may be NULL) receives `tidemark_lockstep_event`s (see
 /// `tidemark_lockstep_callback`); `drop_userdata` (may be NULL) runs exactly once after the

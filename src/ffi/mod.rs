@@ -14,6 +14,7 @@ mod closure;
 mod contexts;
 mod events;
 mod handle;
+#[cfg(feature = "http")]
 mod lockstep;
 mod status;
 mod store;
@@ -23,6 +24,7 @@ mod watch;
 pub use batch::*;
 pub use contexts::*;
 pub use events::*;
+#[cfg(feature = "http")]
 pub use lockstep::*;
 pub use status::*;
 pub use store::*;

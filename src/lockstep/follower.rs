@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 
-use super::http::{self, BodyRead, Url};
+use super::http::{self, BodyRead, Client, Url};
 use super::record::{compare_order, cursor_text, parse_line, Line, LineSplitter, Parsed};
 use super::{options_object, StoreHandle};
 use crate::error::{Error, Result};
@@ -56,6 +56,14 @@ pub struct FollowOptions {
     pub batch_records: usize,
     /// A longer line is reported as malformed and skipped.
     pub max_line_bytes: usize,
+    /// Allow a first sync into a prefix that already holds keys: the follower then owns them
+    /// and its first sync deletes those the server does not send. Without it such a start is
+    /// refused, so a follower never deletes keys it did not mirror.
+    pub adopt: bool,
+    /// Allow the prefix `/` (every key that starts with a slash).
+    pub allow_root_prefix: bool,
+    /// PEM file of the certificates trusted for `https://` URLs (default: the Mozilla roots).
+    pub tls_ca_file: Option<String>,
 }
 
 impl Default for FollowOptions {
@@ -75,6 +83,9 @@ impl Default for FollowOptions {
             backoff_max_ms: 30_000,
             batch_records: 1000,
             max_line_bytes: 16 * 1024 * 1024,
+            adopt: false,
+            allow_root_prefix: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -99,8 +110,13 @@ impl FollowOptions {
                 "order_by" => o.order_by = string(&v)?,
                 "token" => o.token = Some(string(&v)?),
                 "cursor_param" => o.cursor_param = Some(string(&v)?),
+                "tls_ca_file" => o.tls_ca_file = Some(string(&v)?),
                 "cursor_key" => o.cursor_key = Some(string(&v)?.into_bytes()),
                 "follow" => o.follow = v.as_bool().ok_or_else(|| bad("true or false"))?,
+                "adopt" => o.adopt = v.as_bool().ok_or_else(|| bad("true or false"))?,
+                "allow_root_prefix" => {
+                    o.allow_root_prefix = v.as_bool().ok_or_else(|| bad("true or false"))?
+                }
                 "poll_ms" => o.poll_ms = pos(&v)?,
                 "connect_timeout_ms" => o.connect_timeout_ms = pos(&v)?,
                 "idle_timeout_ms" => {
@@ -114,7 +130,8 @@ impl FollowOptions {
                     return Err(Error::InvalidArgument(format!(
                     "unknown follower option \"{key}\" (known: prefix, id_field, order_by, token, follow, \
                          cursor_param, cursor_key, poll_ms, connect_timeout_ms, idle_timeout_ms, \
-                         backoff_initial_ms, backoff_max_ms, batch_records, max_line_bytes)"
+                         backoff_initial_ms, backoff_max_ms, batch_records, max_line_bytes, adopt, \
+                         allow_root_prefix, tls_ca_file)"
                 )))
                 }
             }
@@ -220,6 +237,8 @@ impl Follower {
         callback: Option<FollowCallback>,
     ) -> Result<Follower> {
         let mut base = Url::parse(url).map_err(Error::InvalidArgument)?;
+        let client =
+            Client::new(opts.tls_ca_file.as_deref(), Duration::from_millis(opts.connect_timeout_ms))?;
         if opts.cursor_param.is_none() && !base.path.ends_with('/') {
             base.path.push('/');
         }
@@ -248,6 +267,13 @@ impl Follower {
         if cursor_key.starts_with(&prefix) {
             return Err(Error::InvalidArgument("the cursor key must not be under the prefix".into()));
         }
+        if prefix == b"/" && !opts.allow_root_prefix {
+            return Err(Error::InvalidArgument(
+                "refusing to follow into the prefix \"/\" (every key that starts with a slash): name a \
+                 narrower prefix, or set \"allow_root_prefix\": true"
+                    .into(),
+            ));
+        }
         // Where the data is: the committed cursor (absent = first sync, done as a resync).
         let (cursor, resync) = match store.get_reserved(&cursor_key) {
             Ok(entry) => match serde_json::from_slice::<Value>(&entry.value) {
@@ -257,7 +283,20 @@ impl Follower {
                 ),
                 Err(_) => (Value::Null, true),
             },
-            Err(Error::NotFound(_)) => (Value::Null, true),
+            Err(Error::NotFound(_)) => {
+                // A first sync sweeps what the server does not send: only into an empty
+                // prefix, unless told to adopt what is there.
+                let mut held = false;
+                store.range_visit(&Selector::Prefix(prefix.clone()), 1, &mut |_| held = true)?;
+                if held && !opts.adopt {
+                    return Err(Error::InvalidArgument(format!(
+                        "the prefix {:?} already holds keys this follower did not mirror: follow into an \
+                         empty prefix, or set \"adopt\": true to let the follower own (and sweep) them",
+                        String::from_utf8_lossy(&prefix)
+                    )));
+                }
+                (Value::Null, true)
+            }
             Err(e) => return Err(e),
         };
         let shared = Arc::new(Shared {
@@ -273,6 +312,7 @@ impl Follower {
         });
         let backoff = opts.backoff_initial_ms;
         let mut runner = Runner {
+            client,
             store,
             shared: shared.clone(),
             base_text: url.to_string(),
@@ -360,14 +400,20 @@ fn seed() -> u64 {
 
 enum Outcome {
     Stopped,
-    /// The response ended normally.
-    Ended,
+    /// The response ended normally; `framed`: its end was marked (the final chunk, or all of
+    /// its Content-Length), not just the connection closing.
+    Ended {
+        framed: bool,
+    },
     Gone(String),
+    /// 400: the server refuses the cursor.
+    BadCursor(String),
     Failed(String),
     StoreClosed,
 }
 
 struct Runner {
+    client: Client,
     store: StoreHandle,
     shared: Arc<Shared>,
     opts: FollowOptions,
@@ -432,7 +478,12 @@ impl Runner {
                     self.store_closed();
                     break;
                 }
-                Outcome::Ended if resync => match self.finish_resync() {
+                Outcome::Ended { framed: false } if resync => {
+                    // Closing the connection also ends an unframed body when it was cut: do
+                    // not sweep on that, ask again.
+                    self.fail("the full sync's response was not framed (no Content-Length, not chunked), so it cannot be told from a cut one: nothing deleted; retrying".into())
+                }
+                Outcome::Ended { framed: true } if resync => match self.finish_resync() {
                     Ok(()) => {}
                     Err(Outcome::StoreClosed) => {
                         self.store_closed();
@@ -440,13 +491,16 @@ impl Runner {
                     }
                     Err(_) => self.fail("the resync could not be completed locally; retrying".into()),
                 },
-                Outcome::Ended => {
+                Outcome::Ended { .. } => {
                     self.set_state("polling");
                     if self.shared.wait(Duration::from_millis(self.opts.poll_ms)) {
                         break;
                     }
                 }
-                Outcome::Gone(msg) if !resync => match self.start_resync(&msg) {
+                Outcome::Gone(msg) | Outcome::BadCursor(msg) if !resync => match self.start_resync(&msg) {
+                    // A server that keeps refusing the cursor it sends is not asked in a
+                    // tight loop.
+                    Ok(()) if msg.starts_with("400") => self.pause(),
                     Ok(()) => {}
                     Err(Outcome::StoreClosed) => {
                         self.store_closed();
@@ -454,7 +508,9 @@ impl Runner {
                     }
                     Err(_) => self.fail("cannot record the resync locally; retrying".into()),
                 },
-                Outcome::Gone(msg) => self.fail(format!("the server answered 410 to a full sync: {msg}")),
+                Outcome::Gone(msg) | Outcome::BadCursor(msg) => {
+                    self.fail(format!("the server refused a full sync: {msg}"))
+                }
                 Outcome::Failed(msg) => self.fail(msg),
             }
         }
@@ -474,9 +530,21 @@ impl Runner {
         self.emit(&FollowEvent::Error { message, retry_ms: 0 });
     }
 
-    fn fail(&mut self, message: String) {
+    /// The next backoff delay (with jitter); doubles the backoff.
+    fn next_delay(&mut self) -> u64 {
         let delay = self.jitter(self.backoff);
         self.backoff = (self.backoff.saturating_mul(2)).min(self.opts.backoff_max_ms);
+        delay
+    }
+
+    /// Sleeps the backoff, doubling it.
+    fn pause(&mut self) {
+        let delay = self.next_delay();
+        self.shared.wait(Duration::from_millis(delay));
+    }
+
+    fn fail(&mut self, message: String) {
+        let delay = self.next_delay();
         {
             let mut s = self.shared.stats.lock();
             s.errors += 1;
@@ -513,12 +581,6 @@ impl Runner {
     fn session(&mut self, url: &Url) -> Outcome {
         self.set_state("connecting");
         let stop = &self.shared.stop;
-        let connect_timeout = Duration::from_millis(self.opts.connect_timeout_ms);
-        let stream = match http::connect(url, connect_timeout, stop) {
-            Ok(s) => s,
-            Err(_) if self.shared.stopped() => return Outcome::Stopped,
-            Err(e) => return Outcome::Failed(format!("cannot connect to {}:{}: {e}", url.host, url.port)),
-        };
         let auth = self.opts.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Accept", "application/x-ndjson")];
         if let Some(a) = &auth {
@@ -528,16 +590,26 @@ impl Runner {
             0 => 60_000,
             n => n.max(self.opts.connect_timeout_ms),
         });
-        let mut resp = match http::request(stream, "GET", url, &headers, b"", head_timeout, stop) {
+        let mut resp = match self.client.request("GET", url, &headers, b"", head_timeout, stop) {
             Ok(r) => r,
             Err(_) if self.shared.stopped() => return Outcome::Stopped,
-            Err(e) => return Outcome::Failed(format!("request to {} failed: {e}", url.target())),
+            Err(e) => {
+                return Outcome::Failed(format!(
+                    "request to {}:{}{} failed: {e}",
+                    url.host,
+                    url.port,
+                    url.target()
+                ))
+            }
         };
         if resp.status != 200 {
             let body = resp.read_all(4096, Duration::from_secs(2)).unwrap_or_default();
             let text = String::from_utf8_lossy(&body).trim().to_string();
+            let cursor = cursor_text(&self.cursor);
             return if resp.status == 410 {
-                Outcome::Gone(text)
+                Outcome::Gone(format!("410 Gone: {text}"))
+            } else if resp.status == 400 {
+                Outcome::BadCursor(format!("400 Bad Request for cursor {cursor:?}: {text}"))
             } else {
                 Outcome::Failed(format!("HTTP {} from {}: {text}", resp.status, url.target()))
             };
@@ -594,7 +666,8 @@ impl Runner {
                     if let Some(f) = failure {
                         return f;
                     }
-                    return self.flush().err().unwrap_or(Outcome::Ended);
+                    let framed = resp.is_framed();
+                    return self.flush().err().unwrap_or(Outcome::Ended { framed });
                 }
                 Err(e) => {
                     // Complete lines already read are applied; a partial one is dropped and
@@ -786,54 +859,39 @@ impl Runner {
             s.resyncing = true;
             s.cursor = Value::Null;
         }
-        let reason = format!("410 Gone: {reason}");
-        self.emit(&FollowEvent::ResyncStarted { reason: &reason });
+        self.emit(&FollowEvent::ResyncStarted { reason });
         Ok(())
     }
 
-    /// After a complete since-0 response: deletes the local records it did not contain and
-    /// clears the resync flag (in the last commit).
+    /// After a complete, framed since-0 response: deletes the local records it did not
+    /// contain and clears the resync flag, in one atomic commit with the cursor.
     fn finish_resync(&mut self) -> std::result::Result<(), Outcome> {
-        let mut stale: Vec<Vec<u8>> = Vec::new();
-        let seen = &self.seen;
-        let cursor_key = &self.cursor_key;
-        match self.store.range_visit(&Selector::Prefix(self.prefix.clone()), 0, &mut |e| {
-            if !seen.contains(&e.key[..]) && e.key[..] != cursor_key[..] {
-                stale.push(e.key.to_vec());
-            }
-        }) {
-            Ok(_) => {}
-            Err(Error::Closed) => return Err(Outcome::StoreClosed),
-            Err(e) => return Err(Outcome::Failed(e.to_string())),
-        }
         let doc = self.cursor_doc(&self.cursor, false);
         let mut deleted = 0u64;
-        let batches: Vec<&[Vec<u8>]> =
-            if stale.is_empty() { vec![&[]] } else { stale.chunks(1000).collect() };
-        let last = batches.len() - 1;
-        for (i, chunk) in batches.into_iter().enumerate() {
-            for attempt in 0.. {
-                let mut ops: Vec<Op<'_>> = chunk
-                    .iter()
-                    .filter(|k| attempt == 0 || self.store.get(k).is_ok())
-                    .map(|k| Op::Delete(k))
-                    .collect();
-                let n = ops.len() as u64;
-                if i == last {
-                    ops.push(Op::Put(&self.cursor_key, &doc));
+        for attempt in 0.. {
+            let mut stale: Vec<Vec<u8>> = Vec::new();
+            let seen = &self.seen;
+            let cursor_key = &self.cursor_key;
+            match self.store.range_visit(&Selector::Prefix(self.prefix.clone()), 0, &mut |e| {
+                if !seen.contains(&e.key[..]) && e.key[..] != cursor_key[..] {
+                    stale.push(e.key.to_vec());
                 }
-                if ops.is_empty() {
+            }) {
+                Ok(_) => {}
+                Err(Error::Closed) => return Err(Outcome::StoreClosed),
+                Err(e) => return Err(Outcome::Failed(e.to_string())),
+            }
+            let mut ops: Vec<Op<'_>> = stale.iter().map(|k| Op::Delete(k)).collect();
+            ops.push(Op::Put(&self.cursor_key, &doc));
+            match self.store.commit_reserved(&ops) {
+                Ok(_) => {
+                    deleted = stale.len() as u64;
                     break;
                 }
-                match self.store.commit_reserved(&ops) {
-                    Ok(_) => {
-                        deleted += n;
-                        break;
-                    }
-                    Err(Error::NotFound(_)) if attempt < 5 => continue,
-                    Err(Error::Closed) => return Err(Outcome::StoreClosed),
-                    Err(e) => return Err(Outcome::Failed(e.to_string())),
-                }
+                // Someone else deleted one of the keys meanwhile: plan again.
+                Err(Error::NotFound(_)) if attempt < 5 => continue,
+                Err(Error::Closed) => return Err(Outcome::StoreClosed),
+                Err(e) => return Err(Outcome::Failed(e.to_string())),
             }
         }
         self.resync = false;

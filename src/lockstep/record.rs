@@ -80,10 +80,15 @@ fn shape(value: &[u8]) -> Shape {
     }
 }
 
-fn trim(b: &[u8]) -> &[u8] {
+/// The range of `b` without leading and trailing whitespace.
+fn trim_range(b: &[u8]) -> std::ops::Range<usize> {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
     let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
-    &b[start..end]
+    start..end
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    &b[trim_range(b)]
 }
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
@@ -101,6 +106,25 @@ pub fn write_record(
     deleted_at: Option<u64>,
     value: Option<&[u8]>,
 ) {
+    if let Some(splice) = render_record(out, id, updated_at, deleted_at, value) {
+        out.extend_from_slice(&value.unwrap_or_default()[splice]);
+        out.extend_from_slice(RECORD_END);
+    }
+}
+
+/// What ends a record whose value `render_record` left to splice.
+pub const RECORD_END: &[u8] = b"}\n";
+
+/// Like `write_record`, except that when the value is a JSON object that can be sent as it
+/// is (no reserved field, no line break), only the record's head is appended and the range of
+/// `value` to send next is returned (then `RECORD_END`): a large value is never copied.
+pub fn render_record(
+    out: &mut Vec<u8>,
+    id: &[u8],
+    updated_at: u64,
+    deleted_at: Option<u64>,
+    value: Option<&[u8]>,
+) -> Option<std::ops::Range<usize>> {
     out.extend_from_slice(b"{\"id\":");
     push_json_str(out, &String::from_utf8_lossy(id));
     out.extend_from_slice(b",\"updated_at\":");
@@ -114,11 +138,11 @@ pub fn write_record(
         match shape(v) {
             Shape::Object { clean: true } => {
                 // `{ ... }`: splice what is between the braces.
-                let t = trim(v);
-                let inner = trim(&t[1..t.len() - 1]);
+                let t = trim_range(v);
+                let inner = trim_range(&v[t.start + 1..t.end - 1]);
                 if !inner.is_empty() {
                     out.push(b',');
-                    out.extend_from_slice(inner);
+                    return Some(t.start + 1 + inner.start..t.start + 1 + inner.end);
                 }
             }
             Shape::Object { clean: false } => {
@@ -146,7 +170,8 @@ pub fn write_record(
             }
         }
     }
-    out.extend_from_slice(b"}\n");
+    out.extend_from_slice(RECORD_END);
+    None
 }
 
 /// The heartbeat line a follow-mode server sends after a silence.

@@ -74,6 +74,11 @@ void test_lockstep(void) {
   CHECK(tidemark_lockstep_follow(dst, "ftp://nowhere/", NULL, ls_event, &ctx, ls_drop, &f) != TIDEMARK_OK);
   CHECK(ctx.drops == 1); /* a failed start drops the userdata before returning */
   CHECK(f == SENTINEL);
+  /* A first sync into a prefix holding keys the follower did not mirror is refused. */
+  put(dst, "/held/x", "{}");
+  CHECK(tidemark_lockstep_follow(dst, url, "{\"prefix\": \"/held/\"}", ls_event, &ctx, ls_drop, &f) ==
+        TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(f == SENTINEL);
   ctx.drops = 0;
   CHECK_NULL_ARG(tidemark_lockstep_follower_status_json(NULL, &json));
   tidemark_lockstep_follower_stop(NULL);

@@ -54,8 +54,8 @@ pub fn ndjson(body: &[u8]) -> Vec<Value> {
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Got {
     let u = Url::parse(url).unwrap();
     let stop = AtomicBool::new(false);
-    let s = http::connect(&u, Duration::from_secs(5), &stop).unwrap();
-    let mut r = http::request(s, method, &u, headers, body, Duration::from_secs(20), &stop).unwrap();
+    let client = http::Client::new(None, Duration::from_secs(5)).unwrap();
+    let mut r = client.request(method, &u, headers, body, Duration::from_secs(20), &stop).unwrap();
     let body = r.read_all(usize::MAX, Duration::from_secs(30)).unwrap();
     Got { status: r.status, headers: r.headers.clone(), body }
 }
@@ -395,4 +395,81 @@ fn serve_ref(mut s: TcpStream, n: u64, table: &Mutex<Table>, stop: &AtomicBool) 
         }
     }
     s.flush()
+}
+
+/// What a `Scripted` server writes on one connection: the raw bytes, then it closes.
+pub type Script = dyn Fn(u64, &str) -> Vec<u8> + Send + Sync;
+
+/// A hand-made server on 127.0.0.1 that answers connection `n` (from 0), whose request
+/// target is the `&str`, with `script(n, target)` written raw, then closes the connection:
+/// for hostile or broken servers (cut bodies, unframed bodies, 400 answers).
+pub struct Scripted {
+    pub addr: SocketAddr,
+    pub targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scripted {
+    pub fn start(script: Box<Script>) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let (s, t) = (stop.clone(), targets.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::Acquire) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => head.extend_from_slice(&b[..k]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                t.lock().unwrap().push(target.clone());
+                let _ = stream.write_all(&script(n, &target));
+                let _ = stream.flush();
+                let _ = stream.shutdown(Shutdown::Both);
+                n += 1;
+            }
+        });
+        Scripted { addr, targets, stop, thread: Some(thread) }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.targets.lock().unwrap().len()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// `n` NDJSON records `{"id":"<i>","updated_at":<i+1>,"deleted_at":null}` for i in `range`.
+pub fn records(range: std::ops::Range<u64>) -> Vec<u8> {
+    range
+        .map(|i| format!("{{\"id\":\"{i}\",\"updated_at\":{},\"deleted_at\":null}}\n", i + 1))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// A 200 response head with the given framing header line (or none).
+pub fn ok_head(framing: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n{framing}\r\n").into_bytes()
 }

@@ -284,9 +284,10 @@ activate(_, _) -> erlang:error(badarg).
 %% the records under `/<path>/' as NDJSON, `?follow=true' keeps streaming live changes.
 %% `Addr' is `"host:port"' (a binary or string; port 0 picks a free port) or `default'
 %% (`"127.0.0.1:0"'); a non-loopback address needs `allow_remote => true'. `Opts' (all
-%% optional): `writable', `token', `heartbeat_ms', `max_connections', `max_header_bytes',
-%% `max_body_bytes', `allow_remote', `max_queue', `idle_timeout_ms', `request_timeout_ms',
-%% `write_timeout_ms'; unknown options and bad values are `{error, {invalid_argument, Msg}}'.
+%% optional): `writable', `token', `heartbeat_ms', `max_connections' (finite requests at
+%% once), `max_follows' (follow streams at once), `max_sockets', `threads', `tls_cert' and
+%% `tls_key' (PEM files: serve HTTPS), `max_header_bytes', `max_body_bytes', `allow_remote',
+%% `max_queue', `idle_timeout_ms', `request_timeout_ms', `write_timeout_ms'; unknown options and bad values are `{error, {invalid_argument, Msg}}'.
 %%
 %% The server runs on its own threads until {@link stop_server/1}, or until its handle is
 %% garbage-collected. While it runs it keeps `Store' from being garbage-collected;
@@ -330,7 +331,9 @@ stop_server(Server) -> tidemark_nif:stop_server_nif(Server).
 %% `Opts' (all optional): `pid' (default `self()'; `none' for no messages), and the follower
 %% options `prefix' (default: the URL's path), `id_field', `order_by', `token', `follow',
 %% `cursor_param', `cursor_key', `poll_ms', `connect_timeout_ms', `idle_timeout_ms',
-%% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes'.
+%% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes', `adopt' (a
+%% first sync into a prefix that holds keys is refused without it), `allow_root_prefix',
+%% `tls_ca_file' (PEM roots trusted for `https://' URLs).
 %%
 %% `pid' receives `{tidemark_lockstep, Follower, Event}' (`Event' is a `lockstep_event()');
 %% it is monitored, and messages stop when it dies. The follower runs until

@@ -148,9 +148,10 @@ serve_test_() ->
 serve_options_test_() ->
     {timeout, 30, fun() ->
         {S, Srv} = served(#{writable => true, token => "s3cret", heartbeat_ms => 250,
-                            max_connections => 4}),
-        ?assertMatch(#{writable := true, auth := true, heartbeat_ms := 250},
+                            max_connections => 4, max_follows => 8, threads => 1}),
+        ?assertMatch(#{writable := true, auth := true, heartbeat_ms := 250, tls := false},
                      tidemark:server_status(Srv)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:serve(S, default, #{tls_cert => "c.pem"})),
         Auth = [{"Authorization", "Bearer s3cret"}],
         ?assertMatch({401, _, _}, http(Srv, "GET", "/servers/0")),
         ?assertMatch({401, _, _}, http(Srv, "GET", "/servers/0", [{"Authorization", "Bearer no"}], <<>>)),
@@ -209,9 +210,12 @@ follow_mirror_test_() ->
         {ok, _} = tidemark:put(S, <<"/servers/2">>, json(#{ip => <<"10.0.0.2">>})),
         {ok, _} = tidemark:put(S, <<"/elsewhere/1">>, <<"{}">>),
         M = store(),
-        {ok, _} = tidemark:put(M, <<"/mirror/stale">>, <<"{}">>), % the follower owns its prefix
+        {ok, _} = tidemark:put(M, <<"/mirror/stale">>, <<"{}">>),
         Url = url(Srv, <<"/servers/">>),
-        {ok, F} = tidemark:follow(M, Url, #{prefix => "/mirror/"}),
+        %% A prefix holding keys it did not mirror is refused, unless the follower adopts it.
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:follow(M, Url, #{prefix => "/mirror/"})),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:follow(M, url(Srv, <<"/">>), #{})),
+        {ok, F} = tidemark:follow(M, Url, #{prefix => "/mirror/", adopt => true}),
         ?assert(is_reference(F)),
         %% The first sync is a full resync: it also removes what the server does not have.
         ?assertMatch(#{kind := resync_started, message := <<_/binary>>, cursor := undefined},
@@ -466,7 +470,7 @@ check_then_exit(Parent) ->
             receive collected -> ok end,
             {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, tidemark:server_port(Srv),
                                          [binary, {active, false}]),
-            ok = gen_tcp:send(Sock, "GET /servers/0 HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            ok = gen_tcp:send(Sock, "GET /servers/0 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
             Resp = parse_response(recv_all(Sock, <<>>)),
             gen_tcp:close(Sock),
             Parent ! {checked, tidemark:server_port(Srv), Resp}

@@ -319,8 +319,13 @@ def test_bad_server_arguments(store: Store) -> None:
         store.serve(token=object())
     with pytest.raises(TypeError):
         store.serve(12345)  # type: ignore[arg-type]
-    with store.serve(("127.0.0.1", 0), token=None) as server:  # None = the default
+    with pytest.raises(tidemark.InvalidArgumentError, match="tls_key"):
+        store.serve(tls_cert="cert.pem")  # the key goes with it
+    with pytest.raises(tidemark.InvalidArgumentError):
+        store.serve(max_follows=0)
+    with store.serve(("127.0.0.1", 0), token=None, max_follows=5, threads=1) as server:  # None = the default
         assert server.status()["auth"] is False
+        assert server.status()["tls"] is False
         with pytest.raises(tidemark.TidemarkIOError):  # an OSError too
             store.serve(server.addr)
 
@@ -654,7 +659,7 @@ def test_wait_for_times_out(store: Store) -> None:
 
 
 def test_bad_follower_arguments(store: Store) -> None:
-    for url in ("not a url", "https://127.0.0.1/a/", "ftp://x/"):
+    for url in ("not a url", "gopher://127.0.0.1/a/", "ftp://x/"):
         with pytest.raises(tidemark.InvalidArgumentError):
             store.follow(url)
     with pytest.raises(tidemark.InvalidArgumentError, match="bogus"):
@@ -673,7 +678,15 @@ def test_bad_follower_arguments(store: Store) -> None:
         store.follow(b"http://127.0.0.1:1/a/")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         store.follow("http://127.0.0.1:1/a/", token=object())
+    # the prefix "/" and a prefix holding keys the follower did not mirror are refused
+    with pytest.raises(tidemark.InvalidArgumentError, match="allow_root_prefix"):
+        store.follow("http://127.0.0.1:1/")
+    store.put("/held/x", "{}")
+    with pytest.raises(tidemark.InvalidArgumentError, match="adopt"):
+        store.follow("http://127.0.0.1:1/held/")
     assert not ls._registry  # every failed start dropped its userdata
+    with store.follow("http://127.0.0.1:1/held/", adopt=True, **FAST) as f:
+        assert f.status()["prefix"] == "/held/"
     # bytes prefixes and cursor keys are fine when they are UTF-8
     with pytest.raises(tidemark.InvalidArgumentError, match="reserved"):
         store.follow("http://127.0.0.1:1/a/", cursor_key=b"\0c")

@@ -444,7 +444,9 @@ class Store(StreamsMixin, ContextsMixin, StoreHandle):
 
         ``addr`` is ``"host:port"`` or ``(host, port)``; port 0 (the default) picks a free
         port (``server.port``). Options (JSON-encoded for the library; ``None`` = default):
-        ``writable``, ``token``, ``heartbeat_ms``, ``max_connections``, ``max_header_bytes``,
+        ``writable``, ``token``, ``heartbeat_ms``, ``max_connections`` (finite requests at
+        once), ``max_follows`` (follow streams at once), ``max_sockets``, ``threads``,
+        ``tls_cert`` and ``tls_key`` (PEM files: serve HTTPS), ``max_header_bytes``,
         ``max_body_bytes``, ``allow_remote`` (needed for a non-loopback address),
         ``max_queue``, ``idle_timeout_ms``, ``request_timeout_ms``, ``write_timeout_ms``.
         A bad address or option raises :class:`InvalidArgumentError`; an address in use
@@ -464,8 +466,9 @@ class Store(StreamsMixin, ContextsMixin, StoreHandle):
         follower's thread. Options (``None`` = default): ``prefix`` (default: the URL's path),
         ``id_field``, ``order_by``, ``token``, ``follow``, ``cursor_param``, ``cursor_key``,
         ``poll_ms``, ``connect_timeout_ms``, ``idle_timeout_ms``, ``backoff_initial_ms``,
-        ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``. A bad URL or option raises
-        :class:`InvalidArgumentError`."""
+        ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``, ``adopt`` (without it a
+        first sync into a prefix that already holds keys is refused), ``allow_root_prefix``,
+        ``tls_ca_file``. A bad URL or option raises :class:`InvalidArgumentError`."""
         return Follower(self, url, callback, options)
 
 
