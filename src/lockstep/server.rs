@@ -876,26 +876,8 @@ async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        loop {
-            match watch.next(Duration::ZERO) {
-                Ok(batch) => {
-                    for e in &batch {
-                        if e.is_terminal() {
-                            // Closed store or compacted past this response: end it cleanly;
-                            // the client reconnects from its cursor.
-                            return out.flush().await;
-                        }
-                        let id = &e.key[plen.min(e.key.len())..];
-                        match e.kind {
-                            EventKind::Put => out.record(id, e.revision, Some(e.value.clone())).await?,
-                            EventKind::Delete => out.record(id, e.revision, None).await?,
-                            _ => {}
-                        }
-                    }
-                }
-                Err(Error::Timeout) => break,
-                Err(_) => return out.flush().await,
-            }
+        if !drain(out, watch, plen).await? {
+            return out.flush().await;
         }
         if !out.buf.is_empty() {
             out.flush().await?;
@@ -911,8 +893,37 @@ async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std
                 out.send(Bytes::from_static(HEARTBEAT)).await?;
                 last_write = tokio::time::Instant::now();
             }
-            () = stopped(sh) => return Ok(()),
+            () = stopped(sh) => {
+                // Everything committed before the stop is in the watch: send it, then end.
+                drain(out, watch, plen).await?;
+                return out.flush().await;
+            }
             _ = client.closed() => return Err(Gone),
+        }
+    }
+}
+
+/// Sends every record the watch holds now. `Ok(false)` when the watch ended (closed store,
+/// or compacted past this response): the caller ends the response cleanly and the client
+/// reconnects from its cursor.
+async fn drain(out: &mut Out, watch: &PullWatch, plen: usize) -> std::result::Result<bool, Gone> {
+    loop {
+        match watch.next(Duration::ZERO) {
+            Ok(batch) => {
+                for e in &batch {
+                    if e.is_terminal() {
+                        return Ok(false);
+                    }
+                    let id = &e.key[plen.min(e.key.len())..];
+                    match e.kind {
+                        EventKind::Put => out.record(id, e.revision, Some(e.value.clone())).await?,
+                        EventKind::Delete => out.record(id, e.revision, None).await?,
+                        _ => {}
+                    }
+                }
+            }
+            Err(Error::Timeout) => return Ok(true),
+            Err(_) => return Ok(false),
         }
     }
 }
