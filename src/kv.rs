@@ -10,6 +10,9 @@ use crate::event::{empty, Bytes, Event, EventKind};
 use crate::op::Op;
 use crate::selector::Selector;
 
+/// Commits of at most this many operations look up their own earlier writes by a scan.
+const SMALL_COMMIT: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub value: Bytes,
@@ -20,10 +23,11 @@ pub struct Entry {
 
 /// Point reads and writes go through a hash map; the ordered set of keys, needed only by
 /// range reads, changes only when a key is created or deleted, so overwriting a key (the
-/// common write) costs two hash lookups instead of two ordered searches.
+/// common write) costs two hash lookups instead of two ordered searches. The map hashes
+/// with foldhash (randomly seeded per map, several times faster than SipHash on short keys).
 #[derive(Default)]
 pub struct Kv {
-    map: HashMap<Bytes, Entry>,
+    map: HashMap<Bytes, Entry, foldhash::fast::RandomState>,
     order: BTreeSet<Bytes>,
 }
 
@@ -49,7 +53,10 @@ impl Kv {
             }
         }
         // (create_revision, version) of keys written earlier in this commit; None = deleted.
-        let mut overlay: HashMap<&[u8], Option<(u64, u64)>> = HashMap::new();
+        // A small commit finds them among its own events instead (no map, no hashing).
+        let small = ops.len() <= SMALL_COMMIT;
+        let mut overlay: HashMap<&[u8], Option<(u64, u64)>, foldhash::fast::RandomState> = HashMap::default();
+        let own = out.len();
         let mut revision = first;
         for op in ops {
             let (key, put) = match *op {
@@ -59,8 +66,17 @@ impl Kv {
             };
             // One lookup gives both the prior state and the stored key to share.
             let stored = self.map.get_key_value(key);
-            let prior = match overlay.get(key) {
-                Some(state) => *state,
+            let earlier = if small {
+                out[own..]
+                    .iter()
+                    .rev()
+                    .find(|e| e.key[..] == *key)
+                    .map(|e| (e.kind == EventKind::Put).then_some((e.create_revision, e.version)))
+            } else {
+                overlay.get(key).copied()
+            };
+            let prior = match earlier {
+                Some(state) => state,
                 None => stored.map(|(_, e)| (e.create_revision, e.version)),
             };
             let key_bytes = stored.map_or_else(|| Arc::from(key), |(k, _)| k.clone());
@@ -98,7 +114,7 @@ impl Kv {
                     }
                 }
             };
-            if ops.len() > 1 {
+            if !small {
                 let state = (event.kind == EventKind::Put).then_some((event.create_revision, event.version));
                 overlay.insert(op.key(), state);
             }

@@ -196,8 +196,14 @@ pub unsafe extern "C" fn tidemark_store_append(
             // readable elements that stay valid and unchanged for the call.
             unsafe { std::slice::from_raw_parts(events, count) }
         };
-        let new = input.iter().map(|e| new_event(e)).collect::<Result<Vec<_>, _>>()?;
-        let a = s.append(stream, &new, expected)?;
+        // One event (the common append) is converted on the stack.
+        let a = match input {
+            [one] => s.append(stream, &[new_event(one)?], expected)?,
+            _ => {
+                let new = input.iter().map(|e| new_event(e)).collect::<Result<Vec<_>, _>>()?;
+                s.append(stream, &new, expected)?
+            }
+        };
         put_out(
             result_out,
             tidemark_append_result {

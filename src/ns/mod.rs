@@ -82,7 +82,15 @@ pub struct Key(Vec<u8>);
 
 impl Key {
     pub fn new(feature: Feature) -> Key {
-        Key(feature.prefix().to_vec())
+        Key::with_capacity(feature, 0)
+    }
+
+    /// A key with room for `fields` bytes after the feature prefix (one allocation when the
+    /// caller knows the key's length).
+    pub fn with_capacity(feature: Feature, fields: usize) -> Key {
+        let mut key = Vec::with_capacity(3 + fields);
+        key.extend_from_slice(&feature.prefix());
+        Key(key)
     }
 
     pub fn raw(mut self, bytes: &[u8]) -> Key {
@@ -182,33 +190,61 @@ fn reserved() -> Error {
     Error::InvalidArgument("keys starting with the byte 0x00 are reserved for tidemark's features".into())
 }
 
-/// The owned operations of one feature commit, planned by `transact`.
+/// The owned operations of one feature commit, planned by `transact`. Keys and values are
+/// copied into one buffer, so a commit of a few operations makes two allocations.
 #[derive(Default)]
 pub struct Txn {
-    ops: Vec<(u8, Vec<u8>, Vec<u8>, u64)>,
+    buf: Vec<u8>,
+    /// Kind (`r`, `p`, `d`), where the key ends in `buf`, where the value ends (the value
+    /// follows the key), and the required mod_revision.
+    ops: Vec<(u8, usize, usize, u64)>,
 }
 
 impl Txn {
+    /// A transaction with room for `bytes` bytes of keys and values and `ops` operations.
+    pub fn with_capacity(bytes: usize, ops: usize) -> Txn {
+        Txn { buf: Vec::with_capacity(bytes), ops: Vec::with_capacity(ops) }
+    }
+
     /// The key's mod_revision must still be `mod_revision` (0 = absent) when the commit applies.
-    pub fn require(&mut self, key: Vec<u8>, mod_revision: u64) {
-        self.ops.push((b'r', key, Vec::new(), mod_revision));
+    pub fn require(&mut self, key: impl AsRef<[u8]>, mod_revision: u64) {
+        self.push(b'r', key.as_ref(), mod_revision);
     }
 
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((b'p', key, value, 0));
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.put_with(key, |buf| buf.extend_from_slice(value.as_ref()));
     }
 
-    pub fn delete(&mut self, key: Vec<u8>) {
-        self.ops.push((b'd', key, Vec::new(), 0));
+    /// A put whose value `write` appends to the buffer it is given (no value of its own).
+    pub fn put_with<R>(&mut self, key: impl AsRef<[u8]>, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        self.push(b'p', key.as_ref(), 0);
+        let r = write(&mut self.buf);
+        self.ops.last_mut().expect("just pushed").2 = self.buf.len();
+        r
+    }
+
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.push(b'd', key.as_ref(), 0);
+    }
+
+    fn push(&mut self, kind: u8, key: &[u8], mod_revision: u64) {
+        self.buf.extend_from_slice(key);
+        self.ops.push((kind, self.buf.len(), self.buf.len(), mod_revision));
     }
 
     fn ops(&self) -> Vec<Op<'_>> {
+        let mut start = 0;
         self.ops
             .iter()
-            .map(|(kind, key, value, rev)| match kind {
-                b'r' => Op::Require(key, *rev),
-                b'p' => Op::Put(key, value),
-                _ => Op::Delete(key),
+            .map(|&(kind, key_end, value_end, rev)| {
+                let key = &self.buf[start..key_end];
+                let value = &self.buf[key_end..value_end];
+                start = value_end;
+                match kind {
+                    b'r' => Op::Require(key, rev),
+                    b'p' => Op::Put(key, value),
+                    _ => Op::Delete(key),
+                }
             })
             .collect()
     }

@@ -173,11 +173,15 @@ pub(crate) fn check_name(name: &[u8], what: &str) -> Result<()> {
 }
 
 fn head_key(stream: &[u8]) -> Vec<u8> {
-    Key::new(Feature::Streams).raw(b"h").raw(stream).into_vec()
+    Key::with_capacity(Feature::Streams, 1 + stream.len()).raw(b"h").raw(stream).into_vec()
 }
 
 fn event_key(stream: &[u8], version: u64) -> Vec<u8> {
-    Key::new(Feature::Streams).raw(b"e").part(stream).u64(version).into_vec()
+    Key::with_capacity(Feature::Streams, 1 + 2 + stream.len() + 8)
+        .raw(b"e")
+        .part(stream)
+        .u64(version)
+        .into_vec()
 }
 
 /// A stream's head: its last version and the first version of its last append.
@@ -188,8 +192,8 @@ struct Head {
     mod_revision: u64,
 }
 
-fn head(kv: &Kv, stream: &[u8]) -> Option<Head> {
-    let e = kv.get(&head_key(stream))?;
+fn head(kv: &Kv, head_key: &[u8]) -> Option<Head> {
+    let e = kv.get(head_key)?;
     let v = &e.value;
     Some(Head {
         version: u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
@@ -202,11 +206,16 @@ fn current(h: Option<Head>) -> i64 {
     h.map_or(-1, |h| h.version as i64)
 }
 
+/// Rewrites the version (the last 8 bytes) of an event key.
+fn set_version(key: &mut [u8], version: u64) {
+    let at = key.len() - 8;
+    key[at..].copy_from_slice(&version.to_be_bytes());
+}
+
 /// Reads the event at `version` of `stream` (`key` is a buffer holding its event key with
 /// any version: only the last 8 bytes are rewritten).
 fn event_at(kv: &Kv, name: &Bytes, key: &mut [u8], version: u64) -> Option<StreamEvent> {
-    let at = key.len() - 8;
-    key[at..].copy_from_slice(&version.to_be_bytes());
+    set_version(key, version);
     let e = kv.get(key)?;
     StreamEvent::decode(name.clone(), version, e.mod_revision, e.value.clone())
 }
@@ -236,19 +245,21 @@ pub fn new_event_id() -> [u8; 16] {
     id
 }
 
-fn encode_record(id: &[u8; 16], timestamp_ms: u64, e: &NewEvent<'_>) -> Result<Vec<u8>> {
+/// Appends the stored record of `e` to `buf` (see the schema above).
+fn encode_record(buf: &mut Vec<u8>, id: &[u8; 16], timestamp_ms: u64, e: &NewEvent<'_>) -> Result<()> {
     let len = |b: &[u8], what: &str| {
         u32::try_from(b.len()).map_err(|_| Error::TooLarge(format!("event {what} of {} bytes", b.len())))
     };
-    let mut v = Vec::with_capacity(RECORD_HEAD + 8 + e.event_type.len() + e.metadata.len() + e.data.len());
-    v.extend_from_slice(id);
-    v.extend_from_slice(&timestamp_ms.to_be_bytes());
-    v.extend_from_slice(&len(e.event_type, "type")?.to_be_bytes());
-    v.extend_from_slice(e.event_type);
-    v.extend_from_slice(&len(e.metadata, "metadata")?.to_be_bytes());
-    v.extend_from_slice(e.metadata);
-    v.extend_from_slice(e.data);
-    Ok(v)
+    let (type_len, meta_len) = (len(e.event_type, "type")?, len(e.metadata, "metadata")?);
+    buf.reserve(RECORD_HEAD + 8 + e.event_type.len() + e.metadata.len() + e.data.len());
+    buf.extend_from_slice(id);
+    buf.extend_from_slice(&timestamp_ms.to_be_bytes());
+    buf.extend_from_slice(&type_len.to_be_bytes());
+    buf.extend_from_slice(e.event_type);
+    buf.extend_from_slice(&meta_len.to_be_bytes());
+    buf.extend_from_slice(e.metadata);
+    buf.extend_from_slice(e.data);
+    Ok(())
 }
 
 impl Store {
@@ -267,16 +278,21 @@ impl Store {
         if events.is_empty() {
             return Err(Error::InvalidArgument("an append needs at least one event".into()));
         }
-        let ids: Vec<[u8; 16]> = events.iter().map(|e| e.id.unwrap_or_else(new_event_id)).collect();
-        let retry_possible = events.iter().all(|e| e.id.is_some());
+        // Only an append that gives every id can be a retry; the others get fresh ids as
+        // their records are written.
+        let given: Option<Vec<[u8; 16]>> = events.iter().map(|e| e.id).collect();
         let hkey = head_key(stream);
-        let name: Bytes = Arc::from(stream);
+        let mut ekey = event_key(stream, 0);
+        let bytes: usize = events
+            .iter()
+            .map(|e| ekey.len() + RECORD_HEAD + 8 + e.event_type.len() + e.metadata.len() + e.data.len())
+            .sum();
         transact(self, || {
             let now = self.now_ms();
             self.read_kv(|kv| {
-                let h = head(kv, stream);
-                if let (Some(h), true) = (h, retry_possible) {
-                    if let Some(done) = previous_append(kv, &name, h, &ids) {
+                let h = head(kv, &hkey);
+                if let (Some(h), Some(ids)) = (h, &given) {
+                    if let Some(done) = previous_append(kv, &mut ekey, h, ids) {
                         return Ok(Plan::Done(done));
                     }
                 }
@@ -290,14 +306,17 @@ impl Store {
                 }
                 let first = (cur + 1) as u64;
                 let last = first + events.len() as u64 - 1;
-                let mut txn = Txn::default();
-                txn.require(hkey.clone(), h.map_or(0, |h| h.mod_revision));
-                for (i, (e, id)) in events.iter().zip(&ids).enumerate() {
-                    txn.put(event_key(stream, first + i as u64), encode_record(id, now, e)?);
+                let mut txn = Txn::with_capacity(bytes + 2 * hkey.len() + 16, events.len() + 2);
+                txn.require(&hkey, h.map_or(0, |h| h.mod_revision));
+                for (i, e) in events.iter().enumerate() {
+                    set_version(&mut ekey, first + i as u64);
+                    let id = e.id.unwrap_or_else(new_event_id);
+                    txn.put_with(&ekey, |buf| encode_record(buf, &id, now, e))?;
                 }
-                let mut hv = last.to_be_bytes().to_vec();
-                hv.extend_from_slice(&first.to_be_bytes());
-                txn.put(hkey.clone(), hv);
+                let mut hv = [0u8; 16];
+                hv[..8].copy_from_slice(&last.to_be_bytes());
+                hv[8..].copy_from_slice(&first.to_be_bytes());
+                txn.put(&hkey, hv);
                 let answer =
                     move |first_revision| Appended { first_version: first, version: last, first_revision };
                 Ok(Plan::Commit(txn, Box::new(answer)))
@@ -308,7 +327,8 @@ impl Store {
     /// The stream's last version; −1 when it does not exist.
     pub fn stream_version(&self, stream: &[u8]) -> Result<i64> {
         check_name(stream, "stream")?;
-        self.read_kv(|kv| current(head(kv, stream)))
+        let hkey = head_key(stream);
+        self.read_kv(|kv| current(head(kv, &hkey)))
     }
 
     /// Reads up to `count` events (0 = all) of `stream` from version `from` on, in version
@@ -326,22 +346,37 @@ impl Store {
             return Err(Error::InvalidArgument("a forward read needs a start version".into()));
         }
         let name: Bytes = Arc::from(stream);
+        let hkey = head_key(stream);
         let mut key = event_key(stream, 0);
         self.read_kv(|kv| {
-            let Some(h) = head(kv, stream) else {
+            let Some(h) = head(kv, &hkey) else {
                 return Err(Error::NotFound(format!(
                     "stream {} does not exist",
                     String::from_utf8_lossy(stream)
                 )));
             };
-            let versions: Box<dyn Iterator<Item = u64>> = match (direction, from) {
-                (Direction::Forward, f) => Box::new(f.unwrap_or(0)..=h.version),
-                (Direction::Backward, f) => Box::new((0..=f.unwrap_or(h.version).min(h.version)).rev()),
+            let count = if count == 0 { u64::MAX } else { count as u64 };
+            // The versions to read, `lo..=hi`, visited upwards or downwards.
+            let (lo, hi) = match (direction, from) {
+                (Direction::Forward, f) => {
+                    let lo = f.unwrap_or(0);
+                    (lo, h.version.min(lo.saturating_add(count - 1)))
+                }
+                (Direction::Backward, f) => {
+                    let hi = f.unwrap_or(h.version).min(h.version);
+                    (hi.saturating_sub(count - 1), hi)
+                }
             };
-            let count = if count == 0 { usize::MAX } else { count };
-            let mut out = Vec::with_capacity(count.min(h.version as usize + 1).min(1 << 16));
-            for v in versions.take(count) {
+            let mut out = Vec::with_capacity((hi.saturating_sub(lo) as usize + 1).min(1 << 16));
+            let mut read = |v| -> Result<()> {
                 out.push(event_at(kv, &name, &mut key, v).ok_or_else(|| damaged(stream, v))?);
+                Ok(())
+            };
+            if lo <= hi {
+                match direction {
+                    Direction::Forward => (lo..=hi).try_for_each(&mut read)?,
+                    Direction::Backward => (lo..=hi).rev().try_for_each(&mut read)?,
+                }
             }
             Ok(out)
         })?
@@ -385,38 +420,42 @@ impl Store {
         let hkey = head_key(stream);
         transact(self, || {
             self.read_kv(|kv| {
-                let Some(h) = head(kv, stream) else {
+                let Some(h) = head(kv, &hkey) else {
                     return Err(Error::NotFound(format!(
                         "stream {} does not exist",
                         String::from_utf8_lossy(stream)
                     )));
                 };
-                let mut txn = Txn::default();
-                txn.require(hkey.clone(), h.mod_revision);
+                let mut key = event_key(stream, 0);
+                let n = h.version as usize + 1;
+                let mut txn = Txn::with_capacity(n * key.len() + 2 * hkey.len(), n + 2);
+                txn.require(&hkey, h.mod_revision);
                 for v in 0..=h.version {
-                    txn.delete(event_key(stream, v));
+                    set_version(&mut key, v);
+                    txn.delete(&key);
                 }
-                txn.delete(hkey.clone());
+                txn.delete(&hkey);
                 Ok(Plan::Commit(txn, Box::new(|first| first)))
             })?
         })
     }
 }
 
-/// The result of the stream's last append if its ids are `ids`.
-fn previous_append(kv: &Kv, name: &Bytes, h: Head, ids: &[[u8; 16]]) -> Option<Appended> {
+/// The result of the stream's last append if its ids are `ids` (`key` is a buffer holding
+/// one of the stream's event keys).
+fn previous_append(kv: &Kv, key: &mut [u8], h: Head, ids: &[[u8; 16]]) -> Option<Appended> {
     if h.version - h.first + 1 != ids.len() as u64 {
         return None;
     }
-    let mut key = event_key(name, 0);
     let mut first_revision = 0;
     for (i, id) in ids.iter().enumerate() {
-        let e = event_at(kv, name, &mut key, h.first + i as u64)?;
-        if e.id() != id {
+        set_version(key, h.first + i as u64);
+        let e = kv.get(key)?;
+        if e.value.get(..16)? != id {
             return None;
         }
         if i == 0 {
-            first_revision = e.revision;
+            first_revision = e.mod_revision;
         }
     }
     Some(Appended { first_version: h.first, version: h.version, first_revision })
