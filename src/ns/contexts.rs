@@ -434,13 +434,13 @@ impl Store {
 /// The commit that deletes a context's document and every delta.
 fn delete_txn(kv: &Kv, id: &[u8], dkey: &[u8], h: Head) -> Txn {
     let mut txn = Txn::default();
-    txn.require(dkey.to_vec(), h.mod_revision);
+    txn.require(dkey, h.mod_revision);
     for (v, rev, _) in deltas(kv, id, 0) {
         let k = delta_key(id, v);
         txn.require(k.clone(), rev);
         txn.delete(k);
     }
-    txn.delete(dkey.to_vec());
+    txn.delete(dkey);
     txn
 }
 
