@@ -26,6 +26,11 @@
 #include <stdint.h>
 
 /**
+ * `client_version` of `tidemark_store_context_sync` for a client that has nothing.
+ */
+#define TIDEMARK_SYNC_NONE -1
+
+/**
  * `expected_version` of `tidemark_store_append`: whatever the stream's state.
  */
 #define TIDEMARK_EXPECT_ANY -2
@@ -119,6 +124,35 @@ enum tidemark_status
 typedef enum tidemark_status tidemark_status;
 #else
 typedef uint32_t tidemark_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * What `tidemark_store_context_sync` answered (`*kind_out`).
+ */
+enum tidemark_sync_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The client is at the current version; no JSON.
+   */
+  TIDEMARK_SYNC_NO_CHANGE = 0,
+  /**
+   * The JSON is one RFC 6902 patch that turns the client's version into the current one.
+   */
+  TIDEMARK_SYNC_DELTA = 1,
+  /**
+   * The JSON is the whole current document.
+   */
+  TIDEMARK_SYNC_FULL = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_sync_kind tidemark_sync_kind;
+#else
+typedef uint32_t tidemark_sync_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -235,6 +269,28 @@ enum tidemark_direction
 typedef enum tidemark_direction tidemark_direction;
 #else
 typedef uint32_t tidemark_direction;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The values of `order` in `tidemark_store_context_list` and `_deltas`.
+ */
+enum tidemark_order
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Contexts by id, deltas by version, ascending.
+   */
+  TIDEMARK_ORDER_ASC = 0,
+  TIDEMARK_ORDER_DESC = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_order tidemark_order;
+#else
+typedef uint32_t tidemark_order;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -373,6 +429,12 @@ typedef struct tidemark_selector {
   struct tidemark_bytes start;
   struct tidemark_bytes end;
 } tidemark_selector;
+
+/**
+ * A store clock: returns the time in ms since the Unix epoch. It may be called from any
+ * thread, also from several at once, while `tidemark_store_set_clock` has it installed.
+ */
+typedef uint64_t (*tidemark_clock_callback)(void *userdata);
 
 /**
  * An event of a stream. As input to `tidemark_store_append`: `id` is 16 bytes, or empty to
@@ -520,6 +582,96 @@ void tidemark_batch_clear(struct tidemark_batch *batch);
  * Frees a batch. NULL is a no-op.
  */
 void tidemark_batch_free(struct tidemark_batch *batch);
+
+/**
+ * Replaces the context `id` (1 to `TIDEMARK_MAX_NAME` bytes) with `document_json`, a JSON
+ * object. Writes to `*result_out` (may be NULL) the JSON
+ * `{"document": …, "version": N, "delta": [RFC 6902 ops], "revision": R}`; free it with
+ * `tidemark_string_free`. The first write of an id is version 1 (its delta is from `{}`);
+ * a document equal to the current one writes nothing (same version, delta `[]`, revision 0).
+ * Invalid JSON or a non-object is `TIDEMARK_ERR_INVALID_ARGUMENT`, a stored record over
+ * `max_value_size` is `TIDEMARK_ERR_TOO_LARGE`; then nothing changed. Thread-safe:
+ * concurrent writers of one id each get their own version.
+ */
+tidemark_status tidemark_store_context_set(struct tidemark_store *store, const uint8_t *id, size_t id_len, const char *document_json, char **result_out);
+
+/**
+ * Applies `patch_json`, an RFC 7386 JSON Merge Patch (a JSON object: `null` removes a
+ * field), to the context `id`; an absent context starts as `{}`. Result, errors and thread
+ * rules as for `tidemark_store_context_set`: N concurrent updates of distinct fields give
+ * version N with every field present.
+ */
+tidemark_status tidemark_store_context_update(struct tidemark_store *store, const uint8_t *id, size_t id_len, const char *patch_json, char **result_out);
+
+/**
+ * Writes the context `id` to `*out` as the JSON `{"id": "<id>" (null when not UTF-8),
+ * "id_hex": "<hex>", "document": {…}, "version": N, "created_ms": …, "updated_ms": …,
+ * "revision": R}`; free it with `tidemark_string_free`. An absent context is
+ * `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_context_get(const struct tidemark_store *store, const uint8_t *id, size_t id_len, char **out);
+
+/**
+ * Deletes the context `id` and all its deltas in one commit; writes the commit's first
+ * revision to `*revision_out` (may be NULL). An absent context is `TIDEMARK_ERR_NOT_FOUND`.
+ * A later write of the id starts again at version 1.
+ */
+tidemark_status tidemark_store_context_delete(struct tidemark_store *store, const uint8_t *id, size_t id_len, uint64_t *revision_out);
+
+/**
+ * What a client at `client_version` (≤ 0, e.g. `TIDEMARK_SYNC_NONE`, = it has nothing)
+ * needs to reach the current version of `id`. Writes the kind to `*kind_out`, the current
+ * version to `*version_out`, and to `*json_out` (may be NULL): NULL for
+ * `TIDEMARK_SYNC_NO_CHANGE`, the RFC 6902 patch for `TIDEMARK_SYNC_DELTA`, the document for
+ * `TIDEMARK_SYNC_FULL`; free it with `tidemark_string_free`. `DELTA` is exact: applied to
+ * the client's version it gives the current document. `FULL` whenever the retained deltas
+ * cannot do that (client too old, deltas pruned or expired, unknown or future version).
+ * An absent context is `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_context_sync(const struct tidemark_store *store, const uint8_t *id, size_t id_len, int64_t client_version, tidemark_sync_kind *kind_out, uint64_t *version_out, char **json_out);
+
+/**
+ * Writes to `*out` a JSON array of contexts (each as in `tidemark_store_context_get`) in
+ * id order (`TIDEMARK_ORDER_ASC`) or reverse (`TIDEMARK_ORDER_DESC`), skipping `offset`,
+ * at most `limit` (0 = 1000). Free it with `tidemark_string_free`.
+ */
+tidemark_status tidemark_store_context_list(const struct tidemark_store *store, size_t limit, size_t offset, uint32_t order, char **out);
+
+/**
+ * Writes to `*out` a JSON array of the retained deltas of `id`, each
+ * `{"version": N, "timestamp_ms": …, "patch": [RFC 6902 ops from N − 1 to N]}`, by version
+ * (`TIDEMARK_ORDER_ASC`) or reverse, skipping `offset`, at most `limit` (0 = all). Free it
+ * with `tidemark_string_free`. An absent context is `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_context_deltas(const struct tidemark_store *store, const uint8_t *id, size_t id_len, size_t limit, size_t offset, uint32_t order, char **out);
+
+/**
+ * One cleanup pass by the store's clock: deletes contexts not updated for `context_ttl_ms`
+ * (only with `context_auto_delete`) and deltas older than `delta_ttl_ms`, changing at most
+ * `limit` contexts (0 = no limit). Writes how many contexts and deltas it deleted to
+ * `*contexts_out` and `*deltas_out` (each may be NULL).
+ */
+tidemark_status tidemark_store_context_cleanup(struct tidemark_store *store, size_t limit, uint64_t *contexts_out, uint64_t *deltas_out);
+
+/**
+ * Starts the store's cleanup thread: one `tidemark_store_context_cleanup(store, limit)` pass
+ * every `interval_ms` (> 0, else `TIDEMARK_ERR_INVALID_ARGUMENT`) until
+ * `tidemark_store_context_cleaner_stop` or `tidemark_store_close`. When it runs already, this
+ * sets its interval and limit. Its state is `"context_cleaner"` in the status JSON.
+ */
+tidemark_status tidemark_store_context_cleaner_start(struct tidemark_store *store, uint64_t interval_ms, size_t limit);
+
+/**
+ * Changes the running cleanup thread's interval (the next pass is `interval_ms` from now);
+ * `TIDEMARK_ERR_NOT_FOUND` when none runs.
+ */
+tidemark_status tidemark_store_context_cleaner_set_interval(struct tidemark_store *store, uint64_t interval_ms);
+
+/**
+ * Stops the cleanup thread and waits for it (a pass under way completes first); writes
+ * whether one was running to `*was_running_out` (may be NULL). Stopping none is no error.
+ */
+tidemark_status tidemark_store_context_cleaner_stop(struct tidemark_store *store, bool *was_running_out);
 
 /**
  * The number of events in the batch (0 for NULL).
@@ -818,6 +970,16 @@ tidemark_status tidemark_store_tail_repair(const struct tidemark_store *store, u
  * `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
  */
 tidemark_status tidemark_store_status_json(const struct tidemark_store *store, char **out);
+
+/**
+ * Replaces the store's clock, from which every timestamp and TTL of the store's features
+ * (stream events, snapshots, contexts) is taken, with `callback(userdata)` (ms since the
+ * epoch); NULL `callback` goes back to the system clock. The store owns `userdata` from here
+ * on: `drop_userdata` (may be NULL) is called once, when the clock is replaced again, when the
+ * store is freed, or before this call returns if it fails; never while the callback runs. The callback may be called
+ * from any thread, also from several at once, and must not call into the store.
+ */
+tidemark_status tidemark_store_set_clock(struct tidemark_store *store, tidemark_clock_callback callback, void *userdata, tidemark_drop_callback drop_userdata);
 
 /**
  * Appends `count` events to `stream` atomically (all or none, consecutive versions and

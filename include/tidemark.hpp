@@ -350,6 +350,14 @@ struct new_event {
 /// the C ABI, so one escaping the callback calls std::terminate.
 using watch_callback = std::function<void(event_span)>;
 
+/// What store::context_sync answered: `json` is the RFC 6902 patch (DELTA), the document
+/// (FULL) or empty (NO_CHANGE); `version` is the current version.
+struct context_sync_result {
+  tidemark_sync_kind kind;
+  std::uint64_t version;
+  std::string json;
+};
+
 /// A store. Closed on destruction (every watch ends first; see tidemark_store_close).
 class store {
  public:
@@ -442,8 +450,63 @@ class store {
   std::string status_json() const {
     char *raw = nullptr;
     detail::check(tidemark_store_status_json(p_.get(), &raw));
-    std::unique_ptr<char, detail::deleter<char, tidemark_string_free>> owned(raw);
-    return std::string(owned.get());
+    return owned_string(raw);
+  }
+
+  /// Contexts (docs/contexts.md): JSON documents in and out as strings. set/update return
+  /// {"document", "version", "delta", "revision"}; an invalid or non-object JSON throws
+  /// TIDEMARK_ERR_INVALID_ARGUMENT, an absent context TIDEMARK_ERR_NOT_FOUND.
+  std::string context_set(std::string_view id, const std::string &document_json) {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_set(p_.get(), detail::bytes(id), id.size(), document_json.c_str(), &raw));
+    return owned_string(raw);
+  }
+  /// Applies an RFC 7386 merge patch (a JSON object).
+  std::string context_update(std::string_view id, const std::string &patch_json) {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_update(p_.get(), detail::bytes(id), id.size(), patch_json.c_str(), &raw));
+    return owned_string(raw);
+  }
+  /// {"id", "id_hex", "document", "version", "created_ms", "updated_ms", "revision"}.
+  std::string context_get(std::string_view id) const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_get(p_.get(), detail::bytes(id), id.size(), &raw));
+    return owned_string(raw);
+  }
+  /// Deletes the context and its deltas; returns the commit's revision.
+  std::uint64_t context_delete(std::string_view id) {
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_context_delete(p_.get(), detail::bytes(id), id.size(), &rev));
+    return rev;
+  }
+  /// client_version <= 0 (TIDEMARK_SYNC_NONE) = the client has nothing.
+  context_sync_result context_sync(std::string_view id, std::int64_t client_version) const {
+    context_sync_result r{TIDEMARK_SYNC_NO_CHANGE, 0, {}};
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_sync(p_.get(), detail::bytes(id), id.size(), client_version, &r.kind,
+                                              &r.version, &raw));
+    if (raw != nullptr) r.json = owned_string(raw);
+    return r;
+  }
+  /// A JSON array of contexts (as context_get) by id; limit 0 = 1000.
+  std::string context_list(std::size_t limit = 0, std::size_t offset = 0,
+                           tidemark_order order = TIDEMARK_ORDER_ASC) const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_list(p_.get(), limit, offset, order, &raw));
+    return owned_string(raw);
+  }
+  /// A JSON array of the retained deltas {"version", "timestamp_ms", "patch"}; limit 0 = all.
+  std::string context_deltas(std::string_view id, std::size_t limit = 0, std::size_t offset = 0,
+                             tidemark_order order = TIDEMARK_ORDER_ASC) const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_deltas(p_.get(), detail::bytes(id), id.size(), limit, offset, order, &raw));
+    return owned_string(raw);
+  }
+  /// One cleanup pass; returns {contexts deleted, deltas deleted}.
+  std::pair<std::uint64_t, std::uint64_t> context_cleanup(std::size_t limit = 0) {
+    std::uint64_t contexts = 0, deltas = 0;
+    detail::check(tidemark_store_context_cleanup(p_.get(), limit, &contexts, &deltas));
+    return {contexts, deltas};
   }
 
   /// Registers a push watch and returns its id. The callable is moved to the heap and owned
@@ -561,6 +624,10 @@ class store {
     (*static_cast<watch_callback *>(userdata))(event_span(events, count));
   }
   static void drop(void *userdata) noexcept { delete static_cast<watch_callback *>(userdata); }
+  static std::string owned_string(char *raw) {
+    std::unique_ptr<char, detail::deleter<char, tidemark_string_free>> owned(raw);
+    return std::string(owned.get());
+  }
 
   std::unique_ptr<tidemark_store, detail::deleter<tidemark_store, tidemark_store_close>> p_;
 };

@@ -55,6 +55,17 @@ pub struct Options {
     /// Directory stores: bytes of recent log entries kept in memory for `changes` and
     /// watches (older ones are read from disk).
     pub cache_bytes: u64,
+    /// Contexts: how many deltas each context retains (the oldest beyond it are dropped;
+    /// 0 = none, every sync of an older version is FULL).
+    pub delta_threshold: u64,
+    /// Contexts: a context not updated for this many ms is expired (None = never); `cleanup`
+    /// deletes expired contexts when `context_auto_delete` is true.
+    pub context_ttl_ms: Option<u64>,
+    /// Contexts: a delta older than this many ms is expired (None = never): sync no longer
+    /// uses it and `cleanup` deletes it.
+    pub delta_ttl_ms: Option<u64>,
+    /// Contexts: whether `cleanup` deletes expired contexts (false = it only drops deltas).
+    pub context_auto_delete: bool,
 }
 
 pub(crate) const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -73,6 +84,10 @@ impl Default for Options {
             segment_size: 64 * 1024 * 1024,
             checkpoint_bytes: 256 * 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
+            delta_threshold: 100,
+            context_ttl_ms: None,
+            delta_ttl_ms: None,
+            context_auto_delete: false,
         }
     }
 }
@@ -103,6 +118,14 @@ struct Given {
     checkpoint_bytes: Option<u64>,
     #[serde(default, deserialize_with = "non_negative")]
     cache_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "non_negative")]
+    delta_threshold: Option<u64>,
+    #[serde(default, deserialize_with = "positive")]
+    context_ttl_ms: Option<u64>,
+    #[serde(default, deserialize_with = "positive")]
+    delta_ttl_ms: Option<u64>,
+    #[serde(default, deserialize_with = "boolean")]
+    context_auto_delete: Option<bool>,
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
@@ -181,6 +204,10 @@ impl Options {
         opts.strict_recovery = given.strict_recovery.unwrap_or(opts.strict_recovery);
         opts.checkpoint_bytes = given.checkpoint_bytes.unwrap_or(opts.checkpoint_bytes);
         opts.cache_bytes = given.cache_bytes.unwrap_or(opts.cache_bytes);
+        opts.delta_threshold = given.delta_threshold.unwrap_or(opts.delta_threshold);
+        opts.context_ttl_ms = given.context_ttl_ms;
+        opts.delta_ttl_ms = given.delta_ttl_ms;
+        opts.context_auto_delete = given.context_auto_delete.unwrap_or(opts.context_auto_delete);
         Ok(opts)
     }
 }
@@ -235,6 +262,15 @@ mod tests {
         assert_eq!(o.segment_size, 65536);
         assert_eq!(o.checkpoint_bytes, 0);
         assert_eq!(Options::from_json(Some(r#"{"sync":"none"}"#)).unwrap().sync, SyncPolicy::None);
+        let c = Options::from_json(Some(
+            r#"{"delta_threshold":0,"context_ttl_ms":5,"delta_ttl_ms":7,"context_auto_delete":true}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.delta_threshold, c.context_ttl_ms, c.delta_ttl_ms, c.context_auto_delete),
+            (0, Some(5), Some(7), true)
+        );
+        assert_eq!(Options::default().delta_threshold, 100);
         for bad in [
             r#"{"sync":"sometimes"}"#,
             r#"{"sync":1}"#,
@@ -244,6 +280,9 @@ mod tests {
             r#"{"segment_size":100}"#,
             r#"{"segment_size":4294967296}"#,
             r#"{"cache_bytes":-1}"#,
+            r#"{"context_ttl_ms":0}"#,
+            r#"{"delta_threshold":-1}"#,
+            r#"{"context_auto_delete":"yes"}"#,
         ] {
             let e = Options::from_json(Some(bad)).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");

@@ -11,6 +11,7 @@
 
 mod batch;
 mod closure;
+mod contexts;
 mod events;
 mod handle;
 #[cfg(feature = "http")]
@@ -21,6 +22,7 @@ mod streams;
 mod watch;
 
 pub use batch::*;
+pub use contexts::*;
 pub use events::*;
 #[cfg(feature = "http")]
 pub use lockstep::*;

@@ -1,14 +1,15 @@
 //! The store: open/close, key reads and writes, `changes`, `range` and compaction.
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
 
 use crate::kv::Entry;
 use crate::store::Store;
 
 use super::{
     bytes_in, free_box, get_ref, guard, guard_value, need, put_out, selector_in, str_in, tidemark_batch,
-    tidemark_bytes, tidemark_events, tidemark_selector, tidemark_status, to_boxed_ptr, try_ref, Castable,
-    EventList,
+    tidemark_bytes, tidemark_drop_callback, tidemark_events, tidemark_selector, tidemark_status,
+    to_boxed_ptr, try_ref, Castable, Closure, EventList,
 };
 
 /// A store (opaque). Every function taking a store is thread-safe, except
@@ -312,6 +313,50 @@ pub unsafe extern "C" fn tidemark_store_status_json(
         need(out, "out")?;
         let json = s.status()?.to_string();
         put_out(out, CString::new(json).unwrap_or_default().into_raw());
+        Ok(())
+    })
+}
+
+/// A store clock: returns the time in ms since the Unix epoch. It may be called from any
+/// thread, also from several at once, while `tidemark_store_set_clock` has it installed.
+pub type tidemark_clock_callback = Option<unsafe extern "C" fn(userdata: *mut c_void) -> u64>;
+
+/// The clock callback of a store: a `Closure` the store calls from any thread.
+struct ClockClosure(Closure<unsafe extern "C" fn(*mut c_void) -> u64>);
+
+// SAFETY: the header makes the caller promise that the clock callback may be called from any
+// thread, concurrently, and `drop_userdata` from any thread.
+unsafe impl Sync for ClockClosure {}
+
+impl ClockClosure {
+    fn now(&self) -> u64 {
+        let (f, data) = self.0.target().expect("a clock closure has a callback");
+        // SAFETY: the caller's callback, called with its userdata as the header says.
+        unsafe { f(data) }
+    }
+}
+
+/// Replaces the store's clock, from which every timestamp and TTL of the store's features
+/// (stream events, snapshots, contexts) is taken, with `callback(userdata)` (ms since the
+/// epoch); NULL `callback` goes back to the system clock. The store owns `userdata` from here
+/// on: `drop_userdata` (may be NULL) is called once, when the clock is replaced again, when the
+/// store is freed, or before this call returns if it fails; never while the callback runs. The callback may be called
+/// from any thread, also from several at once, and must not call into the store.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_set_clock(
+    store: *mut tidemark_store,
+    callback: tidemark_clock_callback,
+    userdata: *mut c_void,
+    drop_userdata: tidemark_drop_callback,
+) -> tidemark_status {
+    let closure = ClockClosure(Closure::new(callback, userdata, drop_userdata));
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        if closure.0.target().is_none() {
+            s.use_system_clock();
+            return Ok(());
+        }
+        s.set_clock(Arc::new(move || closure.now()));
         Ok(())
     })
 }

@@ -14,8 +14,10 @@
 //! | `s` | streams: event | `e` `<name as part>` `<version u64>` | see `ns::streams` |
 //! | `n` | snapshots | `<source as part>` `<stream as part>` `<version u64>` | see `ns::snapshots` |
 //! | `l` | lockstep follower cursor | `<prefix>` | the follower's cursor document (JSON) |
+//! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
+//! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //!
-//! Tags reserved for the features to come: `u` subscriptions, `c` contexts, `t` trackers.
+//! Tags reserved for the features to come: `u` subscriptions, `t` trackers.
 //!
 //! Field encodings (`Key` writes them, `Fields` reads them back):
 //! - a *part* is a length (u16, big-endian) then that many bytes, so a part can hold any
@@ -29,6 +31,7 @@
 //! `Require`s on the keys it read (`transact` plans it and retries it on `Conflict`), so it
 //! is atomic, durable under the store's sync policy and survives compaction as current keys.
 
+pub mod contexts;
 pub mod snapshots;
 pub mod streams;
 
@@ -48,6 +51,7 @@ pub enum Feature {
     Streams = b's',
     Snapshots = b'n',
     LockstepCursor = b'l',
+    Contexts = b'c',
 }
 
 impl Feature {
@@ -66,6 +70,7 @@ impl Feature {
             b's' => Feature::Streams,
             b'n' => Feature::Snapshots,
             b'l' => Feature::LockstepCursor,
+            b'c' => Feature::Contexts,
             _ => return None,
         };
         Some((feature, rest))

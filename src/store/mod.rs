@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     group: Option<WriteGroup>,
     /// The store's one clock (ms since the epoch) for every timestamp its features write.
     clock: RwLock<Clock>,
+    /// The periodic context cleanup thread, stopped by close.
+    cleaner: ns::contexts::Cleaner,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -112,6 +114,7 @@ impl Store {
             closed: AtomicBool::new(false),
             group,
             clock: RwLock::new(Arc::new(system_clock)),
+            cleaner: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -134,6 +137,15 @@ impl Store {
     /// Replaces the store's clock (tests inject one so that timestamps are known).
     pub fn set_clock(&self, clock: Clock) {
         *self.inner.clock.write() = clock;
+    }
+
+    pub(crate) fn cleaner(&self) -> &ns::contexts::Cleaner {
+        &self.inner.cleaner
+    }
+
+    /// Goes back to the system clock (undoes `set_clock`).
+    pub fn use_system_clock(&self) {
+        self.set_clock(Arc::new(system_clock));
     }
 
     /// The store clock's time, in ms since the epoch.
@@ -230,6 +242,8 @@ impl Store {
             "keys": st.kv.len(),
             "streams": ns::streams::count(&st.kv),
             "snapshots": ns::snapshots::count(&st.kv),
+            "contexts": ns::contexts::count(&st.kv),
+            "context_cleaner": self.inner.cleaner.status(),
             "watchers": st.watches.len(),
             "durable": disk.durable,
             "path": disk.path,
@@ -324,6 +338,8 @@ impl Inner {
     }
 
     fn close(&self) {
+        // The cleanup thread holds a handle: it ends (after a pass under way) before the log closes.
+        self.cleaner.stop();
         let watchers = {
             let mut st = self.state.write();
             if self.closed.swap(true, Ordering::AcqRel) {

@@ -160,5 +160,8 @@ void test_lockstep(void);
 void test_reserved_namespace(void);
 void test_streams(void);
 void test_snapshots(void);
+/* test_contexts.c */
+void test_contexts(void);
+void test_contexts_clock(void);
 
 #endif

@@ -48,6 +48,8 @@ int main(void) {
   test_lockstep();
   test_streams();
   test_snapshots();
+  test_contexts();
+  test_contexts_clock();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {

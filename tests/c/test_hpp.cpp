@@ -127,6 +127,23 @@ int main() {
   CHECK(s.status_json().find("\"revision\":6") != std::string::npos);
   CHECK(s.tail_repair().commits == 0 && s.tail_repair().first_revision == 0);
 
+  // Contexts: JSON strings in and out, sync results, errors as exceptions.
+  CHECK(s.context_set("ctx", R"({"a":1})").find("\"version\":1") != std::string::npos);
+  CHECK(s.context_update("ctx", R"({"b":2})").find("\"version\":2") != std::string::npos);
+  CHECK(s.context_get("ctx").find(R"("document":{"a":1,"b":2})") != std::string::npos);
+  auto delta = s.context_sync("ctx", 1);
+  CHECK(delta.kind == TIDEMARK_SYNC_DELTA && delta.version == 2 && delta.json.find("/b") != std::string::npos);
+  auto same = s.context_sync("ctx", 2);
+  CHECK(same.kind == TIDEMARK_SYNC_NO_CHANGE && same.json.empty());
+  CHECK(s.context_sync("ctx", TIDEMARK_SYNC_NONE).kind == TIDEMARK_SYNC_FULL);
+  CHECK(s.context_list().find("\"id\":\"ctx\"") != std::string::npos);
+  CHECK(s.context_deltas("ctx", 0, 0, TIDEMARK_ORDER_DESC).find("\"version\":2") != std::string::npos);
+  CHECK(s.context_cleanup() == std::make_pair(std::uint64_t{0}, std::uint64_t{0}));
+  EXPECT_ERROR(s.context_set("ctx", "[1]"), TIDEMARK_ERR_INVALID_ARGUMENT);
+  EXPECT_ERROR(s.context_update("ctx", "{"), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK(s.context_delete("ctx") > 0);
+  EXPECT_ERROR(s.context_get("ctx"), TIDEMARK_ERR_NOT_FOUND);
+
   // A push watch with a lambda; its std::function is freed by drop_userdata on unwatch.
   {
     auto state = std::make_shared<seen>();

@@ -22,6 +22,7 @@ static tm_core *core_new(tidemark_store *store, int durable)
     c->store = store;
     c->durable = durable;
     c->refs = 1;
+    c->manual_now = 0;
     enif_mutex_lock(open_lock);
     c->next = open_list.next;
     c->prev = &open_list;

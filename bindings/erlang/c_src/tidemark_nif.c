@@ -81,6 +81,16 @@ static ErlNifFunc nif_funcs[] = {
     {"follower_status_nif", 1, follower_status_nif, 0},
     {"stop_follower_nif", 1, stop_follower_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"follower_dropped_nif", 1, follower_dropped_nif, 0},
+    /* contexts.c: the writes move to a dirty I/O scheduler on a durable store */
+    {"context_write_nif", 4, context_write_nif, 0},
+    {"context_get_nif", 2, context_get_nif, 0},
+    {"context_delete_nif", 2, context_delete_nif, 0},
+    {"context_sync_nif", 3, context_sync_nif, 0},
+    {"context_list_nif", 5, context_list_nif, 0},
+    {"context_cleanup_nif", 2, context_cleanup_nif, 0},
+    {"set_clock_nif", 2, set_clock_nif, 0},
+    {"advance_clock_nif", 2, advance_clock_nif, 0},
+    {"context_cleaner_nif", 3, context_cleaner_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* stop joins */
     /* streams.c: big reads and writes move themselves to dirty schedulers */
     {"append_events_nif", 4, append_events_nif, 0},
     {"read_stream_nif", 5, read_stream_nif, 0},

@@ -1,8 +1,9 @@
 /*
  * tidemark_nif.h: what the files of the Erlang NIF over the tidemark C API (include/tidemark.h)
- * share. One file per resource (store.c, watch.c, lockstep.c), terms.c for converting terms,
- * tidemark_nif.c for the atoms, the function table and load/upgrade/unload. A new resource is one
- * new file (streams.c: streams, snapshots, named stores): its struct and destructor there, its load function and NIFs declared here, its rows
+ * share. One file per resource (store.c, watch.c, lockstep.c) or feature (streams.c: streams,
+ * snapshots, named stores; contexts.c), terms.c for converting terms, tidemark_nif.c for the
+ * atoms, the function table and load/upgrade/unload. A new resource or feature is one new file:
+ * its struct and destructor there (if any), its load function and NIFs declared here, its rows
  * in nif_funcs (tidemark_nif.c) and its stubs in src/tidemark_nif.erl.
  *
  * Objects
@@ -108,6 +109,7 @@ typedef struct tm_core {
     tidemark_store *store; /* NULL once closed; written under the write lock */
     int durable;           /* a directory store: its writes and log reads may wait on disk */
     int refs;              /* atomic */
+    uint64_t manual_now;   /* atomic: the manual clock's time (contexts.c, set_clock_nif) */
     struct tm_core *prev, *next; /* the list of open cores, under open_lock */
 } tm_core;
 
@@ -167,6 +169,10 @@ TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_ni
 TM_NIF(serve_nif) TM_NIF(server_addr_nif) TM_NIF(server_port_nif) TM_NIF(server_status_nif)
 TM_NIF(stop_server_nif) TM_NIF(follow_nif) TM_NIF(follower_status_nif) TM_NIF(stop_follower_nif)
 TM_NIF(follower_dropped_nif)
+/* contexts.c */
+TM_NIF(context_write_nif) TM_NIF(context_get_nif) TM_NIF(context_delete_nif) TM_NIF(context_sync_nif)
+TM_NIF(context_list_nif) TM_NIF(context_cleanup_nif) TM_NIF(set_clock_nif) TM_NIF(advance_clock_nif)
+TM_NIF(context_cleaner_nif)
 /* streams.c */
 TM_NIF(append_events_nif) TM_NIF(read_stream_nif) TM_NIF(stream_version_nif) TM_NIF(list_streams_nif)
 TM_NIF(delete_stream_nif) TM_NIF(snapshot_record_nif) TM_NIF(snapshot_read_nif) TM_NIF(snapshot_delete_nif)

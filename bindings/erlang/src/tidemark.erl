@@ -42,13 +42,16 @@
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1,
+         context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
+         context_list/2, context_deltas/3, context_cleanup/2, set_clock/2, advance_clock/2,
+         context_cleaner_start/3, context_cleaner_set_interval/2, context_cleaner_stop/1,
          append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
          open_named/3, whereis_store/1, stores/0, close_named/1]).
 
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
               server/0, follower/0, lockstep_event/0, expected_version/0, stream_event/0,
-              snapshot/0]).
+              snapshot/0, document/0, json_patch/0]).
 
 -opaque store() :: reference().
 -type watch_ref() :: reference().
@@ -76,6 +79,12 @@
                            | panic, binary()}
                         | {unknown, Code :: non_neg_integer(), binary()}}.
 
+%% A context document: a map with binary keys (as decoded: strings are binaries, JSON null is
+%% `null', arrays are lists). As input, atom keys and `nil' (for null) are accepted too, and a
+%% binary is taken as JSON text.
+-type document() :: #{binary() => term()}.
+%% An RFC 6902 JSON Patch: a list of operations `#{<<"op">> => <<"add">>, <<"path">> => ...}'.
+-type json_patch() :: [#{binary() => term()}].
 -type expected_version() :: any | no_stream | stream_exists | non_neg_integer().
 -type stream_event() :: #{stream := binary(), id := <<_:128>>, type := binary(), data := binary(),
                           metadata := binary(), version := non_neg_integer(),
@@ -354,6 +363,168 @@ follower_status(Follower) -> lockstep_status_result(tidemark_nif:follower_status
 %% `connect_timeout_ms'; runs on a dirty I/O scheduler. Idempotent.
 -spec stop_follower(follower()) -> ok.
 stop_follower(Follower) -> tidemark_nif:stop_follower_nif(Follower).
+
+%%% Contexts (docs/contexts.md)
+
+%% @doc Replaces the context `Id' with `Doc' (a map, or JSON text as a binary; it must be a
+%% JSON object). Returns the new document, its version (the first write is 1) and the RFC 6902
+%% delta from the previous version; a document equal to the current one writes nothing
+%% (`delta => []', `revision => 0').
+-spec context_set(store(), key(), document() | binary()) ->
+          {ok, #{document := document(), version := pos_integer(), delta := json_patch(),
+                 revision := revision()}} | error().
+context_set(Store, Id, Doc) -> context_write(Store, Id, Doc, false).
+
+%% @doc Applies `Patch', an RFC 7386 JSON Merge Patch (a map; `null' removes a field), to the
+%% context `Id' (an absent one is `#{}'). Concurrent updates each get their own version.
+-spec context_update(store(), key(), document() | binary()) ->
+          {ok, #{document := document(), version := pos_integer(), delta := json_patch(),
+                 revision := revision()}} | error().
+context_update(Store, Id, Patch) -> context_write(Store, Id, Patch, true).
+
+context_write(Store, Id, Doc, Update) ->
+    Json = if is_binary(Doc) -> Doc;
+              is_map(Doc) -> tidemark_json:encode(Doc);
+              true -> erlang:error(badarg)
+           end,
+    envelope(tidemark_nif:context_write_nif(Store, Id, Json, Update)).
+
+%% @doc The context `Id': its document, version, `created_ms', `updated_ms' (store clock) and
+%% revision; `{error, not_found}' when it does not exist.
+-spec context_get(store(), key()) ->
+          {ok, #{id := binary(), document := document(), version := pos_integer(),
+                 created_ms := non_neg_integer(), updated_ms := non_neg_integer(),
+                 revision := revision()}} | error().
+context_get(Store, Id) -> envelope(tidemark_nif:context_get_nif(Store, Id)).
+
+%% @doc Deletes the context and all its deltas in one commit; returns its revision.
+-spec context_delete(store(), key()) -> {ok, revision()} | error().
+context_delete(Store, Id) -> tidemark_nif:context_delete_nif(Store, Id).
+
+%% @doc What a client at `ClientVersion' (`undefined', `nil' or =< 0: it has nothing) needs to
+%% reach the current version `V': `{no_change, V}', `{delta, Patch, V}' (one RFC 6902 patch that
+%% turns exactly the client's version into `V') or `{full_context, Doc, V}' whenever the
+%% retained deltas cannot do that exactly (too old, pruned, expired, unknown or future).
+-spec context_sync(store(), key(), integer() | undefined | nil) ->
+          {full_context, document(), pos_integer()} | {delta, json_patch(), pos_integer()}
+          | {no_change, pos_integer()} | error().
+context_sync(Store, Id, V) when V =:= undefined; V =:= nil ->
+    context_sync(Store, Id, -1);
+context_sync(Store, Id, V) when is_integer(V) ->
+    Client = max(-1, min(V, 16#7fffffffffffffff)),
+    case tidemark_nif:context_sync_nif(Store, Id, Client) of
+        {ok, 0, Version, undefined} -> {no_change, Version};
+        {ok, 1, Version, Json} -> {delta, tidemark_json:decode(Json, binary), Version};
+        {ok, 2, Version, Json} -> {full_context, tidemark_json:decode(Json, binary), Version};
+        Error -> Error
+    end;
+context_sync(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Contexts in id order, as {@link context_get/2} returns them. Options: `limit'
+%% (0 = 1000), `offset', `order' (`asc' | `desc').
+-spec context_list(store(), #{limit => non_neg_integer(), offset => non_neg_integer(),
+                             order => asc | desc}) -> {ok, [map()]} | error().
+context_list(Store, Opts) ->
+    {Limit, Offset, Desc} = list_opts(Opts),
+    envelopes(tidemark_nif:context_list_nif(Store, undefined, Limit, Offset, Desc)).
+
+%% @doc The retained deltas of `Id' by version, each `#{version, timestamp_ms, patch}'.
+%% Options as for {@link context_list/2} (`limit' 0 = all).
+-spec context_deltas(store(), key(), #{limit => non_neg_integer(), offset => non_neg_integer(),
+                                       order => asc | desc}) -> {ok, [map()]} | error().
+context_deltas(Store, Id, Opts) ->
+    {Limit, Offset, Desc} = list_opts(Opts),
+    envelopes(tidemark_nif:context_list_nif(Store, to_id(Id), Limit, Offset, Desc)).
+
+%% @doc One cleanup pass by the store's clock (`context_ttl_ms' with `context_auto_delete',
+%% `delta_ttl_ms'), changing at most `Limit' contexts (0 = no limit). Returns how many
+%% contexts and deltas it deleted.
+-spec context_cleanup(store(), non_neg_integer()) ->
+          {ok, {non_neg_integer(), non_neg_integer()}} | error().
+context_cleanup(Store, Limit) when is_integer(Limit), Limit >= 0 ->
+    tidemark_nif:context_cleanup_nif(Store, Limit);
+context_cleanup(_, _) ->
+    erlang:error(badarg).
+
+%% @doc The store's clock, from which every timestamp and TTL of its features comes:
+%% `{manual, Ms}' installs a manual clock at `Ms' (ms since the epoch) that only
+%% {@link advance_clock/2} moves (tests use it instead of sleeping); `system' goes back to the
+%% system clock.
+-spec set_clock(store(), {manual, non_neg_integer()} | system) -> ok | error().
+set_clock(Store, {manual, Ms}) when is_integer(Ms), Ms >= 0 -> tidemark_nif:set_clock_nif(Store, Ms);
+set_clock(Store, system) -> tidemark_nif:set_clock_nif(Store, system);
+set_clock(_, _) -> erlang:error(badarg).
+
+%% @doc Moves the manual clock forward by `Ms'; returns its new time. (Without a manual clock
+%% installed it only changes what a later `{manual, _}' would start from: nothing reads it.)
+-spec advance_clock(store(), non_neg_integer()) -> {ok, non_neg_integer()} | error().
+advance_clock(Store, Ms) when is_integer(Ms), Ms >= 0 -> tidemark_nif:advance_clock_nif(Store, Ms);
+advance_clock(_, _) -> erlang:error(badarg).
+
+%% @doc Starts the store's cleanup thread: one {@link context_cleanup/2} pass every
+%% `IntervalMs' (> 0) until {@link context_cleaner_stop/1} or close; when it runs already,
+%% sets its interval and limit. `status/1' shows it as `context_cleaner'.
+-spec context_cleaner_start(store(), pos_integer(), non_neg_integer()) -> ok | error().
+context_cleaner_start(Store, IntervalMs, Limit)
+  when is_integer(IntervalMs), IntervalMs >= 0, is_integer(Limit), Limit >= 0 ->
+    tidemark_nif:context_cleaner_nif(Store, start, {IntervalMs, Limit});
+context_cleaner_start(_, _, _) -> erlang:error(badarg).
+
+%% @doc Changes the running cleanup thread's interval; `{error, not_found}' when none runs.
+-spec context_cleaner_set_interval(store(), pos_integer()) -> ok | error().
+context_cleaner_set_interval(Store, IntervalMs) when is_integer(IntervalMs), IntervalMs >= 0 ->
+    tidemark_nif:context_cleaner_nif(Store, interval, IntervalMs);
+context_cleaner_set_interval(_, _) -> erlang:error(badarg).
+
+%% @doc Stops the cleanup thread and waits for it; `{ok, WasRunning}'.
+-spec context_cleaner_stop(store()) -> {ok, boolean()} | error().
+context_cleaner_stop(Store) -> tidemark_nif:context_cleaner_nif(Store, stop, undefined).
+
+list_opts(Opts) when is_map(Opts) ->
+    case maps:keys(Opts) -- [limit, offset, order] of
+        [] -> ok;
+        _ -> erlang:error(badarg)
+    end,
+    Limit = maps:get(limit, Opts, 0),
+    Offset = maps:get(offset, Opts, 0),
+    Desc = case maps:get(order, Opts, asc) of
+               asc -> false;
+               desc -> true;
+               _ -> erlang:error(badarg)
+           end,
+    (is_integer(Limit) andalso Limit >= 0 andalso is_integer(Offset) andalso Offset >= 0)
+        orelse erlang:error(badarg),
+    {Limit, Offset, Desc};
+list_opts(_) ->
+    erlang:error(badarg).
+
+to_id(Id) when is_binary(Id) -> Id;
+to_id(Id) when is_list(Id) -> iolist_to_binary(Id);
+to_id(_) -> erlang:error(badarg).
+
+%% The library's JSON envelopes: its own fixed keys become atoms, the user's documents and
+%% patches keep binary keys; `id' comes from `id_hex' (ids are bytes).
+envelope({ok, Json}) -> {ok, fields(tidemark_json:decode(Json, binary))};
+envelope(Error) -> Error.
+
+envelopes({ok, Json}) -> {ok, [fields(M) || M <- tidemark_json:decode(Json, binary)]};
+envelopes(Error) -> Error.
+
+fields(M) ->
+    maps:fold(fun(<<"id">>, _, Acc) -> Acc;
+                 (<<"id_hex">>, Hex, Acc) -> Acc#{id => binary:decode_hex(Hex)};
+                 (K, V, Acc) -> Acc#{field(K) => V}
+              end, #{}, M).
+
+field(<<"document">>) -> document;
+field(<<"version">>) -> version;
+field(<<"delta">>) -> delta;
+field(<<"revision">>) -> revision;
+field(<<"created_ms">>) -> created_ms;
+field(<<"updated_ms">>) -> updated_ms;
+field(<<"timestamp_ms">>) -> timestamp_ms;
+field(<<"patch">>) -> patch.
 
 %%% Internals
 

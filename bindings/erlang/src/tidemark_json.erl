@@ -1,17 +1,19 @@
 %% @private The JSON codec of the binding (Debian's OTP 25 has no `json' module): encodes store
-%% and lockstep options, decodes the status JSON the C API returns.
+%% and lockstep options and context documents, decodes the status JSON the C API returns
+%% (atom keys) and context documents (binary keys, see `decode/2').
 -module(tidemark_json).
 
--export([encode/1, decode/1]).
+-export([encode/1, decode/1, decode/2]).
 
-%% @doc A small JSON encoder for store options: maps (atom or binary keys), lists,
-%% integers, floats, booleans, null, binaries and atoms (as strings).
+%% @doc A small JSON encoder: maps (atom or binary keys), lists, integers, floats, booleans,
+%% `null' (and Elixir's `nil') as null, binaries and other atoms as strings.
 -spec encode(term()) -> binary().
 encode(Term) -> iolist_to_binary(enc(Term)).
 
 enc(true) -> <<"true">>;
 enc(false) -> <<"false">>;
 enc(null) -> <<"null">>;
+enc(nil) -> <<"null">>;
 enc(I) when is_integer(I) -> integer_to_binary(I);
 enc(F) when is_float(F) -> float_to_binary(F, [short]);
 enc(A) when is_atom(A) -> enc_string(atom_to_binary(A, utf8));
@@ -41,35 +43,43 @@ join([H | T]) -> [H | [[$, | E] || E <- T]].
 
 %% @doc A small JSON decoder for status: objects become maps with atom keys.
 -spec decode(binary()) -> term().
-decode(Bin) ->
-    {Value, Rest} = dec(skip_ws(Bin)),
+decode(Bin) -> decode(Bin, atom).
+
+%% @doc Decodes JSON the library wrote; object keys become atoms (`atom', only for the
+%% library's own fixed keys) or binaries (`binary', for user documents).
+-spec decode(binary(), atom | binary) -> term().
+decode(Bin, Keys) ->
+    {Value, Rest} = dec(skip_ws(Bin), Keys),
     <<>> = skip_ws(Rest),
     Value.
 
-dec(<<${, R/binary>>) -> dec_object(skip_ws(R), #{});
-dec(<<$[, R/binary>>) -> dec_array(skip_ws(R), []);
-dec(<<$", R/binary>>) -> dec_string(R, <<>>);
-dec(<<"true", R/binary>>) -> {true, R};
-dec(<<"false", R/binary>>) -> {false, R};
-dec(<<"null", R/binary>>) -> {null, R};
-dec(B) -> dec_number(B).
+dec(<<${, R/binary>>, Keys) -> dec_object(skip_ws(R), #{}, Keys);
+dec(<<$[, R/binary>>, Keys) -> dec_array(skip_ws(R), [], Keys);
+dec(<<$", R/binary>>, _) -> dec_string(R, <<>>);
+dec(<<"true", R/binary>>, _) -> {true, R};
+dec(<<"false", R/binary>>, _) -> {false, R};
+dec(<<"null", R/binary>>, _) -> {null, R};
+dec(B, _) -> dec_number(B).
 
-dec_object(<<$}, R/binary>>, M) -> {M, R};
-dec_object(<<$", R0/binary>>, M) ->
+dec_object(<<$}, R/binary>>, M, _) -> {M, R};
+dec_object(<<$", R0/binary>>, M, Keys) ->
     {K, R1} = dec_string(R0, <<>>),
     <<$:, R2/binary>> = skip_ws(R1),
-    {V, R3} = dec(skip_ws(R2)),
-    M1 = M#{binary_to_atom(K, utf8) => V},
+    {V, R3} = dec(skip_ws(R2), Keys),
+    M1 = M#{key(K, Keys) => V},
     case skip_ws(R3) of
-        <<$,, R4/binary>> -> dec_object(skip_ws(R4), M1);
+        <<$,, R4/binary>> -> dec_object(skip_ws(R4), M1, Keys);
         <<$}, R4/binary>> -> {M1, R4}
     end.
 
-dec_array(<<$], R/binary>>, Acc) -> {lists:reverse(Acc), R};
-dec_array(B, Acc) ->
-    {V, R1} = dec(B),
+key(K, atom) -> binary_to_atom(K, utf8);
+key(K, binary) -> K.
+
+dec_array(<<$], R/binary>>, Acc, _) -> {lists:reverse(Acc), R};
+dec_array(B, Acc, Keys) ->
+    {V, R1} = dec(B, Keys),
     case skip_ws(R1) of
-        <<$,, R2/binary>> -> dec_array(skip_ws(R2), [V | Acc]);
+        <<$,, R2/binary>> -> dec_array(skip_ws(R2), [V | Acc], Keys);
         <<$], R2/binary>> -> {lists:reverse([V | Acc]), R2}
     end.
 

@@ -11,6 +11,9 @@
          serve_nif/3, server_addr_nif/1, server_port_nif/1, server_status_nif/1,
          stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
          follower_dropped_nif/1,
+         context_write_nif/4, context_get_nif/2, context_delete_nif/2, context_sync_nif/3,
+         context_list_nif/5, context_cleanup_nif/2, set_clock_nif/2, advance_clock_nif/2,
+         context_cleaner_nif/3,
          append_events_nif/4, read_stream_nif/5, stream_version_nif/2, list_streams_nif/4,
          delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
          snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
@@ -62,6 +65,18 @@ follower_status_nif(_Follower) -> ?NIF.
 stop_follower_nif(_Follower) -> ?NIF.
 %% True once the follower's context was dropped (it has stopped for good); for the tests.
 follower_dropped_nif(_Follower) -> ?NIF.
+context_write_nif(_Store, _Id, _Json, _Update) -> ?NIF.
+context_get_nif(_Store, _Id) -> ?NIF.
+context_delete_nif(_Store, _Id) -> ?NIF.
+context_sync_nif(_Store, _Id, _ClientVersion) -> ?NIF.
+%% `_Id' undefined: the contexts; an id: that context's deltas.
+context_list_nif(_Store, _Id, _Limit, _Offset, _Desc) -> ?NIF.
+context_cleanup_nif(_Store, _Limit) -> ?NIF.
+%% `_Ms': a manual clock at that time, or `system'.
+set_clock_nif(_Store, _Ms) -> ?NIF.
+advance_clock_nif(_Store, _Ms) -> ?NIF.
+%% `_What': start ({IntervalMs, Limit}), interval (IntervalMs) or stop.
+context_cleaner_nif(_Store, _What, _Arg) -> ?NIF.
 append_events_nif(_Store, _Stream, _Events, _Expected) -> ?NIF.
 read_stream_nif(_Store, _Stream, _From, _Count, _Direction) -> ?NIF.
 stream_version_nif(_Store, _Stream) -> ?NIF.

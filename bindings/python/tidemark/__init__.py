@@ -41,6 +41,7 @@ from .errors import (
     UnknownStatusError,
     WatchTimeout,
 )
+from .contexts import Context, ContextDelta, ContextWrite, SyncResult
 from .lockstep import FollowEvent, FollowEventKind, Follower, Server
 from .store import Batch, Store
 from .stores import close_store, open_store, stores
@@ -67,6 +68,10 @@ __all__ = [
     "StreamEvent",
     "Appended",
     "Snapshot",
+    "Context",
+    "ContextWrite",
+    "ContextDelta",
+    "SyncResult",
     "open_store",
     "stores",
     "close_store",

@@ -498,6 +498,46 @@ snapshots_len = declare("tidemark_snapshots_len", c_size_t, [_p], keep_gil=True)
 snapshots_data = declare("tidemark_snapshots_data", POINTER(SnapshotOut), [_p], keep_gil=True)
 snapshots_free = declare("tidemark_snapshots_free", None, [_p], keep_gil=True)
 
+# contexts (tidemark.contexts builds on these): JSON strings in, JSON strings out
+SYNC_NO_CHANGE, SYNC_DELTA, SYNC_FULL = 0, 1, 2
+ORDER_ASC, ORDER_DESC = 0, 1
+store_context_set = declare("tidemark_store_context_set", None, [_p, c_char_p, c_size_t, c_char_p, _pp], status=True)
+store_context_update = declare(
+    "tidemark_store_context_update", None, [_p, c_char_p, c_size_t, c_char_p, _pp], status=True
+)
+store_context_get = declare("tidemark_store_context_get", None, [_p, c_char_p, c_size_t, _pp], status=True)
+store_context_delete = declare("tidemark_store_context_delete", None, [_p, c_char_p, c_size_t, _u64p], status=True)
+store_context_sync = declare(
+    "tidemark_store_context_sync",
+    None,
+    [_p, c_char_p, c_size_t, c_int64, POINTER(c_uint32), _u64p, _pp],
+    status=True,
+)
+store_context_list = declare(
+    "tidemark_store_context_list",
+    None,
+    [_p, ("limit", c_size_t), ("offset", c_size_t), c_uint32, _pp],
+    status=True,
+)
+store_context_deltas = declare(
+    "tidemark_store_context_deltas",
+    None,
+    [_p, c_char_p, c_size_t, ("limit", c_size_t), ("offset", c_size_t), c_uint32, _pp],
+    status=True,
+)
+store_context_cleaner_start = declare(
+    "tidemark_store_context_cleaner_start", None, [_p, ("interval_ms", c_uint64), ("limit", c_size_t)], status=True
+)
+store_context_cleaner_set_interval = declare(
+    "tidemark_store_context_cleaner_set_interval", None, [_p, ("interval_ms", c_uint64)], status=True
+)
+store_context_cleaner_stop = declare("tidemark_store_context_cleaner_stop", None, [_p, POINTER(c_bool)], status=True)
+CLOCK_CALLBACK = CFUNCTYPE(c_uint64, c_void_p)
+store_set_clock = declare("tidemark_store_set_clock", None, [_p, CLOCK_CALLBACK, _p, DROP_CALLBACK], status=True)
+store_context_cleanup = declare(
+    "tidemark_store_context_cleanup", None, [_p, ("limit", c_size_t), _u64p, _u64p], status=True
+)
+
 LIBRARY_VERSION: str = version().decode("ascii", "replace")
 
 EVENT_SIZE = ctypes.sizeof(EventStruct)

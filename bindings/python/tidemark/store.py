@@ -14,6 +14,7 @@ from ._events import Entry, Event, Page, take_page
 from ._handle import StoreHandle, ended_at_exit
 from ._util import Key, in_callback, make_selector, selector_keywords, take_json_string, to_bytes
 from .errors import ClosedError, NotFoundError
+from .contexts import ContextsMixin
 from .lockstep import Address, FollowEvent, Follower, Server
 from .streams import StreamsMixin
 from .watch import AsyncWatch, Watch, WatchHandle, WatchSpec
@@ -30,7 +31,7 @@ _store_get = _ffi.store_get
 _open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-class Store(StreamsMixin, StoreHandle):
+class Store(StreamsMixin, ContextsMixin, StoreHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``
