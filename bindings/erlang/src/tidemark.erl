@@ -315,7 +315,7 @@ server_addr(Server) -> tidemark_nif:server_addr_nif(Server).
 -spec server_port(server()) -> 0..65535.
 server_port(Server) -> tidemark_nif:server_port_nif(Server).
 
-%% @doc The server's counters: `addr', `connections', `following', `requests',
+%% @doc The server's counters: `addr', `connections', `accepted_connections', `following', `requests',
 %% `records_served', `refused_connections', `writable', `auth', `heartbeat_ms'.
 %% `{error, closed}' once stopped.
 -spec server_status(server()) -> map() | {error, closed}.
