@@ -40,13 +40,13 @@ static int get_stream_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_stream_s
     return 1;
 }
 
-static ERL_NIF_TERM sub_body(ErlNifEnv *env, const void *items, size_t i, int *change)
+static ERL_NIF_TERM sub_body(ErlNifEnv *env, ERL_NIF_TERM strukt, const void *items, size_t i, int *change)
 {
     const tidemark_sub_event *e = (const tidemark_sub_event *)items + i;
     *change = e->kind == TIDEMARK_EVENT_PUT;
     switch (e->kind) {
     case TIDEMARK_EVENT_PUT:
-        return stream_event_map(env, &e->event);
+        return with_struct(env, stream_event_map(env, &e->event), strukt);
     case TIDEMARK_EVENT_PROGRESS:
         return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
     case TIDEMARK_EVENT_COMPACTED:
@@ -67,7 +67,8 @@ static tidemark_status sub_register(tidemark_store *s, const void *selector, con
     return tidemark_store_subscribe(s, selector, opts, sub_callback, w, watch_drop, id);
 }
 
-/* subscribe_nif(Store, StreamSelector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs) */
+/* subscribe_nif(Store, StreamSelector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs,
+ *               Struct (an atom; undefined = plain maps)) */
 ERL_NIF_TERM subscribe_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tidemark_stream_selector sel;

@@ -58,8 +58,8 @@
     X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
     X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
     X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done) X(data) X(metadata) \
-    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source)   \
-    X(event_type) X(tidemark_sub_event)
+    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source) \
+    X(__struct__) X(event_type) X(tidemark_sub_event)
 
 #define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
 TM_ATOMS(TM_DECLARE_ATOM)
@@ -150,9 +150,11 @@ int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out);
 /* Registers a push watch of some kind with the store: `w` is the userdata, watch_drop the drop. */
 typedef tidemark_status (*tm_register_fn)(tidemark_store *s, const void *selector,
                                           const tidemark_watch_options *opts, void *w, uint64_t *id);
-/* The message body of item i of a delivery; sets *change for an event (counted as credit). */
-typedef ERL_NIF_TERM (*tm_body_fn)(ErlNifEnv *env, const void *items, size_t i, int *change);
-/* {ok, Ref} for a new watch from argv = (Store, _, Pid, Start, Credit, MaxQueue, ProgressMs). */
+/* The message body of item i of a delivery (maps get '__struct__' => strukt unless it is 0);
+ * sets *change for an event (counted as credit). */
+typedef ERL_NIF_TERM (*tm_body_fn)(ErlNifEnv *env, ERL_NIF_TERM strukt, const void *items, size_t i, int *change);
+ERL_NIF_TERM with_struct(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM strukt);
+/* {ok, Ref} for a new watch from argv = (Store, _, Pid, Start, Credit, MaxQueue, ProgressMs, Struct). */
 ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *selector, tm_register_fn reg);
 /* A callback's body: sends {Tag, Ref, Body} per item, then {tidemark_passive, Ref} at no credit. */
 void watch_send(void *w, ERL_NIF_TERM tag, const void *items, size_t count, tm_body_fn body);

@@ -20,6 +20,7 @@ typedef struct {
     int monitored;
     ErlNifMonitor mon;
     ErlNifPid pid;     /* receiver; read-only after creation */
+    ERL_NIF_TERM strukt; /* an atom: event maps get '__struct__' => it (Elixir); 0 = none */
     ErlNifEnv *msg_env; /* used only by the (single) running callback; freed at drop */
 } tm_watch_res;
 
@@ -69,13 +70,21 @@ static void watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor 
     enif_rwlock_runlock(w->core->lock);
 }
 
+/* The map with '__struct__' => strukt when strukt is an atom (0 = the map as it is). */
+ERL_NIF_TERM with_struct(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM strukt)
+{
+    if (strukt != 0)
+        (void)enif_make_map_put(env, map, am___struct__, strukt, &map);
+    return map;
+}
+
 /* The body of a watch message for one event. */
-static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
+static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, ERL_NIF_TERM strukt, const tidemark_event *e)
 {
     switch (e->kind) {
     case TIDEMARK_EVENT_PUT:
     case TIDEMARK_EVENT_DELETE:
-        return make_event_map(env, e, NULL);
+        return with_struct(env, make_event_map(env, e, NULL), strukt);
     case TIDEMARK_EVENT_PROGRESS:
         return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
     case TIDEMARK_EVENT_COMPACTED:
@@ -89,12 +98,12 @@ static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
 
 
 /* The body of item i of a watch delivery. */
-static ERL_NIF_TERM watch_body(ErlNifEnv *env, const void *items, size_t i, int *change)
+static ERL_NIF_TERM watch_body(ErlNifEnv *env, ERL_NIF_TERM strukt, const void *items, size_t i, int *change)
 {
     const tidemark_event *e = (const tidemark_event *)items + i;
     *change = e->kind != TIDEMARK_EVENT_PROGRESS && e->kind != TIDEMARK_EVENT_COMPACTED
               && e->kind != TIDEMARK_EVENT_CLOSED;
-    return make_watch_body(env, e);
+    return make_watch_body(env, strukt, e);
 }
 
 /* Runs on a tidemark thread, never on two threads at once for the same watch. */
@@ -109,7 +118,7 @@ void watch_send(void *userdata, ERL_NIF_TERM tag, const void *items, size_t coun
         /* Stop within a delivery too: nothing more after unwatch/1 started. */
         if (__atomic_load_n(&w->cancelled, __ATOMIC_ACQUIRE))
             return;
-        ERL_NIF_TERM b = body(env, items, i, &change);
+        ERL_NIF_TERM b = body(env, w->strukt, items, i, &change);
         ERL_NIF_TERM msg = enif_make_tuple3(env, tag, enif_make_resource(env, w), b);
         /* A dead receiver is not an error here: its monitor removes the watch. */
         (void)enif_send(NULL, &w->pid, env, msg);
@@ -155,8 +164,8 @@ void watch_drop(void *userdata)
 }
 
 /* Starts a push watch of any kind from argv = (Store, _Selector, Pid, StartRevision, Credit
- * (0 = unlimited), MaxQueue, ProgressMs): `reg` registers it with `selector` (parsed by the
- * caller), this resource as userdata and watch_drop. */
+ * (0 = unlimited), MaxQueue, ProgressMs, Struct (an atom; undefined = plain maps)): `reg`
+ * registers it with `selector` (parsed by the caller), this resource as userdata and watch_drop. */
 ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *selector, tm_register_fn reg)
 {
     tm_store_res *r;
@@ -171,7 +180,8 @@ ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *
     int mon;
     if (!get_store(env, argv[0], &r) || !enif_get_local_pid(env, argv[2], &pid)
         || !get_u64(env, argv[3], &start) || !get_u64(env, argv[4], &credit) || !get_u64(env, argv[5], &max_queue)
-        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX)
+        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX
+        || !enif_is_atom(env, argv[7]))
         return enif_make_badarg(env);
     opts.start_revision = start;
     opts.credit = credit;
@@ -183,6 +193,7 @@ ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *
     w->core = r->core;
     core_keep(w->core);
     w->pid = pid;
+    w->strukt = enif_is_identical(argv[7], am_undefined) ? 0 : argv[7]; /* atoms need no env */
     w->limited = credit > 0;
     w->credit = credit;
     w->mtx = enif_mutex_create("tidemark_watch");
@@ -228,7 +239,8 @@ static tidemark_status watch_register(tidemark_store *s, const void *selector, c
     return tidemark_store_watch(s, selector, opts, watch_callback, w, watch_drop, id);
 }
 
-/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs) */
+/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs,
+ *           Struct (an atom; undefined = plain maps)) */
 ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tidemark_selector sel;

@@ -245,21 +245,24 @@ watch(Store, Selector) -> watch(Store, Selector, #{}).
 %%     see {@link activate/2};</li>
 %% <li>`max_queue': events buffered in memory before the watch reads from the log instead
 %%     (default 1000);</li>
-%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event.</li>
+%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event;</li>
+%% <li>`struct': a module name; each event map gets `'__struct__' => Module', so it arrives
+%%     as that Elixir struct (the Elixir package's `Tidemark.Event').</li>
 %% </ul>
 -spec watch(store(), selector(),
             #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
-              max_queue => pos_integer(), progress_interval_ms => non_neg_integer()}) ->
+              max_queue => pos_integer(), progress_interval_ms => non_neg_integer(),
+              struct => module()}) ->
           {ok, watch_ref()} | error().
 watch(Store, Selector, Opts) when is_map(Opts) ->
-    {Pid, Start, Credit, MaxQueue, Progress} = watch_opts(Opts),
-    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
+    {Pid, Start, Credit, MaxQueue, Progress, Struct} = watch_opts(Opts),
+    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress, Struct);
 watch(_, _, _) ->
     erlang:error(badarg).
 
 %% The options of watch/3 and subscribe/3, checked.
 watch_opts(Opts) ->
-    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms]),
+    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms, struct]),
     Credit = case maps:get(active, Opts, true) of
                  true -> 0;
                  once -> 1;
@@ -267,7 +270,8 @@ watch_opts(Opts) ->
                  _ -> erlang:error(badarg)
              end,
     {maps:get(pid, Opts, self()), maps:get(start_revision, Opts, 0), Credit,
-     maps:get(max_queue, Opts, 0), maps:get(progress_interval_ms, Opts, 0)}.
+     maps:get(max_queue, Opts, 0), maps:get(progress_interval_ms, Opts, 0),
+     maps:get(struct, Opts, undefined)}.
 
 %% @doc Ends a watch. When it returns no further message for `Ref' is sent (messages already
 %% in the mailbox stay there). `{error, not_found}' if the watch had already ended.
@@ -303,11 +307,12 @@ subscribe(Store, Selector) -> subscribe(Store, Selector, #{}).
 %% selector (or an empty type) is `badarg'.
 -spec subscribe(store(), stream_selector(),
                 #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
-                  max_queue => pos_integer(), progress_interval_ms => non_neg_integer()}) ->
+                  max_queue => pos_integer(), progress_interval_ms => non_neg_integer(),
+                  struct => module()}) ->
           {ok, watch_ref()} | error().
 subscribe(Store, Selector, Opts) when is_map(Opts) ->
-    {Pid, Start, Credit, MaxQueue, Progress} = watch_opts(Opts),
-    tidemark_nif:subscribe_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
+    {Pid, Start, Credit, MaxQueue, Progress, Struct} = watch_opts(Opts),
+    tidemark_nif:subscribe_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress, Struct);
 subscribe(_, _, _) ->
     erlang:error(badarg).
 
