@@ -3,7 +3,6 @@
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
-use crate::selector::Selector;
 use crate::storage::Storage;
 
 use super::{Feed, Watcher};
@@ -11,8 +10,9 @@ use super::{Feed, Watcher};
 /// Reads what a lagging watcher missed from the log, up to its queue's room; when it
 /// reaches the head it becomes synced again, atomically with respect to writers (the log is
 /// read under the store's read lock). The last matching event of each commit is marked as
-/// its end, so consumers that pace deliveries (credit) can stop between commits. A read
-/// error other than compaction is returned; the watcher keeps its position and can try again.
+/// its end (by `Storage::scan`), so consumers that pace deliveries (credit) can stop between
+/// commits. A read error other than compaction is returned; the watcher keeps its position
+/// and can try again.
 pub(crate) fn catch_up(feed: &dyn Feed, w: &Watcher) -> Result<()> {
     loop {
         let room = {
@@ -51,17 +51,8 @@ fn read_missed(log: &dyn Storage, w: &Watcher, room: usize) -> Result<()> {
     let from = w.state.lock().next_rev;
     let head = log.last_revision();
     let mut got = Vec::new();
-    let mut pending: Option<Event> = None;
-    // Every event is visited (at most `room` of them) to see where commits end.
-    let scanned = log.scan(&Selector::every_key(), from, head, room, &mut |e| {
-        if w.selector.matches(&e.key) {
-            got.extend(pending.take());
-            pending = Some(Event { commit_end: false, ..e.clone() });
-        }
-        if e.commit_end {
-            got.extend(pending.take().map(|p| Event { commit_end: true, ..p }));
-        }
-    });
+    // The log marks each commit's last match as its end, and its index skips the rest.
+    let scanned = log.scan(&w.selector, from, head, room, &mut |e| got.push(e.clone()));
     let mut s = w.state.lock();
     match scanned {
         Err(Error::Compacted { earliest, .. }) => {
