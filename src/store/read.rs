@@ -148,7 +148,7 @@ mod tests {
         let before = entries_read(&s);
         let sel = Selector::Prefix(b"\0s/".to_vec());
         let opts = WatchOptions { start_revision: 1, max_queue: 64, ..Default::default() };
-        let w = s.inner.register(sel.clone(), &opts, None).unwrap();
+        let w = s.inner.register(sel.clone(), None, &opts, None).unwrap();
         let feed: Arc<dyn Feed> = s.inner.clone();
         let pull = PullWatch::new(feed, w);
         let mut got = Vec::new();

@@ -51,8 +51,19 @@ fn read_missed(log: &dyn Storage, w: &Watcher, room: usize) -> Result<()> {
     let from = w.state.lock().next_rev;
     let head = log.last_revision();
     let mut got = Vec::new();
-    // The log marks each commit's last match as its end, and its index skips the rest.
-    let scanned = log.scan(&w.selector, from, head, room, &mut |e| got.push(e.clone()));
+    let mut pending: Option<Event> = None;
+    // The log visits the selector's matches only (its index skips the rest), with each
+    // commit's last one marked as its end; the filter may refuse that one, so the end moves
+    // to the last event the watcher accepts.
+    let scanned = log.scan(&w.selector, from, head, room, &mut |e| {
+        if w.accepts(e) {
+            got.extend(pending.take());
+            pending = Some(Event { commit_end: false, ..e.clone() });
+        }
+        if e.commit_end {
+            got.extend(pending.take().map(|p| Event { commit_end: true, ..p }));
+        }
+    });
     let mut s = w.state.lock();
     match scanned {
         Err(Error::Compacted { earliest, .. }) => {
