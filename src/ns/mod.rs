@@ -17,7 +17,9 @@
 //! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //!
-//! Tags reserved for the features to come: `u` subscriptions, `t` trackers.
+//! | `t` | trackers: a user feature's last notification | `<feature as part>` | see `ns::trackers` |
+//!
+//! Tag reserved for the feature to come: `u` subscriptions.
 //!
 //! Field encodings (`Key` writes them, `Fields` reads them back):
 //! - a *part* is a length (u16, big-endian) then that many bytes, so a part can hold any
@@ -34,6 +36,7 @@
 pub mod contexts;
 pub mod snapshots;
 pub mod streams;
+pub mod trackers;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -52,6 +55,7 @@ pub enum Feature {
     Snapshots = b'n',
     LockstepCursor = b'l',
     Contexts = b'c',
+    Trackers = b't',
 }
 
 impl Feature {
@@ -71,6 +75,7 @@ impl Feature {
             b'n' => Feature::Snapshots,
             b'l' => Feature::LockstepCursor,
             b'c' => Feature::Contexts,
+            b't' => Feature::Trackers,
             _ => return None,
         };
         Some((feature, rest))
@@ -144,6 +149,11 @@ impl<'a> Fields<'a> {
         let (v, rest) = self.0.split_first_chunk::<8>()?;
         self.0 = rest;
         Some(u64::from_be_bytes(*v))
+    }
+
+    /// A trailing raw field: everything left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.0)
     }
 }
 

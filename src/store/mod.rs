@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     clock: RwLock<Clock>,
     /// The periodic context cleanup thread, stopped by close.
     cleaner: ns::contexts::Cleaner,
+    /// Which watches are trackers, and of which feature.
+    trackers: ns::trackers::Members,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -115,6 +117,7 @@ impl Store {
             group,
             clock: RwLock::new(Arc::new(system_clock)),
             cleaner: Default::default(),
+            trackers: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -143,6 +146,10 @@ impl Store {
         &self.inner.cleaner
     }
 
+    pub(crate) fn trackers(&self) -> &ns::trackers::Members {
+        &self.inner.trackers
+    }
+
     /// Goes back to the system clock (undoes `set_clock`).
     pub fn use_system_clock(&self) {
         self.set_clock(Arc::new(system_clock));
@@ -159,7 +166,16 @@ impl Store {
 
     /// Registers a push watch; `callback` runs on the store's dispatcher threads.
     pub fn watch(&self, selector: Selector, opts: &WatchOptions, callback: Callback) -> Result<u64> {
-        let selector = ns::user_selector(&selector)?;
+        self.watch_reserved(ns::user_selector(&selector)?, opts, callback)
+    }
+
+    /// `watch` for the store's own features: the selector may cover the reserved namespace.
+    pub(crate) fn watch_reserved(
+        &self,
+        selector: Selector,
+        opts: &WatchOptions,
+        callback: Callback,
+    ) -> Result<u64> {
         let w = self.inner.register(selector, opts, Some(callback))?;
         let feed: Arc<dyn Feed> = self.inner.clone();
         if let Err(e) = self.inner.dispatcher.start(&feed) {
@@ -230,6 +246,11 @@ impl Store {
     /// Push and pull watches that have not ended.
     pub fn watcher_count(&self) -> usize {
         self.inner.state.read().watches.len()
+    }
+
+    /// Whether the watch `id` has not ended.
+    pub(crate) fn is_watching(&self, id: u64) -> bool {
+        self.inner.state.read().watches.get(id).is_some()
     }
 
     /// The store's state for operators and tools: revisions, sizes, watchers, options.

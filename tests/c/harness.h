@@ -163,5 +163,7 @@ void test_snapshots(void);
 /* test_contexts.c */
 void test_contexts(void);
 void test_contexts_clock(void);
+/* test_trackers.c */
+void test_trackers(void);
 
 #endif

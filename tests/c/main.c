@@ -50,6 +50,7 @@ int main(void) {
   test_snapshots();
   test_contexts();
   test_contexts_clock();
+  test_trackers();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {
