@@ -1182,7 +1182,9 @@ void tidemark_snapshots_free(struct tidemark_snapshots *list);
  * feature, notified with `tidemark_store_notify`. `options` (NULL = defaults) are a watch's:
  * `start_revision` replays the feature's history from that revision (below the earliest
  * retained: `TIDEMARK_ERR_COMPACTED`), `max_queue` bounds what is buffered for a slow
- * callback; `progress_interval_ms` and `credit` are ignored. `callback` receives the
+ * callback, `credit` (0 = unlimited) is flow control as for a watch: the tracker id is a
+ * watch id, so `tidemark_store_watch_credit` grants more (one event is at most one
+ * notification); `progress_interval_ms` is ignored. `callback` receives the
  * notifications (see `tidemark_tracker_callback`); `drop_userdata` (may be NULL) is called
  * once after the last callback. If this fails, `drop_userdata` is called before it returns,
  * except for a NULL `store`, `callback` or `tracker_id_out`, where nothing was taken over.

@@ -212,12 +212,13 @@ pub(crate) struct Members(Mutex<BTreeMap<u64, Arc<str>>>);
 impl Store {
     /// Tracks `feature` (see the module doc for the names): `handler` gets its notifications
     /// from `opts.start_revision` on (0 = from now), then the terminal notice. `opts` are the
-    /// watch's (queue bound, start); progress and credit do not apply. Returns the tracker id.
+    /// watch's (queue bound, start, credit: one event is at most one notification); progress
+    /// does not apply. The tracker id is its watch's id (`add_credit` grants it credit).
     pub fn track(&self, feature: &str, opts: &WatchOptions, mut handler: Handler) -> Result<u64> {
         let tracked = Tracked::parse(feature)?;
         let name: Arc<str> = feature.into();
         let selector = tracked.selector()?;
-        let opts = WatchOptions { progress_interval: None, credit: None, ..*opts };
+        let opts = WatchOptions { progress_interval: None, ..*opts };
         let feature = name.clone();
         let id = self.watch_reserved(
             selector,

@@ -46,6 +46,7 @@ from .lockstep import FollowEvent, FollowEventKind, Follower, Server
 from .store import Batch, Store
 from .stores import close_store, open_store, stores
 from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
+from .trackers import AsyncTracker, Notification, Tracker, TrackerIterator
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -72,6 +73,10 @@ __all__ = [
     "ContextWrite",
     "ContextDelta",
     "SyncResult",
+    "Notification",
+    "Tracker",
+    "TrackerIterator",
+    "AsyncTracker",
     "open_store",
     "stores",
     "close_store",
