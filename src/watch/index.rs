@@ -12,6 +12,10 @@ use crate::selector::Selector;
 
 type Bound = Option<Vec<u8>>; // None = no upper bound
 
+/// Every commit looks its keys up here, once per distinct prefix length: foldhash (randomly
+/// seeded per map) rather than SipHash keeps that cheap when many watchers of other keys exist.
+type Map<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
 struct Interval {
     start: Vec<u8>,
     end: Bound,
@@ -35,9 +39,9 @@ struct Node {
 
 #[derive(Default)]
 pub struct Index {
-    exact: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
+    exact: Map<Vec<Arc<Watcher>>>,
     /// Non-empty prefixes by value; a key is looked up once per distinct prefix length.
-    prefixes: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
+    prefixes: Map<Vec<Arc<Watcher>>>,
     /// (prefix length, number of registered prefixes of that length), by length.
     lengths: Vec<(usize, usize)>,
     /// ALL watchers: every user key (the reserved namespace is not theirs).
