@@ -220,8 +220,9 @@ impl Store {
         let selector = tracked.selector()?;
         let opts = WatchOptions { progress_interval: None, ..*opts };
         let feature = name.clone();
-        let id = self.watch_reserved(
+        let id = self.watch_with(
             selector,
+            None,
             &opts,
             Box::new(move |events| {
                 for e in events {
