@@ -55,6 +55,7 @@ fn every_feature_notifies_its_lifecycle() {
     s.context_set(b"cart", &json!({"items": 1})).unwrap();
     s.context_update(b"cart", &json!({"items": 2})).unwrap();
     s.context_delete(b"cart").unwrap();
+    s.context_set(b"cart", &json!({"items": 3})).unwrap(); // created again; its versions go on
     s.put(b"user/a", b"1").unwrap();
     s.put(b"other", b"not tracked").unwrap();
     s.put(b"user/a", b"2").unwrap();
@@ -81,11 +82,12 @@ fn every_feature_notifies_its_lifecycle() {
         ]
     );
     assert_eq!(
-        next(&contexts, 3),
+        next(&contexts, 4),
         [
             (Created, "cart".into(), json!({"version": 1})),
             (Updated, "cart".into(), json!({"version": 2})),
             (Deleted, "cart".into(), json!({})),
+            (Created, "cart".into(), json!({"version": 3})),
         ]
     );
     assert_eq!(

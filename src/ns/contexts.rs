@@ -157,14 +157,6 @@ fn first_version(kv: &Kv, id: &[u8], txn: &mut Txn) -> (u64, Option<Vec<u8>>) {
     }
 }
 
-/// The id a document key names and, for a stored document value, its version (what
-/// trackers report of a context's lifecycle; delta keys are not documents).
-pub(crate) fn decode_doc<'a>(key: &'a [u8], value: &[u8]) -> Option<(&'a [u8], Option<u64>)> {
-    let mut f = super::Fields::of(key, Feature::Contexts)?;
-    f.tag(b"d")?;
-    Some((f.rest(), u64_at(value, 0)))
-}
-
 fn parse_doc(id: &[u8], text: &[u8]) -> Result<Value> {
     serde_json::from_slice(text).map_err(|e| damaged(id, &format!("stored document is not JSON: {e}")))
 }

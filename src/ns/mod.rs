@@ -17,7 +17,6 @@
 //! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //! | `c` | contexts: last version of a deleted id | `g` `<id>` | see `ns::contexts` |
-//!
 //! | `t` | trackers: a user feature's last notification | `<feature as part>` | see `ns::trackers` |
 //!
 //! Tag reserved for the feature to come: `u` subscriptions.

@@ -1,9 +1,9 @@
 //! Trackers: lifecycle notifications (created / updated / deleted) of every feature, and of
 //! features the user names.
 //!
-//! A tracker is a push watch on one feature's namespace whose events are translated: a PUT of
-//! a feature's lifecycle key at key version 1 is *created*, a later PUT *updated*, a DELETE
-//! *deleted*. So a tracker has every guarantee of a watch (ordered, gap-free, a bounded queue
+//! A tracker is a push watch on one feature's namespace whose events are decoded (`ns::decode`
+//! where the feature has a decoder) and translated: a PUT of a feature's lifecycle key at key
+//! version 1 is *created*, a later PUT *updated*, a DELETE *deleted*. So a tracker has every guarantee of a watch (ordered, gap-free, a bounded queue
 //! that catches up from the log, `start_revision` replay) and ends with the watch's terminal
 //! notice (COMPACTED or CLOSED), delivered as a notification with that action.
 //!
@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | `streams` | the stream head `\0s/h<name>` | the stream name | `{"version": last version}` |
 //! | `snapshots` | `\0n/…` | the stream name | `{"source", "stream", "version"}` |
-//! | `contexts` | the document `\0c/d<id>` | the context id | `{"version": context version}` |
+//! | `contexts` | the document `\0c/d<id>` (created: as `ns::decode` says, the first write or the first after a delete) | the context id | `{"version": context version}` |
 //! | `keys`, `keys/<prefix>` | user keys (under the prefix) | the key | `{"version": key version}` |
 //! | any other name | `\0t/<name as part>` | as notified | as notified |
 //!
@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::streams::{check_name, decode_head};
-use super::{contexts::decode_doc, Feature, Fields, Key};
+use super::{Feature, FeatureEvent, Fields, Key};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::op::Op;
@@ -168,25 +168,27 @@ impl Tracked {
             let (action, id, data) = decode_user(&e.value)?;
             return Some((action, id.to_vec(), data.to_owned()));
         }
-        let action = Action::of(e)?;
-        let (id, data) = match self {
-            Tracked::Streams => {
+        let mut action = Action::of(e)?;
+        let (id, data) = match (self, super::decode(e)) {
+            (Tracked::Streams, _) => {
                 let (name, version) = decode_head(&e.key, &e.value)?;
                 (name.to_vec(), version.map(|v| json!({ "version": v })))
             }
-            Tracked::Contexts => {
-                let (id, version) = decode_doc(&e.key, &e.value)?;
-                (id.to_vec(), version.map(|v| json!({ "version": v })))
+            (Tracked::Contexts, Some(FeatureEvent::ContextWritten { context, created })) => {
+                // Versions go on across a delete and re-create: created is the decoder's word.
+                action = if created { Action::Created } else { Action::Updated };
+                (context.id, Some(json!({ "version": context.version })))
             }
-            Tracked::Snapshots => {
-                let mut f = Fields::of(&e.key, Feature::Snapshots)?;
-                let (source, stream, version) = (f.part()?, f.part()?, f.u64()?);
-                let text = |b| String::from_utf8_lossy(b).into_owned();
-                let data = json!({ "source": text(source), "stream": text(stream), "version": version });
-                (stream.to_vec(), Some(data))
+            (Tracked::Contexts, Some(FeatureEvent::ContextDeleted { id })) => (id, None),
+            (Tracked::Snapshots, Some(FeatureEvent::Snapshot(s))) => {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let data =
+                    json!({ "source": text(&s.source), "stream": text(&s.stream), "version": s.version });
+                (s.stream, Some(data))
             }
-            Tracked::Keys(_) => (e.key.to_vec(), Some(json!({ "version": e.version }))),
-            Tracked::User(_) => unreachable!("decoded above"),
+            (Tracked::Snapshots, Some(FeatureEvent::SnapshotDeleted { stream, .. })) => (stream, None),
+            (Tracked::Keys(_), _) => (e.key.to_vec(), Some(json!({ "version": e.version }))),
+            _ => return None,
         };
         let data = if action == Action::Deleted { json!({}) } else { data? };
         Some((action, id, data.to_string()))
