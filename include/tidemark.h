@@ -324,6 +324,38 @@ typedef uint32_t tidemark_streams_kind;
 #endif // __cplusplus
 
 /**
+ * The values of `tidemark_notification.action` and of `action` in `tidemark_store_notify`.
+ */
+enum tidemark_action
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The instance's lifecycle key was written for the first time (key version 1).
+   */
+  TIDEMARK_ACTION_CREATED = 1,
+  TIDEMARK_ACTION_UPDATED = 2,
+  TIDEMARK_ACTION_DELETED = 3,
+  /**
+   * Terminal: history the tracker had not seen was compacted; `revision` is the earliest
+   * retained one, to track again from. Never passed to `tidemark_store_notify`.
+   */
+  TIDEMARK_ACTION_COMPACTED = 4,
+  /**
+   * Terminal: the store was closed. Never passed to `tidemark_store_notify`.
+   */
+  TIDEMARK_ACTION_CLOSED = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_action tidemark_action;
+#else
+typedef uint32_t tidemark_action;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
  */
 typedef struct tidemark_batch tidemark_batch;
@@ -604,6 +636,44 @@ typedef struct tidemark_sub_event {
 typedef void (*tidemark_sub_callback)(void *userdata, const struct tidemark_sub_event *events, size_t count);
 
 /**
+ * One notification. Every pointer is borrowed and valid only during the callback.
+ */
+typedef struct tidemark_notification {
+  /**
+   * The feature name as given to `tidemark_store_track` (UTF-8, not NUL-terminated).
+   */
+  struct tidemark_bytes feature;
+  /**
+   * A `tidemark_action`.
+   */
+  uint32_t action;
+  /**
+   * The instance: stream name, context id, key, or the id given to `tidemark_store_notify`
+   * (empty for terminal notices).
+   */
+  struct tidemark_bytes id;
+  /**
+   * The revision of the commit that changed the instance (COMPACTED: the earliest retained
+   * revision; CLOSED: the last revision).
+   */
+  uint64_t revision;
+  /**
+   * JSON text, not NUL-terminated: `{"version": N}` for streams, contexts and keys, the
+   * snapshot's `{"source", "stream", "version"}`, `{}` for a built-in delete, the notified
+   * data for a user feature, `null` for terminal notices.
+   */
+  struct tidemark_bytes data;
+} tidemark_notification;
+
+/**
+ * Called with each notification in revision order, then, as the very last call, one terminal
+ * notification (COMPACTED or CLOSED). Runs on a thread the store owns, never on two threads at
+ * once for the same tracker; it may call any store function, including
+ * `tidemark_store_untrack` of its own tracker and `tidemark_store_notify`.
+ */
+typedef void (*tidemark_tracker_callback)(void *userdata, const struct tidemark_notification *notification);
+
+/**
  * Called with a batch of events: whole commits, in revision order; or a single PROGRESS
  * event; or, as the very last call, a single terminal event (COMPACTED or CLOSED). The
  * events and their bytes are valid only during the call. Runs on a thread the store owns,
@@ -815,7 +885,7 @@ const char *tidemark_lockstep_server_addr(const struct tidemark_lockstep_server 
 uint16_t tidemark_lockstep_server_port(const struct tidemark_lockstep_server *server);
 
 /**
- * The server's counters as a JSON object (`addr`, `connections`, `following`, `requests`,
+ * The server's counters as a JSON object (`addr`, `connections`, `accepted_connections`, `following`, `requests`,
  * `records_served`, `refused_connections`, `writable`, `auth`, `heartbeat_ms`), written to
  * `*out`; free it with `tidemark_string_free`.
  */
@@ -1233,6 +1303,48 @@ const struct tidemark_sub_event *tidemark_sub_events_data(const struct tidemark_
  * Frees a delivery and everything it points to. NULL is a no-op.
  */
 void tidemark_sub_events_free(struct tidemark_sub_events *events);
+
+/**
+ * Tracks `feature` and writes the tracker's id to `*tracker_id_out`. `feature` (NUL-terminated
+ * UTF-8, 1 to `TIDEMARK_MAX_NAME` bytes) is `streams`, `snapshots`, `contexts`, `keys` (every
+ * user key), `keys/<prefix>` (the user keys under a prefix), or any other name: a user
+ * feature, notified with `tidemark_store_notify`. `options` (NULL = defaults) are a watch's:
+ * `start_revision` replays the feature's history from that revision (below the earliest
+ * retained: `TIDEMARK_ERR_COMPACTED`), `max_queue` bounds what is buffered for a slow
+ * callback, `credit` (0 = unlimited) is flow control as for a watch: the tracker id is a
+ * watch id, so `tidemark_store_watch_credit` grants more (one event is at most one
+ * notification); `progress_interval_ms` is ignored. `callback` receives the
+ * notifications (see `tidemark_tracker_callback`); `drop_userdata` (may be NULL) is called
+ * once after the last callback. If this fails, `drop_userdata` is called before it returns,
+ * except for a NULL `store`, `callback` or `tracker_id_out`, where nothing was taken over.
+ */
+tidemark_status tidemark_store_track(struct tidemark_store *store, const char *feature, const struct tidemark_watch_options *options, tidemark_tracker_callback callback, void *userdata, tidemark_drop_callback drop_userdata, uint64_t *tracker_id_out);
+
+/**
+ * Ends a tracker, with `tidemark_store_unwatch`'s guarantees: when it returns the callback is
+ * not running and will not be called again, and `drop_userdata` has run (from inside a
+ * callback it does not wait, as for unwatch). Unknown or ended ids (after the terminal
+ * notification): `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_untrack(struct tidemark_store *store, uint64_t tracker_id);
+
+/**
+ * Writes the ids of the trackers of `feature` that have not ended, ascending, to `ids` (up to
+ * `capacity` of them; `ids` may be NULL when `capacity` is 0) and their total number to
+ * `*count_out`; call again with a larger array when the count exceeds `capacity`.
+ */
+tidemark_status tidemark_store_tracker_members(struct tidemark_store *store, const char *feature, uint64_t *ids, size_t capacity, size_t *count_out);
+
+/**
+ * Notifies the trackers of the user feature `feature` (NUL-terminated UTF-8; built-in names
+ * are `TIDEMARK_ERR_INVALID_ARGUMENT`) that the instance `id` (1 to `TIDEMARK_MAX_NAME` bytes)
+ * was created, updated or deleted (`action`: a `tidemark_action` from 1 to 3), with
+ * `data_json` (NUL-terminated JSON text; NULL = `null`). One commit: durable under the store's
+ * sync policy, ordered with every other commit, and replayed to trackers that start at or
+ * before it until compaction removes it (the latest notification of each feature is current
+ * state and always kept). Writes the commit's revision to `*revision_out` (may be NULL).
+ */
+tidemark_status tidemark_store_notify(struct tidemark_store *store, const char *feature, uint32_t action, const uint8_t *id, size_t id_len, const char *data_json, uint64_t *revision_out);
 
 /**
  * The defaults: start_revision 0, max_queue 1000, no progress events, unlimited credit.

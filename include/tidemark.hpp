@@ -410,6 +410,47 @@ struct new_event {
 /// the C ABI, so one escaping the callback calls std::terminate.
 using watch_callback = std::function<void(event_span)>;
 
+/// One notification of a tracker; the views are valid only during the callback.
+struct notification {
+  tidemark_action action;
+  std::string_view feature;
+  std::string_view id;
+  std::uint64_t revision;
+  /// JSON text (`null` for the terminal COMPACTED / CLOSED).
+  std::string_view data;
+};
+
+/// The callback type of a tracker: same threads and rules as watch_callback (no throwing).
+using tracker_callback = std::function<void(const notification &)>;
+
+/// A tracker (store::track): untracks when destroyed or on untrack(). It must not outlive its
+/// store; one that ended by itself (terminal notification) untracks as a no-op.
+class tracker {
+ public:
+  tracker(tracker &&o) noexcept : s_(o.s_), id_(std::exchange(o.id_, 0)) {}
+  tracker &operator=(tracker &&o) noexcept {
+    if (this != &o) {
+      reset();
+      s_ = o.s_;
+      id_ = std::exchange(o.id_, 0);
+    }
+    return *this;
+  }
+  ~tracker() { reset(); }
+  std::uint64_t id() const noexcept { return id_; }
+  /// Ends the tracker: when this returns (outside its callback) the callback will not run again.
+  void untrack() { reset(); }
+
+ private:
+  friend class store;
+  tracker(tidemark_store *s, std::uint64_t id) noexcept : s_(s), id_(id) {}
+  void reset() noexcept {
+    if (id_ != 0) (void)tidemark_store_untrack(s_, std::exchange(id_, 0)); /* NOT_FOUND: it ended */
+  }
+  tidemark_store *s_;
+  std::uint64_t id_;
+};
+
 /// What store::context_sync answered: `json` is the RFC 6902 patch (DELTA), the document
 /// (FULL) or empty (NO_CHANGE); `version` is the current version.
 struct context_sync_result {
@@ -591,6 +632,42 @@ class store {
   void credit(std::uint64_t watch_id, std::uint64_t n) {
     detail::check(tidemark_store_watch_credit(p_.get(), watch_id, n));
   }
+  /// Tracks `feature` (streams, snapshots, contexts, keys, keys/<prefix>, or a user feature);
+  /// the callable is owned by the library until the tracker ends, as for watch().
+  tracker track(std::string_view feature, tracker_callback callback, const watch_options &options = {}) {
+    if (!callback) throw std::invalid_argument("tidemark::store::track: empty callback");
+    std::string f(feature);
+    tidemark_watch_options o = options.c();
+    std::uint64_t id = 0;
+    auto *fn = new tracker_callback(std::move(callback));
+    tidemark_status st = tidemark_store_track(p_.get(), f.c_str(), &o, &store::tracker_trampoline, fn,
+                                              &store::tracker_drop, &id);
+    if (st != TIDEMARK_OK && !p_) delete fn;  // a NULL store takes nothing over
+    detail::check(st);
+    return tracker(p_.get(), id);
+  }
+  /// The ids of the live trackers of `feature`, ascending.
+  std::vector<std::uint64_t> tracker_members(std::string_view feature) const {
+    std::string f(feature);
+    std::vector<std::uint64_t> ids(16);
+    std::size_t n = 0;
+    for (;;) {
+      detail::check(tidemark_store_tracker_members(p_.get(), f.c_str(), ids.data(), ids.size(), &n));
+      if (n <= ids.size()) break;
+      ids.resize(n);
+    }
+    ids.resize(n);
+    return ids;
+  }
+  /// Notifies the trackers of the user feature `feature`; returns the commit's revision.
+  std::uint64_t notify(std::string_view feature, tidemark_action action, std::string_view id,
+                       std::string_view data_json = "null") {
+    std::string f(feature), d(data_json);
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_notify(p_.get(), f.c_str(), static_cast<std::uint32_t>(action), detail::bytes(id),
+                                        id.size(), d.c_str(), &rev));
+    return rev;
+  }
   /// Opens a pull watch.
   pull_watch open_watch(const selector &sel = selector::all(), const watch_options &options = {}) {
     tidemark_selector cs = sel.c();
@@ -709,6 +786,13 @@ class store {
     (*static_cast<sub_callback *>(userdata))(items, count);
   }
   static void sub_drop(void *userdata) noexcept { delete static_cast<sub_callback *>(userdata); }
+  static void tracker_trampoline(void *userdata, const tidemark_notification *n) noexcept {
+    using detail::view;
+    (*static_cast<tracker_callback *>(userdata))(notification{static_cast<tidemark_action>(n->action),
+                                                              view(n->feature), view(n->id), n->revision,
+                                                              view(n->data)});
+  }
+  static void tracker_drop(void *userdata) noexcept { delete static_cast<tracker_callback *>(userdata); }
   static std::string owned_string(char *raw) {
     std::unique_ptr<char, detail::deleter<char, tidemark_string_free>> owned(raw);
     return std::string(owned.get());

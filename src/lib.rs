@@ -29,6 +29,7 @@ pub use ns::streams::{
 pub use ns::subscriptions::{
     StreamSelector, Streams, SubscriptionCallback, SubscriptionEvent, SubscriptionFeed,
 };
+pub use ns::trackers::{Action, Handler as TrackerHandler, Notification};
 pub use ns::{decode as decode_feature_event, FeatureEvent};
 pub use op::Op;
 pub use options::{Options, SyncPolicy};

@@ -20,6 +20,7 @@ mod status;
 mod store;
 mod streams;
 mod subscriptions;
+mod trackers;
 mod watch;
 
 pub use batch::*;
@@ -31,6 +32,7 @@ pub use status::*;
 pub use store::*;
 pub use streams::*;
 pub use subscriptions::*;
+pub use trackers::*;
 pub use watch::*;
 
 pub(crate) use closure::Closure;

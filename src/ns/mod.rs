@@ -17,8 +17,9 @@
 //! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //! | `c` | contexts: last version of a deleted id | `g` `<id>` | see `ns::contexts` |
+//! | `t` | trackers: a user feature's last notification | `<feature as part>` | see `ns::trackers` |
 //!
-//! Tags reserved for the features to come: `u` subscriptions, `t` trackers.
+//! Tag reserved for the feature to come: `u` subscriptions.
 //!
 //! Field encodings (`Key` writes them, `Fields` reads them back):
 //! - a *part* is a length (u16, big-endian) then that many bytes, so a part can hold any
@@ -36,6 +37,7 @@ pub mod contexts;
 pub mod snapshots;
 pub mod streams;
 pub mod subscriptions;
+pub mod trackers;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -54,6 +56,7 @@ pub enum Feature {
     Snapshots = b'n',
     LockstepCursor = b'l',
     Contexts = b'c',
+    Trackers = b't',
 }
 
 impl Feature {
@@ -73,6 +76,7 @@ impl Feature {
             b'n' => Feature::Snapshots,
             b'l' => Feature::LockstepCursor,
             b'c' => Feature::Contexts,
+            b't' => Feature::Trackers,
             _ => return None,
         };
         Some((feature, rest))

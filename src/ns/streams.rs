@@ -196,10 +196,22 @@ fn head(kv: &Kv, head_key: &[u8]) -> Option<Head> {
     let e = kv.get(head_key)?;
     let v = &e.value;
     Some(Head {
-        version: u64::from_be_bytes(v.get(..8)?.try_into().ok()?),
+        version: head_version(v)?,
         first: u64::from_be_bytes(v.get(8..16)?.try_into().ok()?),
         mod_revision: e.mod_revision,
     })
+}
+
+fn head_version(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// The stream a head key names and, for a stored head value, the stream's last version
+/// (what trackers report of a stream's lifecycle).
+pub(crate) fn decode_head<'a>(key: &'a [u8], value: &[u8]) -> Option<(&'a [u8], Option<u64>)> {
+    let mut f = Fields::of(key, Feature::Streams)?;
+    f.tag(b"h")?;
+    Some((f.rest(), head_version(value)))
 }
 
 fn current(h: Option<Head>) -> i64 {

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     clock: RwLock<Clock>,
     /// The periodic context cleanup thread, stopped by close.
     cleaner: ns::contexts::Cleaner,
+    /// Which watches are trackers, and of which feature.
+    trackers: ns::trackers::Members,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -115,6 +117,7 @@ impl Store {
             group,
             clock: RwLock::new(Arc::new(system_clock)),
             cleaner: Default::default(),
+            trackers: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -141,6 +144,10 @@ impl Store {
 
     pub(crate) fn cleaner(&self) -> &ns::contexts::Cleaner {
         &self.inner.cleaner
+    }
+
+    pub(crate) fn trackers(&self) -> &ns::trackers::Members {
+        &self.inner.trackers
     }
 
     /// Goes back to the system clock (undoes `set_clock`).
@@ -250,6 +257,11 @@ impl Store {
     /// Push and pull watches that have not ended.
     pub fn watcher_count(&self) -> usize {
         self.inner.state.read().watches.len()
+    }
+
+    /// Whether the watch `id` has not ended.
+    pub(crate) fn is_watching(&self, id: u64) -> bool {
+        self.inner.state.read().watches.get(id).is_some()
     }
 
     /// The store's state for operators and tools: revisions, sizes, watchers, options.

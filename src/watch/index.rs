@@ -12,6 +12,10 @@ use crate::selector::Selector;
 
 type Bound = Option<Vec<u8>>; // None = no upper bound
 
+/// Every commit looks its keys up here, once per distinct prefix length: foldhash (randomly
+/// seeded per map) rather than SipHash keeps that cheap when many watchers of other keys exist.
+type Map<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
 struct Interval {
     start: Vec<u8>,
     end: Bound,
@@ -33,13 +37,60 @@ struct Node {
     right: Option<Box<Node>>,
 }
 
+/// (prefix length, number of registered prefixes of that length), by length.
+type Lengths = Vec<(usize, usize)>;
+
+#[derive(Default)]
+struct Head {
+    exact: usize,
+    lengths: Lengths,
+}
+
+fn head(key: &[u8]) -> Option<[u8; 2]> {
+    key.first_chunk::<2>().copied()
+}
+
+/// Applies `change` to the head entry of `key` (of two bytes or more), dropping it once empty.
+fn forget_head(
+    heads: &mut HashMap<[u8; 2], Head, foldhash::fast::RandomState>,
+    key: &[u8],
+    change: impl FnOnce(&mut Head),
+) {
+    let Some(h) = head(key) else { return };
+    if let Some(entry) = heads.get_mut(&h) {
+        change(entry);
+        if entry.exact == 0 && entry.lengths.is_empty() {
+            heads.remove(&h);
+        }
+    }
+}
+
+fn count(lengths: &mut Lengths, len: usize, add: bool) {
+    match lengths.binary_search_by_key(&len, |&(l, _)| l) {
+        Ok(i) if add => lengths[i].1 += 1,
+        Ok(i) => {
+            lengths[i].1 -= 1;
+            if lengths[i].1 == 0 {
+                lengths.remove(i);
+            }
+        }
+        Err(i) if add => lengths.insert(i, (len, 1)),
+        Err(_) => {}
+    }
+}
+
 #[derive(Default)]
 pub struct Index {
-    exact: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
-    /// Non-empty prefixes by value; a key is looked up once per distinct prefix length.
-    prefixes: HashMap<Vec<u8>, Vec<Arc<Watcher>>>,
-    /// (prefix length, number of registered prefixes of that length), by length.
-    lengths: Vec<(usize, usize)>,
+    exact: Map<Vec<Arc<Watcher>>>,
+    /// Non-empty prefixes by value; a key is looked up once per distinct prefix length that
+    /// registered prefixes starting with the key's first two bytes have.
+    prefixes: Map<Vec<Arc<Watcher>>>,
+    /// The exact keys and prefixes of two bytes or more, by their first two bytes. A key whose
+    /// first two bytes are not here matches none of them: a commit pays one small lookup per
+    /// key for the watchers of other keys (trackers of other features), not one per length.
+    heads: HashMap<[u8; 2], Head, foldhash::fast::RandomState>,
+    /// The prefix lengths below two bytes.
+    short: Lengths,
     /// ALL watchers: every user key (the reserved namespace is not theirs).
     all: Vec<Arc<Watcher>>,
     /// Every registered interval; `tree` covers `all[..built]`, the rest are scanned linearly.
@@ -54,12 +105,17 @@ impl Index {
     pub fn insert(&mut self, w: &Arc<Watcher>) {
         match &w.selector {
             Selector::All => self.all.push(w.clone()),
-            Selector::Key(k) => self.exact.entry(k.clone()).or_default().push(w.clone()),
+            Selector::Key(k) => {
+                self.exact.entry(k.clone()).or_default().push(w.clone());
+                if let Some(h) = head(k) {
+                    self.heads.entry(h).or_default().exact += 1;
+                }
+            }
             Selector::Prefix(p) => {
                 self.prefixes.entry(p.clone()).or_default().push(w.clone());
-                match self.lengths.binary_search_by_key(&p.len(), |&(l, _)| l) {
-                    Ok(i) => self.lengths[i].1 += 1,
-                    Err(i) => self.lengths.insert(i, (p.len(), 1)),
+                match head(p) {
+                    Some(h) => count(&mut self.heads.entry(h).or_default().lengths, p.len(), true),
+                    None => count(&mut self.short, p.len(), true),
                 }
             }
             sel => {
@@ -75,7 +131,11 @@ impl Index {
             Selector::All => self.all.retain(|x| x.id != id),
             Selector::Key(k) => {
                 if let Some(v) = self.exact.get_mut(k) {
+                    let before = v.len();
                     v.retain(|x| x.id != id);
+                    if v.len() < before {
+                        forget_head(&mut self.heads, k, |h| h.exact -= 1);
+                    }
                     if v.is_empty() {
                         self.exact.remove(k);
                     }
@@ -86,11 +146,11 @@ impl Index {
                     let before = v.len();
                     v.retain(|x| x.id != id);
                     if v.len() < before {
-                        if let Ok(i) = self.lengths.binary_search_by_key(&p.len(), |&(l, _)| l) {
-                            self.lengths[i].1 -= 1;
-                            if self.lengths[i].1 == 0 {
-                                self.lengths.remove(i);
+                        match head(p) {
+                            Some(_) => {
+                                forget_head(&mut self.heads, p, |h| count(&mut h.lengths, p.len(), false))
                             }
+                            None => count(&mut self.short, p.len(), false),
                         }
                     }
                     if v.is_empty() {
@@ -108,15 +168,9 @@ impl Index {
         }
     }
 
-    /// Calls `f` once for every watcher whose selector matches `key`.
-    pub fn matching(&mut self, key: &[u8], f: &mut dyn FnMut(&Arc<Watcher>)) {
-        if key.first() != Some(&crate::ns::RESERVED) {
-            self.all.iter().for_each(&mut *f);
-        }
-        if let Some(ws) = self.exact.get(key) {
-            ws.iter().for_each(&mut *f);
-        }
-        for &(len, _) in &self.lengths {
+    /// Calls `f` with the watchers of the prefixes of `key` that have one of `lengths`.
+    fn prefix_hits(&self, lengths: &[(usize, usize)], key: &[u8], f: &mut dyn FnMut(&Arc<Watcher>)) {
+        for &(len, _) in lengths {
             if len > key.len() {
                 break;
             }
@@ -124,6 +178,29 @@ impl Index {
                 ws.iter().for_each(&mut *f);
             }
         }
+    }
+
+    /// Calls `f` once for every watcher whose selector matches `key`.
+    pub fn matching(&mut self, key: &[u8], f: &mut dyn FnMut(&Arc<Watcher>)) {
+        if key.first() != Some(&crate::ns::RESERVED) {
+            self.all.iter().for_each(&mut *f);
+        }
+        let exact = match head(key) {
+            Some(h) => match self.heads.get(&h) {
+                Some(entry) => {
+                    self.prefix_hits(&entry.lengths, key, f);
+                    entry.exact > 0
+                }
+                None => false,
+            },
+            None => true, // exact keys of one byte have no head entry
+        };
+        if exact {
+            if let Some(ws) = self.exact.get(key) {
+                ws.iter().for_each(&mut *f);
+            }
+        }
+        self.prefix_hits(&self.short, key, f);
         if self.intervals.is_empty() {
             return;
         }

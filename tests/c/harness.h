@@ -167,5 +167,7 @@ void test_subscriptions_bad_input(void);
 /* test_contexts.c */
 void test_contexts(void);
 void test_contexts_clock(void);
+/* test_trackers.c */
+void test_trackers(void);
 
 #endif

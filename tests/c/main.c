@@ -53,6 +53,7 @@ int main(void) {
   test_subscriptions_bad_input();
   test_contexts();
   test_contexts_clock();
+  test_trackers();
   test_threads();
   test_threads_compaction(NULL, "{\"dispatch_threads\": 2}");
   {

@@ -326,6 +326,31 @@ int main() {
                               [](const tidemark_sub_event *, std::size_t) {}),
                  TIDEMARK_ERR_TOO_LARGE);
   }
+  // Trackers: RAII untrack, members, notify, a failed registration frees the callable.
+  {
+    auto st = tidemark::store::open();
+    auto state = std::make_shared<seen>();
+    tracked t;
+    {
+      auto tr = st.track("jobs", [state, t](const tidemark::notification &n) {
+        std::lock_guard<std::mutex> g(state->mu);
+        state->revisions.push_back(n.revision);
+        state->keys.emplace_back(std::string(n.id) + "=" + std::string(n.data));
+      });
+      CHECK(tracked::alive == 2);
+      CHECK(st.tracker_members("jobs") == std::vector<std::uint64_t>{tr.id()});
+      std::uint64_t rev = st.notify("jobs", TIDEMARK_ACTION_CREATED, "j1", "{\"a\":1}");
+      CHECK(wait_until([&] { return state->size() == 1; }));
+      std::lock_guard<std::mutex> g(state->mu);
+      CHECK(state->revisions[0] == rev && state->keys[0] == "j1={\"a\":1}");
+    }
+    CHECK(tracked::alive == 1);  // the tracker untracked when it went out of scope
+    CHECK(st.tracker_members("jobs").empty());
+    EXPECT_ERROR(st.track("", [t](const tidemark::notification &) {}), TIDEMARK_ERR_INVALID_ARGUMENT);
+    EXPECT_ERROR(st.notify("jobs", static_cast<tidemark_action>(9), "x"), TIDEMARK_ERR_INVALID_ARGUMENT);
+    CHECK(tracked::alive == 1);
+  }
+  CHECK(tracked::alive == 0);
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;

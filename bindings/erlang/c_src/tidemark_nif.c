@@ -18,6 +18,7 @@ static int load_all(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     init_atoms(env);
     return store_load(env, flags) && watch_load(env, flags) && lockstep_load(env, flags) && streams_load(env, flags)
+                   && trackers_load(env, flags)
                ? 0
                : 1;
 }
@@ -107,6 +108,12 @@ static ErlNifFunc nif_funcs[] = {
     {"whereis_store_nif", 1, whereis_store_nif, 0},
     {"unregister_store_nif", 1, unregister_store_nif, 0},
     {"registered_stores_nif", 0, registered_stores_nif, 0},
+    /* trackers.c: notify moves to a dirty I/O scheduler on a durable store; leave may wait
+     * for a running callback when it ends the group's tracker */
+    {"join_nif", 4, join_nif, 0},
+    {"leave_nif", 3, leave_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"members_nif", 2, members_nif, 0},
+    {"notify_nif", 5, notify_nif, 0},
 };
 
 ERL_NIF_INIT(tidemark_nif, nif_funcs, load, NULL, upgrade, unload)

@@ -169,6 +169,7 @@ int store_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int watch_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int lockstep_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int streams_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+int trackers_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 /* Unload: stop what collected lockstep handles still run, then close every open store. */
 void lockstep_unload(void);
 void store_unload(void);
@@ -199,6 +200,8 @@ TM_NIF(append_events_nif) TM_NIF(read_stream_nif) TM_NIF(stream_version_nif) TM_
 TM_NIF(delete_stream_nif) TM_NIF(snapshot_record_nif) TM_NIF(snapshot_read_nif) TM_NIF(snapshot_delete_nif)
 TM_NIF(snapshot_list_nif) TM_NIF(register_store_nif) TM_NIF(whereis_store_nif) TM_NIF(unregister_store_nif)
 TM_NIF(registered_stores_nif)
+/* trackers.c */
+TM_NIF(join_nif) TM_NIF(leave_nif) TM_NIF(members_nif) TM_NIF(notify_nif)
 
 #undef TM_NIF
 

@@ -48,7 +48,9 @@
          context_cleaner_start/3, context_cleaner_set_interval/2, context_cleaner_stop/1,
          append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
-         open_named/3, whereis_store/1, stores/0, close_named/1]).
+         open_named/3, whereis_store/1, stores/0, close_named/1,
+         join/3, join/4, leave/3, members/2, notify/5,
+         notify_created/4, notify_updated/4, notify_deleted/4]).
 
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
               server/0, follower/0, lockstep_event/0, expected_version/0, stream_event/0,
@@ -708,3 +710,58 @@ close_named(Name) ->
 store_name(Name) when is_atom(Name) -> atom_to_binary(Name, utf8);
 store_name(Name) when is_binary(Name), Name =/= <<>> -> Name;
 store_name(_) -> erlang:error(badarg).
+
+%%% Trackers (docs/trackers.md): reckon_db's tracker groups over tidemark trackers
+
+%% @equiv join(Store, Feature, PidOrPids, #{})
+-spec join(store(), atom() | binary(), pid() | [pid()]) -> ok | error().
+join(Store, Feature, PidOrPids) -> join(Store, Feature, PidOrPids, #{}).
+
+%% @doc Joins processes to the tracker group of `Feature': `streams', `snapshots',
+%% `contexts', `keys' (every user key), `<<"keys/Prefix">>' (the user keys under a prefix),
+%% or any other name (a user feature, see {@link notify/5}). Every member receives
+%% `{feature_created | feature_updated | feature_deleted, Feature, #{id := binary(),
+%% revision := revision(), data := binary()}}' (`data' is JSON text: decode it with
+%% `tidemark_json:decode/1'), in revision order, and `{feature_tracker_ended, Feature,
+%% {compacted, Earliest} | closed}' if the group's tracker ends by itself. `Feature' in the
+%% messages is the term the group was first joined with. Members are monitored: one that
+%% dies leaves; the group ends with its last member. `start_revision' (default 0 = from
+%% now) replays the feature's history from that revision when the group is new.
+-spec join(store(), atom() | binary(), pid() | [pid()], #{start_revision => revision()}) -> ok | error().
+join(Store, Feature, Pid, Opts) when is_pid(Pid) -> join(Store, Feature, [Pid], Opts);
+join(Store, Feature, Pids, Opts) when is_list(Pids), is_map(Opts) ->
+    tidemark_nif:join_nif(Store, Feature, Pids, maps:get(start_revision, Opts, 0)).
+
+%% @doc Removes processes from the group. When it returns they receive no further
+%% notification of it (messages already in their mailboxes stay there).
+-spec leave(store(), atom() | binary(), pid() | [pid()]) -> ok.
+leave(Store, Feature, Pid) when is_pid(Pid) -> leave(Store, Feature, [Pid]);
+leave(Store, Feature, Pids) when is_list(Pids) -> tidemark_nif:leave_nif(Store, Feature, Pids).
+
+%% @doc The member processes of the group of `Feature' (`[]' when there is none).
+-spec members(store(), atom() | binary()) -> [pid()].
+members(Store, Feature) -> tidemark_nif:members_nif(Store, Feature).
+
+%% @doc Notifies the trackers of the user feature `Feature' that `Id' was `created',
+%% `updated' or `deleted', with `Data' (a term `tidemark_json:encode/1' takes, or JSON text
+%% as a binary). One durable commit, replayed to groups that start at or before it.
+-spec notify(store(), atom() | binary(), created | updated | deleted, key(), term()) ->
+          {ok, revision()} | error().
+notify(Store, Feature, Action, Id, Data) ->
+    Code = case Action of
+               created -> 1;
+               updated -> 2;
+               deleted -> 3;
+               _ -> erlang:error(badarg)
+           end,
+    Json = if is_binary(Data) -> Data;
+              true -> tidemark_json:encode(Data)
+           end,
+    tidemark_nif:notify_nif(Store, Feature, Code, Id, Json).
+
+%% @equiv notify(Store, Feature, created, Id, Data)
+notify_created(Store, Feature, Id, Data) -> notify(Store, Feature, created, Id, Data).
+%% @equiv notify(Store, Feature, updated, Id, Data)
+notify_updated(Store, Feature, Id, Data) -> notify(Store, Feature, updated, Id, Data).
+%% @equiv notify(Store, Feature, deleted, Id, Data)
+notify_deleted(Store, Feature, Id, Data) -> notify(Store, Feature, deleted, Id, Data).

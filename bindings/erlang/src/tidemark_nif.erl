@@ -18,7 +18,8 @@
          append_events_nif/4, read_stream_nif/5, stream_version_nif/2, list_streams_nif/4,
          delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
          snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
-         registered_stores_nif/0
+         registered_stores_nif/0,
+         join_nif/4, leave_nif/3, members_nif/2, notify_nif/5
         ]).
 
 -on_load(init/0).
@@ -92,3 +93,7 @@ register_store_nif(_Name, _Store) -> ?NIF.
 whereis_store_nif(_Name) -> ?NIF.
 unregister_store_nif(_Name) -> ?NIF.
 registered_stores_nif() -> ?NIF.
+join_nif(_Store, _Feature, _Pids, _StartRevision) -> ?NIF.
+leave_nif(_Store, _Feature, _Pids) -> ?NIF.
+members_nif(_Store, _Feature) -> ?NIF.
+notify_nif(_Store, _Feature, _Action, _Id, _DataJson) -> ?NIF.

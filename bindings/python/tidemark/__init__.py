@@ -47,6 +47,7 @@ from .store import Batch, Store
 from .stores import close_store, open_store, stores
 from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
 from .subscriptions import AsyncSubscription, Subscription, SubscriptionHandle
+from .trackers import AsyncTracker, Notification, Tracker, TrackerIterator
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -73,6 +74,10 @@ __all__ = [
     "ContextWrite",
     "ContextDelta",
     "SyncResult",
+    "Notification",
+    "Tracker",
+    "TrackerIterator",
+    "AsyncTracker",
     "open_store",
     "stores",
     "close_store",

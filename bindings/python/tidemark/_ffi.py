@@ -570,6 +570,29 @@ store_context_cleanup = declare(
     "tidemark_store_context_cleanup", None, [_p, ("limit", c_size_t), _u64p, _u64p], status=True
 )
 
+# trackers (tidemark.trackers builds on these)
+class NotificationStruct(Structure):
+    """``tidemark_notification`` (every pointer borrowed for the callback)."""
+
+    _fields_ = [("feature", BytesOut), ("action", c_uint32), ("id", BytesOut), ("revision", c_uint64), ("data", BytesOut)]
+
+
+#: ``tidemark_tracker_callback``: (userdata, const tidemark_notification *).
+TRACKER_CALLBACK = CFUNCTYPE(None, c_void_p, POINTER(NotificationStruct))
+store_track = declare(
+    "tidemark_store_track",
+    None,
+    [_p, c_char_p, POINTER(WatchOptions), TRACKER_CALLBACK, _p, DROP_CALLBACK, _u64p],
+    status=True,
+)
+store_untrack = declare("tidemark_store_untrack", None, [_p, c_uint64], status=True)
+store_tracker_members = declare(
+    "tidemark_store_tracker_members", None, [_p, c_char_p, _u64p, c_size_t, POINTER(c_size_t)], status=True
+)
+store_notify = declare(
+    "tidemark_store_notify", None, [_p, c_char_p, ("action", c_uint32), c_char_p, c_size_t, c_char_p, _u64p], status=True
+)
+
 LIBRARY_VERSION: str = version().decode("ascii", "replace")
 
 EVENT_SIZE = ctypes.sizeof(EventStruct)

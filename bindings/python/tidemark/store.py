@@ -18,6 +18,7 @@ from .contexts import ContextsMixin
 from .lockstep import Address, FollowEvent, Follower, Server
 from .streams import StreamsMixin
 from .subscriptions import SubscriptionsMixin
+from .trackers import TrackersMixin
 from .watch import AsyncWatch, Watch, WatchHandle, WatchSpec
 
 __all__ = ["Store", "Batch"]
@@ -32,7 +33,7 @@ _store_get = _ffi.store_get
 _open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-class Store(StreamsMixin, SubscriptionsMixin, ContextsMixin, StoreHandle):
+class Store(StreamsMixin, SubscriptionsMixin, ContextsMixin, TrackersMixin, StoreHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``
