@@ -18,6 +18,8 @@ defmodule Tidemark.SyncTest do
               }} = Sync.changes(s, 1)
 
       assert length(evs) == 6
+      # The structs made from the Erlang maps have exactly the struct's fields.
+      for e <- evs, do: assert(struct!(Event, Map.from_struct(e)) == e)
 
       assert %Event{type: :delete, key: "k1", value: "", version: 0, create_revision: 0} =
                List.last(evs)
@@ -69,7 +71,8 @@ defmodule Tidemark.SyncTest do
                create_revision: 1
              } = next(ref)
 
-      assert %Event{revision: 3, type: :delete} = next(ref)
+      assert %Event{revision: 3, type: :delete} = e = next(ref)
+      assert struct!(Event, Map.from_struct(e)) == e
       assert :ok = Sync.unwatch(s, ref)
       assert Sync.watcher_count(s) == 0
       assert {:error, :not_found} = Sync.unwatch(s, ref)
