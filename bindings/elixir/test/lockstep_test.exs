@@ -55,6 +55,26 @@ defmodule Tidemark.LockstepTest do
     assert {:error, :closed} = Lockstep.server_status(server)
   end
 
+  test "a follower whose receiver dies keeps mirroring; pid: :none sends nothing" do
+    s = store()
+    {:ok, server} = Lockstep.serve(s)
+    {:ok, _} = Store.put(s, "/servers/1", "{}")
+    m = store()
+    receiver = spawn(fn -> Process.sleep(:infinity) end)
+    {:ok, f} = Lockstep.follow(m, url(server, "/servers/"), pid: receiver)
+    wait_until(fn -> keys(m, "/servers/") end, ["/servers/1"])
+    Process.exit(receiver, :kill)
+    {:ok, _} = Store.put(s, "/servers/2", "{}")
+    wait_until(fn -> keys(m, "/servers/") end, ["/servers/1", "/servers/2"])
+    assert %{cursor: 2, state: :streaming} = Lockstep.follower_status(f)
+    :ok = Lockstep.stop_follower(f)
+    {:ok, quiet} = Lockstep.follow(store(), url(server, "/servers/"), pid: :none)
+    wait_until(fn -> Lockstep.follower_status(quiet).cursor end, 2)
+    :ok = Lockstep.stop_follower(quiet)
+    refute_received {:tidemark_lockstep, _, _}
+    :ok = Lockstep.stop_server(server)
+  end
+
   test "option and argument errors" do
     s = store()
     url = "http://127.0.0.1:1/servers/"

@@ -78,6 +78,7 @@ defmodule Tidemark.StoreTest do
     assert {:ok, [_, _, %KV{key: "other"}], false} = Store.range(s, {:range, "k2", :infinity})
     assert {:ok, all, false} = Store.range(s)
     assert length(all) == 4
+    for kv <- all, do: assert(struct!(KV, Map.from_struct(kv)) == kv)
   end
 
   test "status" do

@@ -23,6 +23,7 @@ defmodule Tidemark.StreamsTest do
     assert {:ok, 4} = Streams.version(s, "orders")
     assert {:ok, evs} = Streams.read_forward(s, "orders")
     assert Enum.map(evs, & &1.version) == [0, 1, 2, 3, 4]
+    for e <- evs, do: assert(struct!(StreamEvent, Map.from_struct(e)) == e)
 
     assert [
              _,

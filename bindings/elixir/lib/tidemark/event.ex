@@ -4,6 +4,10 @@ defmodule Tidemark.Event do
   `{:tidemark_event, ref, %Tidemark.Event{}}`.
 
   A delete has `value: ""`, `version: 0` and `create_revision: 0`.
+
+  The Erlang binding's event maps have exactly these fields, so this package (and the NIF,
+  for watch messages) makes them structs by adding `__struct__`, with no copy per field;
+  the tests check that the shapes agree.
   """
   @enforce_keys [:revision, :type, :key, :value, :version, :create_revision]
   defstruct @enforce_keys

@@ -119,7 +119,7 @@ defmodule Tidemark.Store do
   def range(store, selector \\ :all, opts \\ []) when is_list(opts) do
     case :tidemark.range(handle(store), selector, Keyword.get(opts, :limit, 0)) do
       {:ok, %{entries: entries, has_more: more}} ->
-        {:ok, Enum.map(entries, &struct!(Tidemark.KV, &1)), more}
+        {:ok, Enum.map(entries, &Map.put(&1, :__struct__, Tidemark.KV)), more}
 
       error ->
         error

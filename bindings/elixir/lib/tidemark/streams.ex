@@ -45,7 +45,7 @@ defmodule Tidemark.Streams do
   def read(store, stream, from, count, direction) do
     with {:ok, events} <-
            :tidemark.read_stream(Store.handle(store), stream, from, count, direction) do
-      {:ok, Enum.map(events, &struct!(Tidemark.StreamEvent, &1))}
+      {:ok, Enum.map(events, &Map.put(&1, :__struct__, Tidemark.StreamEvent))}
     end
   end
 

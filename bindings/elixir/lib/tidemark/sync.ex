@@ -55,7 +55,7 @@ defmodule Tidemark.Sync do
       {:ok, %{events: events, has_more: more, next_revision: next}} ->
         {:ok,
          %Tidemark.Changes{
-           events: Enum.map(events, &struct!(Tidemark.Event, &1)),
+           events: Enum.map(events, &Map.put(&1, :__struct__, Tidemark.Event)),
            has_more: more,
            next_revision: next
          }}
