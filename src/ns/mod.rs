@@ -35,6 +35,7 @@
 pub mod contexts;
 pub mod snapshots;
 pub mod streams;
+pub mod subscriptions;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
