@@ -9,7 +9,8 @@
 //!    of the 1 KB JSON text and `tidemark_store_get` of it, and the bytes a client is sent.
 //!
 //! Every figure: warm-up, 5 repetitions, median (min–max). Nothing asserts on time.
-//! Run: `cargo bench --bench contexts` (about 20 s).
+//! Run: `cargo bench --bench contexts` (about 20 s). `TIDEMARK_BENCH_QUICK=1` runs a tenth of
+//! it (for `valgrind --tool=callgrind`, whose instruction counts do not depend on the load).
 
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
@@ -43,7 +44,7 @@ fn main() {
     // 1. update throughput
     let patches: Vec<CString> =
         (0..1000).map(|n| CString::new(format!("{{\"f07\":{n}}}")).unwrap()).collect();
-    let n = 50_000;
+    let n = if std::env::var("TIDEMARK_BENCH_QUICK").is_ok() { 5_000 } else { 50_000 };
     let mut rates = Vec::new();
     for rep in 0..6 {
         let t = Instant::now();

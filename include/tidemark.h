@@ -361,6 +361,11 @@ typedef uint32_t tidemark_action;
 typedef struct tidemark_batch tidemark_batch;
 
 /**
+ * A provider's answer, filled by `tidemark_context_reply_set` during the provider call.
+ */
+typedef struct tidemark_context_reply tidemark_context_reply;
+
+/**
  * The result of `tidemark_store_get` (opaque): a copy of one key's state, owned by the
  * caller and freed with `tidemark_entry_free`. Independent of the store once returned.
  */
@@ -419,6 +424,29 @@ typedef struct tidemark_sub_feed tidemark_sub_feed;
  * closed (then it reports CLOSED) and must be freed with `tidemark_watch_close`.
  */
 typedef struct tidemark_watch tidemark_watch;
+
+/**
+ * An exporter (`tidemark_store_context_set_exporter`): called with its userdata, the id, the
+ * context as the JSON of `tidemark_store_context_get` (valid during the call only) and its
+ * version. It returns (as a `uint32_t`) `TIDEMARK_OK` when it took the context; any other
+ * value is a failure.
+ */
+typedef uint32_t (*tidemark_context_exporter)(void *userdata, const uint8_t *id, size_t id_len, const char *context_json, uint64_t version);
+
+/**
+ * Called exactly once with the watch's `userdata`, after its last callback, when the watch
+ * ends for any reason (unwatch, terminal event, store close, or a failed registration).
+ */
+typedef void (*tidemark_drop_callback)(void *userdata);
+
+/**
+ * A provider (`tidemark_store_context_set_provider`): called with its userdata, the id of a
+ * missing context and a reply that lives for the call. It answers the document with
+ * `tidemark_context_reply_set` and returns (as a `uint32_t`) `TIDEMARK_OK`, or returns
+ * `TIDEMARK_ERR_NOT_FOUND` when it has none; any other value (or `TIDEMARK_OK` without a
+ * reply) is a failure.
+ */
+typedef uint32_t (*tidemark_context_provider)(void *userdata, const uint8_t *id, size_t id_len, struct tidemark_context_reply *reply);
 
 /**
  * Borrowed bytes: `len` bytes at `ptr`. Who owns them, and for how long they stay valid, is
@@ -484,12 +512,6 @@ typedef struct tidemark_lockstep_event {
  * of its own follower (the follower then ends after the callback returns).
  */
 typedef void (*tidemark_lockstep_callback)(void *userdata, const struct tidemark_lockstep_event *event);
-
-/**
- * Called exactly once with the watch's `userdata`, after its last callback, when the watch
- * ends for any reason (unwatch, terminal event, store close, or a failed registration).
- */
-typedef void (*tidemark_drop_callback)(void *userdata);
 
 /**
  * Which keys a read or a watch covers (`tidemark_selector_kind` in `kind`).
@@ -816,6 +838,56 @@ tidemark_status tidemark_store_context_cleaner_set_interval(struct tidemark_stor
  * whether one was running to `*was_running_out` (may be NULL). Stopping none is no error.
  */
 tidemark_status tidemark_store_context_cleaner_stop(struct tidemark_store *store, bool *was_running_out);
+
+/**
+ * Sets the store's exporter: `tidemark_store_context_export` hands it a context on demand, and
+ * a cleanup pass (`tidemark_store_context_cleanup`, the cleanup thread) hands it every expired
+ * context before deleting it (an expired context whose export failed is kept for a later
+ * pass). NULL `callback` removes it. The store owns `userdata` from here on:
+ * `drop_userdata` (may be NULL) is called once, when the exporter is replaced, the store is
+ * freed, or before this call returns if it fails; never while the callback runs. The
+ * callback runs on the thread that exports (the caller's or the cleanup thread), also on
+ * several at once, outside every lock of the store: it may call into the store.
+ */
+tidemark_status tidemark_store_context_set_exporter(struct tidemark_store *store, tidemark_context_exporter callback, void *userdata, tidemark_drop_callback drop_userdata);
+
+/**
+ * Sets the store's provider: when `tidemark_store_context_get`, `_update` or `_sync` finds the
+ * context missing, it asks the provider; a document it answers is stored in one commit (see
+ * `tidemark_store_context_restore` for its version) and the call goes on with it. A provider
+ * without the document (`TIDEMARK_ERR_NOT_FOUND`) leaves get and sync `TIDEMARK_ERR_NOT_FOUND`
+ * (update then starts from `{}`); a failing provider makes the call `TIDEMARK_ERR_IO`, with
+ * the status it returned in the message, and nothing is written. NULL `callback` removes
+ * it. Ownership of `userdata` as for `tidemark_store_context_set_exporter`. The callback runs
+ * on the caller's thread, also on several at once, outside every lock of the store.
+ */
+tidemark_status tidemark_store_context_set_provider(struct tidemark_store *store, tidemark_context_provider callback, void *userdata, tidemark_drop_callback drop_userdata);
+
+/**
+ * The provider's answer: `document_json` (a JSON object) and the version it had where it
+ * was kept (0 = unknown). Call it only from inside the provider call that got `reply`; a
+ * second call replaces the first. Invalid JSON or a non-object is
+ * `TIDEMARK_ERR_INVALID_ARGUMENT` and leaves the reply as it was.
+ */
+tidemark_status tidemark_context_reply_set(struct tidemark_context_reply *reply, const char *document_json, uint64_t version);
+
+/**
+ * Hands the context `id` to the exporter and writes it to `*out` (may be NULL) as in
+ * `tidemark_store_context_get`; free it with `tidemark_string_free`. An absent context is
+ * `TIDEMARK_ERR_NOT_FOUND` (the provider is not asked), no exporter
+ * `TIDEMARK_ERR_INVALID_ARGUMENT`, a failing exporter `TIDEMARK_ERR_IO`. Called on the
+ * calling thread; thread-safe.
+ */
+tidemark_status tidemark_store_context_export(const struct tidemark_store *store, const uint8_t *id, size_t id_len, char **out);
+
+/**
+ * Stores `document_json` (a JSON object) as the context `id` if it does not exist, in one
+ * commit with no delta, at the larger of `version` (0 = unknown) and the version a new write
+ * of the id gets (1, or the one after a deleted context's). Writes the context as it is then
+ * (the one stored, or the one another writer created first) to `*out` (may be NULL) as in
+ * `tidemark_store_context_get`. Thread-safe.
+ */
+tidemark_status tidemark_store_context_restore(struct tidemark_store *store, const uint8_t *id, size_t id_len, const char *document_json, uint64_t version, char **out);
 
 /**
  * The number of events in the batch (0 for NULL).

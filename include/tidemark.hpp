@@ -609,6 +609,70 @@ class store {
     detail::check(tidemark_store_context_cleanup(p_.get(), limit, &contexts, &deltas));
     return {contexts, deltas};
   }
+  /// Starts the store's cleanup thread (a context_cleanup(limit) pass every interval_ms), or
+  /// sets its interval and limit when it runs. The store stops it when it closes.
+  void context_cleaner_start(std::uint64_t interval_ms, std::size_t limit = 0) {
+    detail::check(tidemark_store_context_cleaner_start(p_.get(), interval_ms, limit));
+  }
+  /// Changes the running cleanup thread's interval (TIDEMARK_ERR_NOT_FOUND when none runs).
+  void context_cleaner_set_interval(std::uint64_t interval_ms) {
+    detail::check(tidemark_store_context_cleaner_set_interval(p_.get(), interval_ms));
+  }
+  /// Stops the cleanup thread and waits for it; returns whether one was running.
+  bool context_cleaner_stop() {
+    bool was = false;
+    detail::check(tidemark_store_context_cleaner_stop(p_.get(), &was));
+    return was;
+  }
+
+  /// The store's clock (ms since the epoch) for every timestamp and TTL; an empty function
+  /// goes back to the system clock. The library owns the callable (deleted when replaced or
+  /// at close), calls it from any thread, also concurrently; it must not use the store and
+  /// an exception it throws reads as 0.
+  using clock_function = std::function<std::uint64_t()>;
+  void set_clock(clock_function clock) {
+    if (!clock) return detail::check(tidemark_store_set_clock(p_.get(), nullptr, nullptr, nullptr));
+    // A failed call has already deleted the callable (drop_userdata runs on failure too).
+    detail::check(tidemark_store_set_clock(p_.get(), &store::clock_trampoline,
+                                           new clock_function(std::move(clock)), &store::drop_as<clock_function>));
+  }
+
+  /// An exporter: gets the id, the context JSON (as context_get) and its version; returns
+  /// true when it took the context (false or an exception: the export failed).
+  using context_exporter = std::function<bool(std::string_view id, std::string_view context_json, std::uint64_t version)>;
+  /// Sets the exporter of context_export and of cleanup (an empty function removes it). It runs
+  /// on the exporting thread (the caller's or the cleanup thread) and may use the store.
+  void context_set_exporter(context_exporter exporter) {
+    if (!exporter) return detail::check(tidemark_store_context_set_exporter(p_.get(), nullptr, nullptr, nullptr));
+    detail::check(tidemark_store_context_set_exporter(p_.get(), &store::export_trampoline,
+                                                      new context_exporter(std::move(exporter)),
+                                                      &store::drop_as<context_exporter>));
+  }
+  /// A provider: answers a missing context's document JSON and the version it had (0 =
+  /// unknown), or nullopt when it has none; an exception is a failure (TIDEMARK_ERR_IO).
+  using context_provider = std::function<std::optional<std::pair<std::string, std::uint64_t>>(std::string_view id)>;
+  /// Sets the provider that context_get / _update / _sync ask for a missing context (an empty
+  /// function removes it). It runs on the calling thread and may use the store.
+  void context_set_provider(context_provider provider) {
+    if (!provider) return detail::check(tidemark_store_context_set_provider(p_.get(), nullptr, nullptr, nullptr));
+    detail::check(tidemark_store_context_set_provider(p_.get(), &store::provide_trampoline,
+                                                      new context_provider(std::move(provider)),
+                                                      &store::drop_as<context_provider>));
+  }
+  /// Hands the context to the exporter; returns it as JSON (as context_get).
+  std::string context_export(std::string_view id) const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_export(p_.get(), detail::bytes(id), id.size(), &raw));
+    return owned_string(raw);
+  }
+  /// Stores a document for a missing context (see tidemark_store_context_restore); returns the
+  /// context as it is then.
+  std::string context_restore(std::string_view id, const std::string &document_json, std::uint64_t version = 0) {
+    char *raw = nullptr;
+    detail::check(tidemark_store_context_restore(p_.get(), detail::bytes(id), id.size(), document_json.c_str(),
+                                                 version, &raw));
+    return owned_string(raw);
+  }
 
   /// Registers a push watch and returns its id. The callable is moved to the heap and owned
   /// by the library until the watch ends (unwatch, terminal event, store close, or a failed
@@ -793,6 +857,36 @@ class store {
                                                               view(n->data)});
   }
   static void tracker_drop(void *userdata) noexcept { delete static_cast<tracker_callback *>(userdata); }
+  template <class F>
+  static void drop_as(void *userdata) noexcept {
+    delete static_cast<F *>(userdata);
+  }
+  static std::uint64_t clock_trampoline(void *userdata) noexcept {
+    try {
+      return (*static_cast<clock_function *>(userdata))();
+    } catch (...) {
+      return 0;
+    }
+  }
+  static std::uint32_t export_trampoline(void *userdata, const std::uint8_t *id, std::size_t id_len, const char *json,
+                                         std::uint64_t version) noexcept {
+    try {
+      std::string_view name(reinterpret_cast<const char *>(id), id_len);
+      return (*static_cast<context_exporter *>(userdata))(name, json, version) ? TIDEMARK_OK : TIDEMARK_ERR_IO;
+    } catch (...) {
+      return TIDEMARK_ERR_IO;
+    }
+  }
+  static std::uint32_t provide_trampoline(void *userdata, const std::uint8_t *id, std::size_t id_len,
+                                          tidemark_context_reply *reply) noexcept {
+    try {
+      auto answer = (*static_cast<context_provider *>(userdata))(std::string_view(reinterpret_cast<const char *>(id), id_len));
+      if (!answer) return TIDEMARK_ERR_NOT_FOUND;
+      return tidemark_context_reply_set(reply, answer->first.c_str(), answer->second);
+    } catch (...) {
+      return TIDEMARK_ERR_IO;
+    }
+  }
   static std::string owned_string(char *raw) {
     std::unique_ptr<char, detail::deleter<char, tidemark_string_free>> owned(raw);
     return std::string(owned.get());

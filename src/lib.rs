@@ -21,7 +21,10 @@ mod watch;
 pub use error::{Error, IoError, Result};
 pub use event::{Bytes, Event, EventKind};
 pub use kv::Entry;
-pub use ns::contexts::{Cleaned, Context, Delta as ContextDelta, Order, Sync as ContextSync, Written};
+pub use ns::contexts::{
+    Cleaned, Context, Delta as ContextDelta, Exporter as ContextExporter, Order, Provider as ContextProvider,
+    Restored, Sync as ContextSync, Written,
+};
 pub use ns::snapshots::Snapshot;
 pub use ns::streams::{
     new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, StreamPage, MAX_NAME,

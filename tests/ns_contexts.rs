@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tidemark::{Cleaned, ContextSync, Error, Order, Selector, Store};
+use tidemark::{Cleaned, Context, ContextSync, Error, Order, Restored, Selector, Store};
 
 fn store(opts: &str) -> Store {
     Store::memory(Some(opts)).unwrap()
@@ -467,4 +467,97 @@ fn the_cleanup_thread_runs_until_stopped_or_closed() {
     s.close();
     assert!(matches!(s.context_cleaner_start(1, 0), Err(Error::Closed)));
     assert!(!s.context_cleaner_stop());
+}
+
+#[test]
+fn export_on_demand_and_before_a_ttl_delete() {
+    let (s, now) = clocked(r#"{"context_ttl_ms":100,"context_auto_delete":true}"#);
+    assert!(matches!(s.context_export(b"a"), Err(Error::InvalidArgument(_))), "no exporter");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let fail = Arc::new(AtomicBool::new(false));
+    let (g, f, h) = (got.clone(), fail.clone(), s.handle());
+    s.context_set_exporter(Some(Arc::new(move |c: &Context| {
+        if f.load(Ordering::SeqCst) {
+            return Err("the archive is down".into());
+        }
+        // An exporter may call into the store.
+        assert_eq!(h.context_get(&c.id).unwrap().version, c.version);
+        g.lock().unwrap().push((c.id.clone(), c.document.clone(), c.version));
+        Ok(())
+    })));
+    assert!(matches!(s.context_export(b"a"), Err(Error::NotFound(_))));
+    s.context_set(b"a", &json!({"x": 1})).unwrap();
+    s.context_update(b"a", &json!({"y": 2})).unwrap();
+    let c = s.context_export(b"a").unwrap();
+    assert_eq!((c.version, &c.document), (2, &json!({"x": 1, "y": 2})));
+    assert_eq!(got.lock().unwrap()[..], [(b"a".to_vec(), json!({"x": 1, "y": 2}), 2)]);
+    // Cleanup exports an expired context before it deletes it; a failed export keeps it.
+    s.context_set(b"b", &json!({"z": 1})).unwrap();
+    now.fetch_add(100, Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
+    assert_eq!(s.context_cleanup(0).unwrap(), Cleaned::default());
+    assert!(s.context_get(b"a").is_ok() && s.context_get(b"b").is_ok(), "nothing lost");
+    let e = s.context_export(b"a").unwrap_err();
+    assert!(matches!(e, Error::Io(_)) && e.to_string().contains("the archive is down"), "{e}");
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(s.context_cleanup(0).unwrap(), Cleaned { contexts: 2, deltas: 1 });
+    let exported: Vec<_> = got.lock().unwrap().iter().map(|(id, _, v)| (id.clone(), *v)).collect();
+    assert_eq!(exported, [(b"a".to_vec(), 2), (b"a".to_vec(), 2), (b"b".to_vec(), 1)]);
+    s.context_set_exporter(None);
+    assert!(matches!(s.context_export(b"a"), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn a_provider_restores_missing_contexts() {
+    let s = store("");
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let (a, h) = (asked.clone(), s.handle());
+    s.context_set_provider(Some(Arc::new(move |id: &[u8]| {
+        a.lock().unwrap().push(id.to_vec());
+        match id {
+            b"kept" => Ok(Some(Restored { document: json!({"r": 1}), version: 7 })),
+            b"plain" | b"upd" | b"d" => Ok(Some(Restored { document: json!({"a": 1}), version: 0 })),
+            b"broken" => Err("the archive is down".into()),
+            b"bad" => Ok(Some(Restored { document: json!([1]), version: 0 })),
+            // A provider may call into the store.
+            b"nested" => {
+                Ok(h.context_get(b"kept").ok().map(|c| Restored { document: c.document, version: 0 }))
+            }
+            _ => Ok(None),
+        }
+    })));
+    let c = s.context_get(b"kept").unwrap();
+    assert_eq!((c.version, &c.document), (7, &json!({"r": 1})), "stored at the provider's version");
+    assert_eq!(s.context_get(b"kept").unwrap().revision, c.revision, "stored once");
+    assert_eq!(s.context_sync(b"kept", Some(7)).unwrap(), ContextSync::NoChange { version: 7 });
+    assert!(matches!(s.context_sync(b"kept", Some(6)).unwrap(), ContextSync::Full { version: 7, .. }));
+    assert_eq!(s.context_get(b"plain").unwrap().version, 1);
+    let w = s.context_update(b"upd", &json!({"b": 2})).unwrap();
+    assert_eq!(
+        (w.version, &w.document),
+        (2, &json!({"a": 1, "b": 2})),
+        "update goes on from the restored one"
+    );
+    assert_eq!(apply(&json!({"a": 1}), &w.delta), w.document);
+    assert!(matches!(s.context_sync(b"none", Some(1)), Err(Error::NotFound(_))));
+    assert!(matches!(s.context_get(b"none"), Err(Error::NotFound(_))));
+    assert_eq!(s.context_update(b"none", &json!({"n": 1})).unwrap().version, 1, "no document: from {{}}");
+    let e = s.context_get(b"broken").unwrap_err();
+    assert!(matches!(e, Error::Io(_)) && e.to_string().contains("the archive is down"), "{e}");
+    assert!(s.context_update(b"broken", &json!({"n": 1})).is_err(), "nothing is written then");
+    assert!(matches!(s.context_get(b"bad"), Err(Error::InvalidArgument(_))));
+    assert_eq!(s.context_get(b"nested").unwrap().document, json!({"r": 1}));
+    let ids: Vec<_> = s.context_list(0, 0, Order::Asc).unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(ids, [&b"kept"[..], b"nested", b"none", b"plain", b"upd"]);
+    // A deleted context comes back after the deleted one's version.
+    s.context_set(b"d", &json!({"old": 1})).unwrap();
+    s.context_delete(b"d").unwrap();
+    assert_eq!(s.context_get(b"d").unwrap().version, 2);
+    // Explicit restore never overwrites: the context as it is.
+    assert_eq!(s.context_restore(b"kept", &json!({"other": 1}), 99).unwrap().document, json!({"r": 1}));
+    assert!(matches!(s.context_restore(b"x", &json!(3), 0), Err(Error::InvalidArgument(_))));
+    s.context_set_provider(None);
+    asked.lock().unwrap().clear();
+    assert!(matches!(s.context_get(b"gone"), Err(Error::NotFound(_))));
+    assert!(asked.lock().unwrap().is_empty());
 }

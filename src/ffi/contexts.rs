@@ -1,14 +1,20 @@
 //! Contexts: versioned JSON documents with exact deltas. JSON goes in as NUL-terminated
 //! UTF-8 strings and comes out as strings the caller frees with `tidemark_string_free`.
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::error::Error;
-use crate::ns::contexts::{Context, Order, Sync, Written};
+use crate::ns::contexts::{Change, Context, Order, Outcome, Restored, Sync};
+use crate::store::Store;
 
-use super::{bytes_in, guard, need, put_out, str_in, tidemark_status, tidemark_store, try_ref, Failure};
+use super::closure::Closure;
+use super::{
+    bytes_in, guard, need, put_out, str_in, tidemark_drop_callback, tidemark_status, tidemark_store, try_ref,
+    Failure,
+};
 
 /// The values of `order` in `tidemark_store_context_list` and `_deltas`.
 #[repr(u32)]
@@ -63,8 +69,44 @@ fn context_json(c: &Context) -> Value {
     })
 }
 
-fn written_json(w: Written) -> Value {
-    json!({"document": w.document, "version": w.version, "delta": w.delta, "revision": w.revision})
+/// Writes `{"delta":…,"document":…,"revision":R,"version":N}` to `out` (skipped when NULL),
+/// the document straight from its stored JSON text.
+unsafe fn written_out(out: *mut *mut c_char, w: &Outcome<'_>) {
+    if out.is_null() {
+        return;
+    }
+    let mut json = Vec::with_capacity(w.text.len() + 96);
+    json.extend_from_slice(b"{\"delta\":");
+    serde_json::to_writer(&mut json, w.delta).expect("a patch serializes");
+    json.extend_from_slice(b",\"document\":");
+    json.extend_from_slice(w.text);
+    json.extend_from_slice(format!(",\"revision\":{},\"version\":{}}}", w.revision, w.version).as_bytes());
+    // SAFETY: JSON text written by serde_json holds no NUL byte (it escapes U+0000), and the
+    // stored text is such text; `out` is not NULL and writable for a pointer (header rule).
+    unsafe { put_out(out, CString::from_vec_unchecked(json).into_raw()) };
+}
+
+/// `tidemark_store_context_set` and `_update`.
+unsafe fn write(
+    store: *mut tidemark_store,
+    id: *const u8,
+    id_len: usize,
+    json: *const c_char,
+    what: &str,
+    merge: bool,
+    result_out: *mut *mut c_char,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        let id = bytes_in(id, id_len, "id")?;
+        let value = json_in(json, what)?;
+        let change = if merge { Change::Merge(&value) } else { Change::Replace(&value) };
+        s.context_write(id, change, |w| {
+            // SAFETY: `result_out` is NULL or writable for a pointer (header rule).
+            unsafe { written_out(result_out, w) }
+        })?;
+        Ok(())
+    })
 }
 
 fn order_in(order: u32) -> Result<Order, Failure> {
@@ -91,13 +133,8 @@ pub unsafe extern "C" fn tidemark_store_context_set(
     document_json: *const c_char,
     result_out: *mut *mut c_char,
 ) -> tidemark_status {
-    guard(|| {
-        let s = try_ref(store, "store")?;
-        let id = bytes_in(id, id_len, "id")?;
-        let doc = json_in(document_json, "document_json")?;
-        string_out(result_out, &written_json(s.context_set(id, &doc)?));
-        Ok(())
-    })
+    // SAFETY: the caller's arguments, as the header describes them.
+    unsafe { write(store, id, id_len, document_json, "document_json", false, result_out) }
 }
 
 /// Applies `patch_json`, an RFC 7386 JSON Merge Patch (a JSON object: `null` removes a
@@ -112,13 +149,8 @@ pub unsafe extern "C" fn tidemark_store_context_update(
     patch_json: *const c_char,
     result_out: *mut *mut c_char,
 ) -> tidemark_status {
-    guard(|| {
-        let s = try_ref(store, "store")?;
-        let id = bytes_in(id, id_len, "id")?;
-        let patch = json_in(patch_json, "patch_json")?;
-        string_out(result_out, &written_json(s.context_update(id, &patch)?));
-        Ok(())
-    })
+    // SAFETY: the caller's arguments, as the header describes them.
+    unsafe { write(store, id, id_len, patch_json, "patch_json", true, result_out) }
 }
 
 /// Writes the context `id` to `*out` as the JSON `{"id": "<id>" (null when not UTF-8),
@@ -132,11 +164,27 @@ pub unsafe extern "C" fn tidemark_store_context_get(
     id_len: usize,
     out: *mut *mut c_char,
 ) -> tidemark_status {
+    // SAFETY: the caller's arguments, as the header describes them.
+    unsafe { context_out(store, id, id_len, out, true, Store::context_get) }
+}
+
+/// `tidemark_store_context_get` and `_export`: the context `read` gives, as JSON to `out`
+/// (`required`: `out` must not be NULL).
+unsafe fn context_out(
+    store: *const tidemark_store,
+    id: *const u8,
+    id_len: usize,
+    out: *mut *mut c_char,
+    required: bool,
+    read: fn(&Store, &[u8]) -> Result<Context, Error>,
+) -> tidemark_status {
     guard(|| {
         let s = try_ref(store, "store")?;
-        need(out, "out")?;
+        if required {
+            need(out, "out")?;
+        }
         let id = bytes_in(id, id_len, "id")?;
-        string_out(out, &context_json(&s.context_get(id)?));
+        string_out(out, &context_json(&read(s, id)?));
         Ok(())
     })
 }
@@ -304,6 +352,206 @@ pub unsafe extern "C" fn tidemark_store_context_cleaner_stop(
     guard(|| {
         let was = try_ref(store, "store")?.context_cleaner_stop();
         put_out(was_running_out, was);
+        Ok(())
+    })
+}
+
+/// An exporter (`tidemark_store_context_set_exporter`): called with its userdata, the id, the
+/// context as the JSON of `tidemark_store_context_get` (valid during the call only) and its
+/// version. It returns (as a `uint32_t`) `TIDEMARK_OK` when it took the context; any other
+/// value is a failure.
+pub type tidemark_context_exporter = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        id: *const u8,
+        id_len: usize,
+        context_json: *const c_char,
+        version: u64,
+    ) -> u32,
+>;
+
+/// A provider (`tidemark_store_context_set_provider`): called with its userdata, the id of a
+/// missing context and a reply that lives for the call. It answers the document with
+/// `tidemark_context_reply_set` and returns (as a `uint32_t`) `TIDEMARK_OK`, or returns
+/// `TIDEMARK_ERR_NOT_FOUND` when it has none; any other value (or `TIDEMARK_OK` without a
+/// reply) is a failure.
+pub type tidemark_context_provider = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        id: *const u8,
+        id_len: usize,
+        reply: *mut tidemark_context_reply,
+    ) -> u32,
+>;
+
+/// A provider's answer, filled by `tidemark_context_reply_set` during the provider call.
+pub struct tidemark_context_reply {
+    answer: Option<Restored>,
+}
+
+/// The callbacks of `tidemark_context_exporter` and `tidemark_context_provider`.
+type ExporterFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *const c_char, u64) -> u32;
+type ProviderFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut tidemark_context_reply) -> u32;
+
+const OK: u32 = tidemark_status::TIDEMARK_OK as u32;
+const NOT_FOUND: u32 = tidemark_status::TIDEMARK_ERR_NOT_FOUND as u32;
+
+/// An exporter's or provider's closure, called from any thread, also from several at once.
+struct Hook<F: Copy>(Closure<F>);
+
+// SAFETY: the header makes the caller promise that the exporter and the provider may be
+// called from any thread, concurrently, and their `drop_userdata` from any thread.
+unsafe impl<F: Copy> std::marker::Sync for Hook<F> {}
+
+impl<F: Copy> Hook<F> {
+    /// The callback and its userdata (a hook is only installed with a callback).
+    fn target(&self) -> (F, *mut c_void) {
+        self.0.target().expect("a hook has a callback")
+    }
+}
+
+/// Sets the store's exporter: `tidemark_store_context_export` hands it a context on demand, and
+/// a cleanup pass (`tidemark_store_context_cleanup`, the cleanup thread) hands it every expired
+/// context before deleting it (an expired context whose export failed is kept for a later
+/// pass). NULL `callback` removes it. The store owns `userdata` from here on:
+/// `drop_userdata` (may be NULL) is called once, when the exporter is replaced, the store is
+/// freed, or before this call returns if it fails; never while the callback runs. The
+/// callback runs on the thread that exports (the caller's or the cleanup thread), also on
+/// several at once, outside every lock of the store: it may call into the store.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_set_exporter(
+    store: *mut tidemark_store,
+    callback: tidemark_context_exporter,
+    userdata: *mut c_void,
+    drop_userdata: tidemark_drop_callback,
+) -> tidemark_status {
+    let hook = Hook(Closure::new(callback, userdata, drop_userdata));
+    // SAFETY: `store` is the caller's, as the header describes it.
+    unsafe { set_hook(store, hook, Store::context_set_exporter, exporter) }
+}
+
+/// The exporter of the store, calling the C `hook`.
+fn exporter(hook: Hook<ExporterFn>) -> crate::ns::contexts::Exporter {
+    Arc::new(move |c: &Context| {
+        let (f, data) = hook.target();
+        let json = CString::new(context_json(c).to_string()).unwrap_or_default();
+        // SAFETY: the caller's callback, called with its userdata and arguments valid for the call.
+        match unsafe { f(data, c.id.as_ptr(), c.id.len(), json.as_ptr(), c.version) } {
+            OK => Ok(()),
+            st => Err(format!("the exporter returned status {st}")),
+        }
+    })
+}
+
+/// Installs what `make` builds from `hook` with `install`, or removes the hook when its
+/// callback is NULL (`hook` is dropped then, and so is its userdata).
+unsafe fn set_hook<F: Copy, H>(
+    store: *mut tidemark_store,
+    hook: Hook<F>,
+    install: fn(&Store, Option<H>),
+    make: impl FnOnce(Hook<F>) -> H,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        install(s, hook.0.target().is_some().then(|| make(hook)));
+        Ok(())
+    })
+}
+
+/// Sets the store's provider: when `tidemark_store_context_get`, `_update` or `_sync` finds the
+/// context missing, it asks the provider; a document it answers is stored in one commit (see
+/// `tidemark_store_context_restore` for its version) and the call goes on with it. A provider
+/// without the document (`TIDEMARK_ERR_NOT_FOUND`) leaves get and sync `TIDEMARK_ERR_NOT_FOUND`
+/// (update then starts from `{}`); a failing provider makes the call `TIDEMARK_ERR_IO`, with
+/// the status it returned in the message, and nothing is written. NULL `callback` removes
+/// it. Ownership of `userdata` as for `tidemark_store_context_set_exporter`. The callback runs
+/// on the caller's thread, also on several at once, outside every lock of the store.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_set_provider(
+    store: *mut tidemark_store,
+    callback: tidemark_context_provider,
+    userdata: *mut c_void,
+    drop_userdata: tidemark_drop_callback,
+) -> tidemark_status {
+    let hook = Hook(Closure::new(callback, userdata, drop_userdata));
+    // SAFETY: `store` is the caller's, as the header describes it.
+    unsafe { set_hook(store, hook, Store::context_set_provider, provider) }
+}
+
+/// The provider of the store, calling the C `hook`.
+fn provider(hook: Hook<ProviderFn>) -> crate::ns::contexts::Provider {
+    Arc::new(move |id: &[u8]| {
+        let (f, data) = hook.target();
+        let mut reply = tidemark_context_reply { answer: None };
+        // SAFETY: the caller's callback, called with its userdata; `reply` lives for the call.
+        match (unsafe { f(data, id.as_ptr(), id.len(), &mut reply) }, reply.answer) {
+            (OK, Some(answer)) => Ok(Some(answer)),
+            (NOT_FOUND, _) => Ok(None),
+            (OK, None) => Err("the provider returned TIDEMARK_OK without a reply".into()),
+            (st, _) => Err(format!("the provider returned status {st}")),
+        }
+    })
+}
+
+/// The provider's answer: `document_json` (a JSON object) and the version it had where it
+/// was kept (0 = unknown). Call it only from inside the provider call that got `reply`; a
+/// second call replaces the first. Invalid JSON or a non-object is
+/// `TIDEMARK_ERR_INVALID_ARGUMENT` and leaves the reply as it was.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_context_reply_set(
+    reply: *mut tidemark_context_reply,
+    document_json: *const c_char,
+    version: u64,
+) -> tidemark_status {
+    guard(|| {
+        if reply.is_null() {
+            return Err(Failure::null("reply"));
+        }
+        let document = json_in(document_json, "document_json")?;
+        if !document.is_object() {
+            return Err(Error::InvalidArgument("a restored document must be a JSON object".into()).into());
+        }
+        // SAFETY: a non-NULL `reply` is the one the provider was called with, alive for the call.
+        unsafe { (*reply).answer = Some(Restored { document, version }) };
+        Ok(())
+    })
+}
+
+/// Hands the context `id` to the exporter and writes it to `*out` (may be NULL) as in
+/// `tidemark_store_context_get`; free it with `tidemark_string_free`. An absent context is
+/// `TIDEMARK_ERR_NOT_FOUND` (the provider is not asked), no exporter
+/// `TIDEMARK_ERR_INVALID_ARGUMENT`, a failing exporter `TIDEMARK_ERR_IO`. Called on the
+/// calling thread; thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_export(
+    store: *const tidemark_store,
+    id: *const u8,
+    id_len: usize,
+    out: *mut *mut c_char,
+) -> tidemark_status {
+    // SAFETY: the caller's arguments, as the header describes them.
+    unsafe { context_out(store, id, id_len, out, false, Store::context_export) }
+}
+
+/// Stores `document_json` (a JSON object) as the context `id` if it does not exist, in one
+/// commit with no delta, at the larger of `version` (0 = unknown) and the version a new write
+/// of the id gets (1, or the one after a deleted context's). Writes the context as it is then
+/// (the one stored, or the one another writer created first) to `*out` (may be NULL) as in
+/// `tidemark_store_context_get`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_context_restore(
+    store: *mut tidemark_store,
+    id: *const u8,
+    id_len: usize,
+    document_json: *const c_char,
+    version: u64,
+    out: *mut *mut c_char,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        let id = bytes_in(id, id_len, "id")?;
+        let doc = json_in(document_json, "document_json")?;
+        string_out(out, &context_json(&s.context_restore(id, &doc, version)?));
         Ok(())
     })
 }

@@ -20,11 +20,13 @@
 //! new write of the id continues from that version (and removes the tombstone), so a client
 //! of the deleted context never mistakes the new one's versions for its own: it gets FULL.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-use serde_json::Value;
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde_json::{Map, Value};
 
 use super::streams::check_name;
 use super::{transact, Feature, FeatureEvent, Fields, Key, Plan, Txn};
@@ -96,8 +98,190 @@ pub struct Cleaned {
     pub deltas: u64,
 }
 
+/// Hands a context to user code: `context_export`, and `context_cleanup` before it deletes an
+/// expired context. An `Err` (the exporter's message) fails the export, and cleanup keeps the
+/// context for a later pass.
+pub type Exporter = Arc<dyn Fn(&Context) -> std::result::Result<(), String> + Send + std::marker::Sync>;
+
+/// Fetches the document of a missing context from user code (`get`, `update` and `sync` ask
+/// it): `Ok(None)` when it has none either, `Err` (its message) when it failed.
+pub type Provider =
+    Arc<dyn Fn(&[u8]) -> std::result::Result<Option<Restored>, String> + Send + std::marker::Sync>;
+
+/// A provider's answer: the document (a JSON object) and the version it had where it was kept
+/// (0 = unknown). See `context_restore` for the version it is stored at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    pub document: Value,
+    pub version: u64,
+}
+
+/// What a store keeps for its contexts beside the log: the cleanup thread, the parsed
+/// documents of the contexts written last, and the user's exporter and provider.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) cleaner: Cleaner,
+    cache: Mutex<Cache>,
+    exporter: RwLock<Option<Exporter>>,
+    provider: RwLock<Option<Provider>>,
+}
+
+/// How many parsed documents `Cache` holds.
+const CACHE_ENTRIES: usize = 256;
+
+/// Parsed documents by id, so that an `update` neither parses the stored JSON again nor
+/// serializes the whole document: it serializes the members it changed and joins them with
+/// the others. An entry holds for the document key's mod_revision it was written or read at;
+/// any other write of the key makes it stale (the document is then parsed from the store), so
+/// it is never wrong.
+#[derive(Default)]
+struct Cache(HashMap<Vec<u8>, (u64, Doc), foldhash::fast::RandomState>);
+
+/// A document and its top-level members as JSON text (`"key":value`), in key order: the
+/// order `serde_json` writes an object in, so `text` is what `serde_json::to_vec` gives.
+#[derive(Default)]
+struct Doc {
+    value: Value,
+    members: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl Doc {
+    fn new(value: Value) -> Doc {
+        let mut doc = Doc { value, members: Default::default() };
+        let keys: Vec<String> = doc.object().keys().cloned().collect();
+        doc.refresh(keys.iter());
+        doc
+    }
+
+    fn object(&self) -> &Map<String, Value> {
+        self.value.as_object().expect("documents are checked to be objects")
+    }
+
+    /// Serializes the members `keys` again (and forgets those the document no longer has).
+    fn refresh<'k>(&mut self, keys: impl Iterator<Item = &'k String>) {
+        for k in keys {
+            match self.value.get(k) {
+                Some(v) => {
+                    let mut text = serde_json::to_vec(k).expect("a key serializes");
+                    text.push(b':');
+                    serde_json::to_writer(&mut text, v).expect("a value serializes");
+                    self.members.insert(k.clone(), text);
+                }
+                None => {
+                    self.members.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The document as JSON text.
+    fn text(&self) -> Vec<u8> {
+        let len = self.members.values().map(|m| m.len() + 1).sum::<usize>();
+        let mut text = Vec::with_capacity(len + 2);
+        text.push(b'{');
+        for (i, m) in self.members.values().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            text.extend_from_slice(m);
+        }
+        text.push(b'}');
+        text
+    }
+}
+
+impl Cache {
+    /// The document of `id` at `mod_revision`, taken out (an update changes it in place).
+    fn take(&mut self, id: &[u8], mod_revision: u64) -> Option<Doc> {
+        let entry = self.0.get_mut(id).filter(|e| e.0 == mod_revision)?;
+        entry.0 = 0;
+        Some(std::mem::take(&mut entry.1))
+    }
+
+    fn put(&mut self, id: &[u8], mod_revision: u64, doc: Doc) {
+        if let Some(entry) = self.0.get_mut(id) {
+            *entry = (mod_revision, doc);
+            return;
+        }
+        if self.0.len() >= CACHE_ENTRIES {
+            // Bounded: forget one entry (whichever the hash order gives first).
+            let victim = self.0.keys().next().cloned().expect("the cache is full");
+            self.0.remove(&victim);
+        }
+        self.0.insert(id.to_vec(), (mod_revision, doc));
+    }
+}
+
+/// What a write of a context did: `Written`, borrowed, with the document's JSON text.
+pub(crate) struct Outcome<'a> {
+    pub document: &'a Value,
+    /// The document as stored (JSON text).
+    pub text: &'a [u8],
+    pub version: u64,
+    pub delta: &'a Value,
+    pub revision: u64,
+}
+
+impl Outcome<'_> {
+    fn written(&self) -> Written {
+        let (document, delta) = (self.document.clone(), self.delta.clone());
+        Written { document, version: self.version, delta, revision: self.revision }
+    }
+}
+
+/// How a write changes the document.
+#[derive(Clone, Copy)]
+pub(crate) enum Change<'a> {
+    Replace(&'a Value),
+    Merge(&'a Value),
+}
+
+/// Applies the RFC 7386 merge `patch` (an object) to `doc` in place and appends to `ops` the
+/// RFC 6902 operations that make the same change, so an update needs no diff of whole
+/// documents. `path` is the JSON Pointer of `doc`.
+fn merge_recording(
+    doc: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+    path: &mut String,
+    ops: &mut Vec<Value>,
+) {
+    for (k, v) in patch {
+        let at = path.len();
+        path.push('/');
+        path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+        match (v, doc.get_mut(k)) {
+            (Value::Null, None) => {}
+            (Value::Null, Some(_)) => {
+                doc.remove(k);
+                ops.push(serde_json::json!({"op": "remove", "path": path}));
+            }
+            (Value::Object(p), Some(Value::Object(d))) => merge_recording(d, p, path, ops),
+            (_, Some(old)) => {
+                let new = merged(v);
+                if *old != new {
+                    ops.push(serde_json::json!({"op": "replace", "path": path, "value": new}));
+                    *old = new;
+                }
+            }
+            (_, None) => {
+                let new = merged(v);
+                ops.push(serde_json::json!({"op": "add", "path": path, "value": new}));
+                doc.insert(k.clone(), new);
+            }
+        }
+        path.truncate(at);
+    }
+}
+
+/// A merge patch's value as it lands where there was no object: objects lose their nulls.
+fn merged(v: &Value) -> Value {
+    let mut out = Value::Null;
+    json_patch::merge(&mut out, v);
+    out
+}
+
 fn doc_key(id: &[u8]) -> Vec<u8> {
-    Key::new(Feature::Contexts).raw(b"d").raw(id).into_vec()
+    Key::with_capacity(Feature::Contexts, 1 + id.len()).raw(b"d").raw(id).into_vec()
 }
 
 fn gone_key(id: &[u8]) -> Vec<u8> {
@@ -109,7 +293,7 @@ fn delta_prefix(id: &[u8]) -> Vec<u8> {
 }
 
 fn delta_key(id: &[u8], version: u64) -> Vec<u8> {
-    Key::new(Feature::Contexts).raw(b"p").part(id).u64(version).into_vec()
+    Key::with_capacity(Feature::Contexts, 11 + id.len()).raw(b"p").part(id).u64(version).into_vec()
 }
 
 const HEAD: usize = 24;
@@ -157,6 +341,14 @@ fn first_version(kv: &Kv, id: &[u8], txn: &mut Txn) -> (u64, Option<Vec<u8>>) {
     }
 }
 
+/// Puts the document record: `[version, created_ms, updated_ms]`, then the JSON text.
+fn put_record(txn: &mut Txn, dkey: &[u8], head: [u64; 3], text: &[u8]) {
+    txn.put_with(dkey, |v| {
+        head.iter().for_each(|n| v.extend_from_slice(&n.to_be_bytes()));
+        v.extend_from_slice(text);
+    });
+}
+
 fn parse_doc(id: &[u8], text: &[u8]) -> Result<Value> {
     serde_json::from_slice(text).map_err(|e| damaged(id, &format!("stored document is not JSON: {e}")))
 }
@@ -190,6 +382,11 @@ pub(crate) fn decode(e: &Event) -> Option<FeatureEvent> {
     }
 }
 
+/// A failure reported by the user's exporter or provider.
+fn hook_failed(what: &str, id: &[u8], message: String) -> Error {
+    Error::io_other(format!("the context {what} failed for {}: {message}", String::from_utf8_lossy(id)))
+}
+
 fn not_found(id: &[u8]) -> Error {
     Error::NotFound(format!("context {} does not exist", String::from_utf8_lossy(id)))
 }
@@ -216,6 +413,42 @@ fn deltas(kv: &Kv, id: &[u8], limit: usize) -> Vec<(u64, u64, crate::event::Byte
     out
 }
 
+/// Adds to `txn` the deletes that keep the deltas (version − threshold, version] when
+/// `version` is written. The retained deltas are one run ending at the version before, so
+/// usually exactly one falls out; older ones are left only when the threshold was higher at
+/// an earlier open (or is 0), and then they are found by a scan.
+fn prune(kv: &Kv, id: &[u8], version: u64, threshold: u64, txn: &mut Txn) {
+    let keep_from = (version + 1).saturating_sub(threshold).max(2);
+    if threshold == 0 {
+        return drop_below(kv, id, keep_from, txn);
+    }
+    if keep_from <= 2 {
+        return;
+    }
+    let mut key = delta_key(id, keep_from - 1);
+    let Some(rev) = kv.get(&key).map(|e| e.mod_revision) else { return };
+    let at = key.len() - 8;
+    key[at..].copy_from_slice(&(keep_from - 2).to_be_bytes());
+    if kv.get(&key).is_some() {
+        return drop_below(kv, id, keep_from, txn);
+    }
+    key[at..].copy_from_slice(&(keep_from - 1).to_be_bytes());
+    txn.require(&key, rev);
+    txn.delete(key);
+}
+
+/// Adds to `txn` the deletes of every delta below `keep_from`, oldest first.
+fn drop_below(kv: &Kv, id: &[u8], keep_from: u64, txn: &mut Txn) {
+    let Some((first, _)) = first_delta(kv, id).filter(|(first, _)| *first < keep_from) else { return };
+    for (v, rev, _) in deltas(kv, id, (keep_from - first) as usize) {
+        if v < keep_from {
+            let k = delta_key(id, v);
+            txn.require(&k, rev);
+            txn.delete(k);
+        }
+    }
+}
+
 /// The oldest retained delta: (version, mod_revision).
 fn first_delta(kv: &Kv, id: &[u8]) -> Option<(u64, u64)> {
     deltas(kv, id, 1).first().map(|(v, r, _)| (*v, *r))
@@ -229,89 +462,204 @@ impl Store {
     /// Replaces the context `id` with `document` (a JSON object). Returns the new document,
     /// version and delta.
     pub fn context_set(&self, id: &[u8], document: &Value) -> Result<Written> {
-        check_name(id, "context")?;
-        check_object(document, "document")?;
-        self.context_write(id, |_| document.clone())
+        self.context_write(id, Change::Replace(document), |o| o.written())
     }
 
     /// Applies `patch` (an RFC 7386 JSON Merge Patch, a JSON object) to the context `id`
-    /// (an absent context is `{}`). Returns the new document, version and delta.
+    /// (an absent context is `{}`, or what the provider restores). Returns the new document,
+    /// version and delta.
     pub fn context_update(&self, id: &[u8], patch: &Value) -> Result<Written> {
-        check_name(id, "context")?;
-        check_object(patch, "merge patch")?;
-        self.context_write(id, |old| {
-            let mut doc = old.clone();
-            json_patch::merge(&mut doc, patch);
-            doc
-        })
+        self.context_write(id, Change::Merge(patch), |o| o.written())
     }
 
-    fn context_write(&self, id: &[u8], next: impl Fn(&Value) -> Value) -> Result<Written> {
+    /// `context_set` / `context_update` answering through `answer` (the C layer writes its
+    /// JSON from the stored text without copying the document).
+    pub(crate) fn context_write<R>(
+        &self,
+        id: &[u8],
+        change: Change<'_>,
+        answer: impl FnOnce(&Outcome<'_>) -> R,
+    ) -> Result<R> {
+        check_name(id, "context")?;
+        match change {
+            Change::Replace(doc) => check_object(doc, "document")?,
+            Change::Merge(patch) => {
+                check_object(patch, "merge patch")?;
+                self.context_restore_if_missing(id)?;
+            }
+        }
         let dkey = doc_key(id);
         let threshold = self.options().delta_threshold;
-        transact(self, || {
+        let cache = &self.contexts().cache;
+        /// What the plan wrote (or found unchanged), and the revision the document has now.
+        struct Planned {
+            doc: Doc,
+            text: Vec<u8>,
+            version: u64,
+            delta: Value,
+            at: u64,
+        }
+        let (p, revision) = transact(self, || {
             let now = self.now_ms();
             self.read_kv(|kv| {
                 let current = read(kv, id)?;
-                let old = match current {
-                    Some((_, text)) => parse_doc(id, text)?,
-                    None => Value::Object(Default::default()),
+                let mut doc = match current {
+                    Some((h, text)) => match cache.lock().take(id, h.mod_revision) {
+                        Some(doc) => doc,
+                        None => Doc::new(parse_doc(id, text)?),
+                    },
+                    None => Doc::new(Value::Object(Map::new())),
                 };
-                let doc = next(&old);
-                let delta = json_patch::diff(&old, &doc);
-                if current.is_some() && delta.0.is_empty() {
-                    let version = current.map_or(0, |(h, _)| h.version);
-                    let answer = Written { document: doc, version, delta: Value::Array(vec![]), revision: 0 };
-                    return Ok(Plan::Done(answer));
+                let ops = match change {
+                    Change::Replace(new) => {
+                        let patch = json_patch::diff(&doc.value, new);
+                        doc = Doc::new(new.clone());
+                        match serde_json::to_value(&patch).expect("a patch serializes") {
+                            Value::Array(ops) => ops,
+                            _ => unreachable!("a patch is an array"),
+                        }
+                    }
+                    Change::Merge(patch) => {
+                        let mut ops = Vec::new();
+                        let (Value::Object(d), Value::Object(p)) = (&mut doc.value, patch) else {
+                            unreachable!("documents and patches are checked to be objects")
+                        };
+                        merge_recording(d, p, &mut String::new(), &mut ops);
+                        doc.refresh(p.keys());
+                        ops
+                    }
+                };
+                if let Some((h, text)) = current.filter(|_| ops.is_empty()) {
+                    let (version, at, text) = (h.version, h.mod_revision, text.to_vec());
+                    return Ok(Plan::Done((Planned { doc, text, version, delta: Value::Array(ops), at }, 0)));
                 }
-                let delta = serde_json::to_value(&delta).expect("a patch serializes");
-                let mut txn = Txn::default();
+                let delta = Value::Array(ops);
+                let text = doc.text();
+                let mut txn = Txn::with_capacity(3 * dkey.len() + HEAD + text.len() + 256, 6);
                 let (version, created_ms, tombstone) = match current {
                     Some((h, _)) => {
-                        txn.require(dkey.clone(), h.mod_revision);
+                        txn.require(&dkey, h.mod_revision);
                         (h.version + 1, h.created_ms, None)
                     }
                     None => {
-                        txn.require(dkey.clone(), 0);
+                        txn.require(&dkey, 0);
                         let (version, tombstone) = first_version(kv, id, &mut txn);
                         (version, now, tombstone)
                     }
                 };
-                let mut value = Vec::with_capacity(HEAD + 256);
-                value.extend_from_slice(&version.to_be_bytes());
-                value.extend_from_slice(&created_ms.to_be_bytes());
-                value.extend_from_slice(&now.to_be_bytes());
-                serde_json::to_writer(&mut value, &doc).expect("a document serializes");
-                txn.put(dkey.clone(), value);
+                put_record(&mut txn, &dkey, [version, created_ms, now], &text);
                 if let Some(gkey) = tombstone {
                     txn.delete(gkey);
                 }
-                // Retain the deltas (version - threshold, version]; drop the oldest beyond.
-                let keep_from = (version + 1).saturating_sub(threshold).max(2);
                 if current.is_some() && threshold > 0 {
-                    let mut d = now.to_be_bytes().to_vec();
-                    serde_json::to_writer(&mut d, &delta).expect("a patch serializes");
-                    txn.put(delta_key(id, version), d);
+                    txn.put_with(delta_key(id, version), |d| {
+                        d.extend_from_slice(&now.to_be_bytes());
+                        serde_json::to_writer(d, &delta).expect("a patch serializes");
+                    });
                 }
-                if let Some((first, _)) = first_delta(kv, id).filter(|(first, _)| *first < keep_from) {
-                    for (v, rev, _) in deltas(kv, id, (keep_from - first) as usize) {
-                        if v < keep_from {
-                            let k = delta_key(id, v);
-                            txn.require(k.clone(), rev);
-                            txn.delete(k);
-                        }
-                    }
+                prune(kv, id, version, threshold, &mut txn);
+                let planned = Planned { doc, text, version, delta, at: 0 };
+                Ok(Plan::Commit(txn, Box::new(move |revision| (planned, revision))))
+            })?
+        })?;
+        // The document put is the commit's first event: its mod_revision is `revision`.
+        let at = if revision == 0 { p.at } else { revision };
+        let out =
+            Outcome { document: &p.doc.value, text: &p.text, version: p.version, delta: &p.delta, revision };
+        let answer = answer(&out);
+        cache.lock().put(id, at, p.doc);
+        Ok(answer)
+    }
+
+    /// The context `id`. When it does not exist, the provider (if any) is asked for it (see
+    /// `context_set_provider`); `NotFound` when it has none either.
+    pub fn context_get(&self, id: &[u8]) -> Result<Context> {
+        check_name(id, "context")?;
+        match self.read_kv(|kv| context(id, kv))?? {
+            Some(c) => Ok(c),
+            None => self.context_restore_missing(id),
+        }
+    }
+
+    /// Stores `document` (a JSON object) as the context `id` if it does not exist (one commit),
+    /// and returns the context as it is then: the one stored, or the one another writer
+    /// created first. Its version is the larger of `version` (where the document was kept,
+    /// 0 = unknown) and the version a new write of the id gets (1, or the one after a deleted
+    /// context's), so a client of that earlier version is never taken for a current one
+    /// unless the restored version is really its version. No delta is recorded.
+    pub fn context_restore(&self, id: &[u8], document: &Value, version: u64) -> Result<Context> {
+        check_name(id, "context")?;
+        check_object(document, "restored document")?;
+        let dkey = doc_key(id);
+        let text = serde_json::to_vec(document).expect("a document serializes");
+        transact(self, || {
+            let now = self.now_ms();
+            self.read_kv(|kv| {
+                if let Some(c) = context(id, kv)? {
+                    return Ok(Plan::Done(c));
                 }
-                let answer = move |revision| Written { document: doc, version, delta, revision };
+                let mut txn = Txn::default();
+                txn.require(&dkey, 0);
+                let (first, tombstone) = first_version(kv, id, &mut txn);
+                let version = version.max(first);
+                put_record(&mut txn, &dkey, [version, now, now], &text);
+                if let Some(gkey) = tombstone {
+                    txn.delete(gkey);
+                }
+                let head = Head { version, created_ms: now, updated_ms: now, mod_revision: 0 };
+                let (id, doc) = (id.to_vec(), document.clone());
+                let answer = move |revision| Head { mod_revision: revision, ..head }.context(&id, doc);
                 Ok(Plan::Commit(txn, Box::new(answer)))
             })?
         })
     }
 
-    /// The context `id`; `NotFound` when it does not exist.
-    pub fn context_get(&self, id: &[u8]) -> Result<Context> {
+    /// A missing context from the provider, stored; `NotFound` without a provider or when it
+    /// has none, `Io` when it failed.
+    fn context_restore_missing(&self, id: &[u8]) -> Result<Context> {
+        let Some(provider) = self.contexts().provider.read().clone() else { return Err(not_found(id)) };
+        // Called outside every lock: the provider may call into the store.
+        match provider(id) {
+            Ok(Some(r)) => self.context_restore(id, &r.document, r.version),
+            Ok(None) => Err(not_found(id)),
+            Err(message) => Err(hook_failed("provider", id, message)),
+        }
+    }
+
+    /// Restores `id` from the provider when there is one and the context does not exist
+    /// (a provider without the context is no error here: the caller goes on without it).
+    fn context_restore_if_missing(&self, id: &[u8]) -> Result<()> {
+        if self.contexts().provider.read().is_none() || self.read_kv(|kv| kv.get(&doc_key(id)).is_some())? {
+            return Ok(());
+        }
+        match self.context_restore_missing(id) {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Installs (or with `None` removes) the provider that `get`, `update` and `sync` ask for
+    /// a context that does not exist.
+    pub fn context_set_provider(&self, provider: Option<Provider>) {
+        *self.contexts().provider.write() = provider;
+    }
+
+    /// Installs (or with `None` removes) the exporter of `context_export` and cleanup.
+    pub fn context_set_exporter(&self, exporter: Option<Exporter>) {
+        *self.contexts().exporter.write() = exporter;
+    }
+
+    /// Hands the current context `id` (document and version) to the exporter and returns it.
+    /// `NotFound` when the context does not exist (the provider is not asked), `InvalidArgument`
+    /// without an exporter, `Io` with its message when the exporter failed.
+    pub fn context_export(&self, id: &[u8]) -> Result<Context> {
         check_name(id, "context")?;
-        self.read_kv(|kv| context(id, kv))??.ok_or_else(|| not_found(id))
+        let Some(exporter) = self.contexts().exporter.read().clone() else {
+            return Err(Error::InvalidArgument("no context exporter is set".into()));
+        };
+        let c = self.read_kv(|kv| context(id, kv))??.ok_or_else(|| not_found(id))?;
+        exporter(&c).map_err(|m| hook_failed("exporter", id, m))?;
+        Ok(c)
     }
 
     /// Deletes the context `id` and all its deltas in one commit; returns its revision.
@@ -333,6 +681,7 @@ impl Store {
     /// is unknown or in the future). `NotFound` when the context does not exist.
     pub fn context_sync(&self, id: &[u8], client_version: Option<i64>) -> Result<Sync> {
         check_name(id, "context")?;
+        self.context_restore_if_missing(id)?;
         let now = self.now_ms();
         let ttl = self.options().delta_ttl_ms;
         self.read_kv(|kv| {
@@ -417,7 +766,9 @@ impl Store {
     /// One cleanup pass by the store's clock: deletes contexts not updated for
     /// `context_ttl_ms` (only when `context_auto_delete` is true) and drops deltas older than
     /// `delta_ttl_ms`, oldest first, changing at most `limit` contexts (0 = no limit). Each
-    /// context is cleaned in a commit of its own.
+    /// context is cleaned in a commit of its own. With an exporter, an expired context is
+    /// exported first and deleted only if the exporter succeeded and the context is still the
+    /// version it was given; otherwise it stays for a later pass.
     pub fn context_cleanup(&self, limit: usize) -> Result<Cleaned> {
         let opts = self.options();
         let (ctx_ttl, delta_ttl) =
@@ -426,6 +777,7 @@ impl Store {
         if ctx_ttl.is_none() && delta_ttl.is_none() {
             return Ok(cleaned);
         }
+        let exporter = self.contexts().exporter.read().clone();
         let prefix = Key::new(Feature::Contexts).raw(b"d").into_vec();
         let at = prefix.len();
         let mut ids = Vec::new();
@@ -436,33 +788,48 @@ impl Store {
                 break;
             }
             let dkey = doc_key(&id);
-            let done = transact(self, || {
-                let now = self.now_ms();
-                self.read_kv(|kv| {
-                    let Some((h, _)) = read(kv, &id)? else { return Ok(Plan::Done(Cleaned::default())) };
-                    if expired(now, h.updated_ms, ctx_ttl) {
-                        let n = deltas(kv, &id, 0).len() as u64;
-                        let answer = move |_| Cleaned { contexts: 1, deltas: n };
-                        return Ok(Plan::Commit(delete_txn(kv, &id, &dkey, h), Box::new(answer)));
-                    }
-                    let mut txn = Txn::default();
-                    let mut n = 0;
-                    for (v, rev, value) in deltas(kv, &id, 0) {
-                        if !u64_at(&value, 0).is_some_and(|ts| expired(now, ts, delta_ttl)) {
-                            break;
+            // The mod_revision of the version the exporter took (0 = none yet).
+            let mut exported = 0;
+            let done = loop {
+                let step = transact(self, || {
+                    let now = self.now_ms();
+                    self.read_kv(|kv| {
+                        let Some((h, text)) = read(kv, &id)? else { return Ok(Plan::Done(None)) };
+                        if expired(now, h.updated_ms, ctx_ttl) {
+                            if exporter.is_some() && exported != h.mod_revision {
+                                return Ok(Plan::Done(Some(Err(h.context(&id, parse_doc(&id, text)?)))));
+                            }
+                            let n = deltas(kv, &id, 0).len() as u64;
+                            let answer = move |_| Some(Ok(Cleaned { contexts: 1, deltas: n }));
+                            return Ok(Plan::Commit(delete_txn(kv, &id, &dkey, h), Box::new(answer)));
                         }
-                        let k = delta_key(&id, v);
-                        txn.require(k.clone(), rev);
-                        txn.delete(k);
-                        n += 1;
-                    }
-                    if n == 0 {
-                        return Ok(Plan::Done(Cleaned::default()));
-                    }
-                    Ok(Plan::Commit(txn, Box::new(move |_| Cleaned { contexts: 0, deltas: n })))
-                })?
-            });
-            let done = done?;
+                        let mut txn = Txn::default();
+                        let mut n = 0;
+                        for (v, rev, value) in deltas(kv, &id, 0) {
+                            if !u64_at(&value, 0).is_some_and(|ts| expired(now, ts, delta_ttl)) {
+                                break;
+                            }
+                            let k = delta_key(&id, v);
+                            txn.require(k.clone(), rev);
+                            txn.delete(k);
+                            n += 1;
+                        }
+                        if n == 0 {
+                            return Ok(Plan::Done(None));
+                        }
+                        Ok(Plan::Commit(txn, Box::new(move |_| Some(Ok(Cleaned { contexts: 0, deltas: n })))))
+                    })?
+                })?;
+                match (step, &exporter) {
+                    // Exported outside every lock (the exporter may call into the store).
+                    (Some(Err(c)), Some(export)) => match export(&c) {
+                        Ok(()) => exported = c.revision,
+                        Err(_) => break Cleaned::default(),
+                    },
+                    (Some(Ok(done)), _) => break done,
+                    _ => break Cleaned::default(),
+                }
+            };
             if done != Cleaned::default() {
                 changed += 1;
             }
@@ -544,7 +911,7 @@ impl Cleaner {
     }
 
     fn run(store: Store) {
-        let c = store.cleaner();
+        let c = &store.contexts().cleaner;
         loop {
             let limit = {
                 let mut st = c.state.lock();
@@ -579,7 +946,7 @@ impl Store {
             return Err(Error::InvalidArgument("a cleanup interval must be at least 1 ms".into()));
         }
         self.read_kv(|_| ())?;
-        let c = self.cleaner();
+        let c = &self.contexts().cleaner;
         let mut thread = c.thread.lock();
         {
             let mut st = c.state.lock();
@@ -607,7 +974,7 @@ impl Store {
         if interval_ms == 0 {
             return Err(Error::InvalidArgument("a cleanup interval must be at least 1 ms".into()));
         }
-        let c = self.cleaner();
+        let c = &self.contexts().cleaner;
         let _thread = c.thread.lock();
         let mut st = c.state.lock();
         if !st.running {
@@ -622,6 +989,6 @@ impl Store {
     /// Stops the cleanup thread and waits until it has finished (a pass under way completes
     /// first); returns whether one was running.
     pub fn context_cleaner_stop(&self) -> bool {
-        self.cleaner().stop()
+        self.contexts().cleaner.stop()
     }
 }

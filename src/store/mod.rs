@@ -51,8 +51,9 @@ pub(crate) struct Inner {
     group: Option<WriteGroup>,
     /// The store's one clock (ms since the epoch) for every timestamp its features write.
     clock: RwLock<Clock>,
-    /// The periodic context cleanup thread, stopped by close.
-    cleaner: ns::contexts::Cleaner,
+    /// Contexts' state beside the log: the cleanup thread (stopped by close), the document
+    /// cache, the exporter and the provider.
+    contexts: ns::contexts::Shared,
     /// Which watches are trackers, and of which feature.
     trackers: ns::trackers::Members,
 }
@@ -116,7 +117,7 @@ impl Store {
             closed: AtomicBool::new(false),
             group,
             clock: RwLock::new(Arc::new(system_clock)),
-            cleaner: Default::default(),
+            contexts: Default::default(),
             trackers: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
@@ -142,8 +143,8 @@ impl Store {
         *self.inner.clock.write() = clock;
     }
 
-    pub(crate) fn cleaner(&self) -> &ns::contexts::Cleaner {
-        &self.inner.cleaner
+    pub(crate) fn contexts(&self) -> &ns::contexts::Shared {
+        &self.inner.contexts
     }
 
     pub(crate) fn trackers(&self) -> &ns::trackers::Members {
@@ -275,7 +276,7 @@ impl Store {
             "streams": ns::streams::count(&st.kv),
             "snapshots": ns::snapshots::count(&st.kv),
             "contexts": ns::contexts::count(&st.kv),
-            "context_cleaner": self.inner.cleaner.status(),
+            "context_cleaner": self.inner.contexts.cleaner.status(),
             "watchers": st.watches.len(),
             "durable": disk.durable,
             "path": disk.path,
@@ -372,7 +373,7 @@ impl Inner {
 
     fn close(&self) {
         // The cleanup thread holds a handle: it ends (after a pass under way) before the log closes.
-        self.cleaner.stop();
+        self.contexts.cleaner.stop();
         let watchers = {
             let mut st = self.state.write();
             if self.closed.swap(true, Ordering::AcqRel) {

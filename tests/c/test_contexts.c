@@ -63,6 +63,8 @@ static uint64_t manual_now(void *userdata) {
 
 static void manual_drop(void *userdata) { ((manual_clock *)userdata)->drops++; }
 
+static void test_contexts_hooks(void);
+
 /* TTLs and cleanup with an injected clock: nothing sleeps. */
 void test_contexts_clock(void) {
   section("contexts: TTLs and cleanup by an injected store clock");
@@ -120,6 +122,7 @@ void test_contexts_clock(void) {
   CHECK_OK(tidemark_store_set_clock(s, manual_now, &other, manual_drop));
   tidemark_store_close(s);
   CHECK(other.drops == 2);
+  test_contexts_hooks();
 }
 
 void test_contexts(void) {
@@ -234,4 +237,112 @@ void test_contexts(void) {
   CHECK(strstr(out, "\"f0_0\":0") && strstr(out, "\"f7_24\":24"));
   CHECK(json_has(out, "\"version\":200"));
   tidemark_store_close(s);
+}
+
+/* The exporter and the provider: callbacks with userdata and a drop that runs once. */
+typedef struct hooks {
+  int exported, drops;
+  uint32_t export_status;
+  tidemark_store *store; /* the provider calls back into it */
+  char last[256];
+} hooks;
+
+static uint32_t exporter(void *userdata, const uint8_t *id, size_t id_len, const char *context_json,
+                         uint64_t version) {
+  hooks *h = userdata;
+  (void)id;
+  (void)id_len;
+  (void)version;
+  if (h->export_status == TIDEMARK_OK) {
+    h->exported++;
+    snprintf(h->last, sizeof h->last, "%s", context_json);
+  }
+  return h->export_status;
+}
+
+static uint32_t provider(void *userdata, const uint8_t *id, size_t id_len, tidemark_context_reply *reply) {
+  hooks *h = userdata;
+  if (id_len == 4 && memcmp(id, "kept", 4) == 0) return tidemark_context_reply_set(reply, "{\"r\":1}", 7);
+  if (id_len == 6 && memcmp(id, "nested", 6) == 0) {
+    char *out = NULL; /* a provider may call into the store */
+    tidemark_status st = tidemark_store_context_get(h->store, S("kept"), &out);
+    tidemark_string_free(out);
+    return st == TIDEMARK_OK ? tidemark_context_reply_set(reply, "{\"n\":1}", 0) : st;
+  }
+  if (id_len == 3 && memcmp(id, "bad", 3) == 0) {
+    tidemark_status st = tidemark_context_reply_set(reply, "[1]", 0);
+    return st == TIDEMARK_ERR_INVALID_ARGUMENT ? TIDEMARK_OK : TIDEMARK_ERR_PANIC; /* OK without a reply */
+  }
+  if (id_len == 6 && memcmp(id, "broken", 6) == 0) return TIDEMARK_ERR_IO;
+  return TIDEMARK_ERR_NOT_FOUND;
+}
+
+static void hooks_drop(void *userdata) { ((hooks *)userdata)->drops++; }
+
+static void test_contexts_hooks(void) {
+  section("contexts: exporter (on demand, before a TTL delete) and provider (restore)");
+  tidemark_store *s = open_store("{\"context_ttl_ms\": 100, \"context_auto_delete\": true}");
+  manual_clock clock = {1000, 0};
+  CHECK_OK(tidemark_store_set_clock(s, manual_now, &clock, manual_drop));
+  hooks x = {0, 0, TIDEMARK_OK, s, ""}, p = {0, 0, TIDEMARK_OK, s, ""};
+  char *out = SENTINEL;
+  CHECK_ST(tidemark_store_context_export(s, S("a"), &out), TIDEMARK_ERR_INVALID_ARGUMENT); /* no exporter */
+  CHECK(out == SENTINEL);
+  CHECK_OK(tidemark_store_context_set_exporter(s, exporter, &x, hooks_drop));
+  CHECK_ST(tidemark_store_context_export(s, S("a"), &out), TIDEMARK_ERR_NOT_FOUND);
+  CHECK_OK(tidemark_store_context_set(s, S("a"), "{\"x\":1}", NULL));
+  CHECK_OK(tidemark_store_context_export(s, S("a"), &out));
+  CHECK(json_has(out, "\"document\":{\"x\":1}"));
+  CHECK(x.exported == 1 && strstr(x.last, "\"version\":1") != NULL);
+  CHECK_OK(tidemark_store_context_export(s, S("a"), NULL));
+  /* Cleanup exports an expired context first; a failed export keeps it. */
+  clock.now = 2000;
+  x.export_status = TIDEMARK_ERR_IO;
+  uint64_t contexts = UNTOUCHED, deltas = UNTOUCHED;
+  CHECK_OK(tidemark_store_context_cleanup(s, 0, &contexts, &deltas));
+  CHECK(contexts == 0 && x.exported == 2);
+  CHECK_ST(tidemark_store_context_export(s, S("a"), NULL), TIDEMARK_ERR_IO);
+  x.export_status = TIDEMARK_OK;
+  CHECK_OK(tidemark_store_context_cleanup(s, 0, &contexts, &deltas));
+  CHECK(contexts == 1 && x.exported == 3);
+  CHECK_ST(tidemark_store_context_get(s, S("a"), &out), TIDEMARK_ERR_NOT_FOUND);
+  /* The provider answers missing contexts; its answer is stored and returned. */
+  CHECK_OK(tidemark_store_context_set_provider(s, provider, &p, hooks_drop));
+  CHECK_OK(tidemark_store_context_get(s, S("kept"), &out));
+  CHECK(json_has(out, "\"version\":7"));
+  tidemark_sync_kind kind = 99;
+  uint64_t version = 0;
+  CHECK_OK(tidemark_store_context_sync(s, S("nested"), 1, &kind, &version, &out));
+  CHECK(kind == TIDEMARK_SYNC_NO_CHANGE && version == 1 && out == NULL);
+  CHECK_OK(tidemark_store_context_update(s, S("a"), "{\"y\":2}", &out));
+  CHECK(json_has(out, "\"version\":2")); /* a was deleted at version 1: none from the provider */
+  out = SENTINEL;
+  CHECK_ST(tidemark_store_context_get(s, S("broken"), &out), TIDEMARK_ERR_IO);
+  CHECK(strstr(tidemark_last_error_message(), "provider") != NULL && out == SENTINEL);
+  CHECK_ST(tidemark_store_context_get(s, S("bad"), &out), TIDEMARK_ERR_IO);
+  CHECK_ST(tidemark_store_context_update(s, S("broken"), "{}", &out), TIDEMARK_ERR_IO);
+  CHECK_ST(tidemark_store_context_get(s, S("none"), &out), TIDEMARK_ERR_NOT_FOUND);
+  CHECK(out == SENTINEL);
+  /* Explicit restore: stores a missing context, never overwrites one. */
+  CHECK_OK(tidemark_store_context_restore(s, S("r"), "{\"k\":1}", 0, &out));
+  CHECK(json_has(out, "\"version\":1"));
+  CHECK_OK(tidemark_store_context_restore(s, S("kept"), "{\"other\":1}", 99, &out));
+  CHECK(json_has(out, "\"document\":{\"r\":1}"));
+  CHECK_ST(tidemark_store_context_restore(s, S("r2"), "[1]", 0, NULL), TIDEMARK_ERR_INVALID_ARGUMENT);
+  /* NULLs: clear statuses; a failed registration still drops its userdata once. */
+  hooks n = {0, 0, TIDEMARK_OK, NULL, ""};
+  CHECK_NULL_ARG(tidemark_store_context_set_exporter(NULL, exporter, &n, hooks_drop));
+  CHECK_NULL_ARG(tidemark_store_context_set_provider(NULL, provider, &n, hooks_drop));
+  CHECK(n.drops == 2);
+  CHECK_NULL_ARG(tidemark_store_context_export(NULL, S("a"), NULL));
+  CHECK_NULL_ARG(tidemark_store_context_export(s, NULL, 1, NULL));
+  CHECK_NULL_ARG(tidemark_store_context_restore(NULL, S("a"), "{}", 0, NULL));
+  CHECK_NULL_ARG(tidemark_store_context_restore(s, S("a"), NULL, 0, NULL));
+  CHECK_NULL_ARG(tidemark_context_reply_set(NULL, "{}", 0));
+  /* Replacing or removing a hook drops the old userdata once; close drops the last. */
+  CHECK_OK(tidemark_store_context_set_exporter(s, NULL, NULL, NULL));
+  CHECK(x.drops == 1);
+  CHECK_ST(tidemark_store_context_export(s, S("a"), NULL), TIDEMARK_ERR_INVALID_ARGUMENT);
+  tidemark_store_close(s);
+  CHECK(p.drops == 1 && x.drops == 1);
 }

@@ -143,6 +143,45 @@ int main() {
   EXPECT_ERROR(s.context_update("ctx", "{"), TIDEMARK_ERR_INVALID_ARGUMENT);
   CHECK(s.context_delete("ctx") > 0);
   EXPECT_ERROR(s.context_get("ctx"), TIDEMARK_ERR_NOT_FOUND);
+  {
+    // The clock, the cleanup thread, the exporter and the provider through RAII-owned callables.
+    auto c = tidemark::store::open({}, R"({"context_ttl_ms":10,"context_auto_delete":true})");
+    auto now = std::make_shared<std::atomic<std::uint64_t>>(1000);
+    c.set_clock([now] { return now->load(); });
+    c.context_set("old", "{}");
+    CHECK(c.context_get("old").find("\"created_ms\":1000") != std::string::npos);
+    auto exported = std::make_shared<std::vector<std::string>>();
+    c.context_set_exporter([exported](std::string_view id, std::string_view, std::uint64_t version) {
+      exported->push_back(std::string(id) + "@" + std::to_string(version));
+      return true;
+    });
+    CHECK(c.context_export("old").find("\"version\":1") != std::string::npos);
+    now->store(2000);
+    CHECK(c.context_cleanup() == std::make_pair(std::uint64_t{1}, std::uint64_t{0}));
+    CHECK(exported->size() == 2 && (*exported)[1] == "old@1");
+    c.context_set_exporter([](std::string_view, std::string_view, std::uint64_t) -> bool {
+      throw std::runtime_error("archive down");
+    });
+    c.context_set("x", "{}");
+    EXPECT_ERROR(c.context_export("x"), TIDEMARK_ERR_IO);
+    c.context_set_exporter(nullptr);
+    EXPECT_ERROR(c.context_export("x"), TIDEMARK_ERR_INVALID_ARGUMENT);
+    c.context_set_provider([](std::string_view id) -> std::optional<std::pair<std::string, std::uint64_t>> {
+      if (id == "kept") return std::make_pair(std::string(R"({"r":1})"), std::uint64_t{5});
+      if (id == "broken") throw std::runtime_error("backend down");
+      return std::nullopt;
+    });
+    CHECK(c.context_get("kept").find("\"version\":5") != std::string::npos);
+    EXPECT_ERROR(c.context_get("broken"), TIDEMARK_ERR_IO);
+    EXPECT_ERROR(c.context_get("none"), TIDEMARK_ERR_NOT_FOUND);
+    CHECK(c.context_restore("r", R"({"k":1})").find("\"version\":1") != std::string::npos);
+    c.context_cleaner_start(1000);
+    c.context_cleaner_set_interval(2000);
+    CHECK(c.context_cleaner_stop() && !c.context_cleaner_stop());
+    EXPECT_ERROR(c.context_cleaner_set_interval(5), TIDEMARK_ERR_NOT_FOUND);
+    c.context_cleaner_start(1000);  // still running at close: the store stops it
+    c.set_clock(nullptr);
+  }
 
   // A push watch with a lambda; its std::function is freed by drop_userdata on unwatch.
   {

@@ -5,12 +5,30 @@
 
 #include <string.h>
 
+/* The env of the NIF call that may export (context_export_nif, context_cleanup_nif), for the
+ * exporter to send with from that scheduler; NULL on the store's own cleanup thread. */
+static __thread ErlNifEnv *caller_env;
+
 /* {ok, JsonBinary} for a library string (freed here), or {error, Reason}. */
 static ERL_NIF_TERM json_result(ErlNifEnv *env, tidemark_status st, char *json)
 {
     ERL_NIF_TERM result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
     tidemark_string_free(json);
     return result;
+}
+
+/* JSON text as a NUL-terminated string (enif_free it); NULL when out of memory. A NUL inside is
+ * no valid JSON text: the string is then empty and the library says so. */
+static char *c_string(ErlNifBinary json)
+{
+    char *doc = enif_alloc(json.size + 1);
+    if (doc == NULL)
+        return NULL;
+    memcpy(doc, json.data, json.size);
+    doc[json.size] = '\0';
+    if (memchr(json.data, '\0', json.size) != NULL)
+        doc[0] = '\0';
+    return doc;
 }
 
 /* context_write_nif(Store, Id, Json, Update): set (false) or update (true). */
@@ -26,13 +44,8 @@ ERL_NIF_TERM context_write_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         || (!update && !enif_is_identical(argv[3], am_false)))
         return enif_make_badarg(env);
     DIRTY_IF_DURABLE(r, "context_write_nif", context_write_nif);
-    /* A NUL inside is no valid JSON text: the library says so (nothing after it is read). */
-    if ((doc = enif_alloc(json.size + 1)) == NULL)
+    if ((doc = c_string(json)) == NULL)
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-    memcpy(doc, json.data, json.size);
-    doc[json.size] = '\0';
-    if (memchr(json.data, '\0', json.size) != NULL)
-        doc[0] = '\0';
     if ((s = core_use(r->core)) == NULL) {
         enif_free(doc);
         return closed_error(env);
@@ -44,21 +57,30 @@ ERL_NIF_TERM context_write_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return json_result(env, st, out);
 }
 
-ERL_NIF_TERM context_get_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* context_get_nif(Store, Id) and context_export_nif(Store, Id): {ok, ContextJson}. */
+static ERL_NIF_TERM context_read(ErlNifEnv *env, const ERL_NIF_TERM argv[], int export)
 {
     tm_store_res *r;
     tidemark_store *s;
     ErlNifBinary id;
     char *out = NULL;
     tidemark_status st;
-    (void)argc;
     if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &id))
         return enif_make_badarg(env);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
-    st = tidemark_store_context_get(s, id.data, id.size, &out);
+    caller_env = env; /* an exporter sends from this scheduler with it */
+    st = export ? tidemark_store_context_export(s, id.data, id.size, &out)
+                : tidemark_store_context_get(s, id.data, id.size, &out);
+    caller_env = NULL;
     core_done(r->core);
     return json_result(env, st, out);
+}
+
+ERL_NIF_TERM context_get_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return context_read(env, argv, 0);
 }
 
 ERL_NIF_TERM context_delete_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -145,7 +167,9 @@ ERL_NIF_TERM context_cleanup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     DIRTY_IF_DURABLE(r, "context_cleanup_nif", context_cleanup_nif);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
+    caller_env = env; /* the exporter sends from this scheduler with it */
     st = tidemark_store_context_cleanup(s, (size_t)limit, &contexts, &deltas);
+    caller_env = NULL;
     core_done(r->core);
     if (st != TIDEMARK_OK)
         return status_error(env, st);
@@ -235,3 +259,131 @@ ERL_NIF_TERM context_cleaner_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     return which == 2 ? make_ok(env, was ? am_true : am_false) : am_ok;
 }
 
+
+/* --- The exporter and the provider (docs/contexts.md, "Export and restore") ------------------
+ * The exporter is a process: the library's exporter callback sends it
+ * {tidemark_context_export, Id, ContextJson, Version}. The callback runs on the exporting thread:
+ * a scheduler running context_export_nif / context_cleanup_nif (which leave their env in
+ * caller_env for it) or the store's own cleanup thread (caller_env NULL: enif_send(NULL, ...)).
+ * The provider is a process too, but asked from Erlang (src/tidemark.erl): the calling process
+ * sends the request and waits in `receive ... after Timeout', so no scheduler ever blocks on it;
+ * the core's provider callback is not used. Its pid and timeout live in the core. */
+
+
+typedef struct {
+    ErlNifPid pid;
+} tm_exporter;
+
+static uint32_t export_to_process(void *userdata, const uint8_t *id, size_t id_len, const char *json, uint64_t version)
+{
+    ErlNifEnv *msg_env = enif_alloc_env();
+    ERL_NIF_TERM idb, jb, msg;
+    size_t json_len = strlen(json);
+    int sent;
+    if (msg_env == NULL)
+        return TIDEMARK_ERR_IO;
+    memcpy(enif_make_new_binary(msg_env, id_len, &idb), id, id_len);
+    memcpy(enif_make_new_binary(msg_env, json_len, &jb), json, json_len);
+    msg = enif_make_tuple4(msg_env, enif_make_atom(msg_env, "tidemark_context_export"), idb, jb,
+                           enif_make_uint64(msg_env, version));
+    sent = enif_send(caller_env, &((tm_exporter *)userdata)->pid, msg_env, msg);
+    enif_free_env(msg_env);
+    return sent ? TIDEMARK_OK : TIDEMARK_ERR_IO; /* a dead exporter: the export failed */
+}
+
+static void exporter_drop(void *userdata)
+{
+    enif_free(userdata);
+}
+
+/* context_set_exporter_nif(Store, Pid | undefined) */
+ERL_NIF_TERM context_set_exporter_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    tm_exporter *x = NULL;
+    ErlNifPid pid;
+    tidemark_status st;
+    (void)argc;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if (!enif_is_identical(argv[1], enif_make_atom(env, "undefined"))) {
+        if (!enif_get_local_pid(env, argv[1], &pid))
+            return enif_make_badarg(env);
+        if ((x = enif_alloc(sizeof *x)) == NULL)
+            return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+        x->pid = pid;
+    }
+    if ((s = core_use(r->core)) == NULL) {
+        enif_free(x);
+        return closed_error(env);
+    }
+    /* The library owns x from here on (exporter_drop frees it, also when this fails). */
+    st = x ? tidemark_store_context_set_exporter(s, export_to_process, x, exporter_drop)
+           : tidemark_store_context_set_exporter(s, NULL, NULL, NULL);
+    core_done(r->core);
+    return st == TIDEMARK_OK ? am_ok : status_error(env, st);
+}
+
+ERL_NIF_TERM context_export_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return context_read(env, argv, 1);
+}
+
+/* context_restore_nif(Store, Id, Json, Version) -> {ok, ContextJson} */
+ERL_NIF_TERM context_restore_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    ErlNifBinary id, json;
+    uint64_t version;
+    char *doc, *out = NULL;
+    tidemark_status st;
+    if (!get_store(env, argv[0], &r) || !get_bytes(env, argv[1], &id) || !get_bytes(env, argv[2], &json)
+        || !get_u64(env, argv[3], &version))
+        return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "context_restore_nif", context_restore_nif);
+    if ((doc = c_string(json)) == NULL)
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+    if ((s = core_use(r->core)) == NULL) {
+        enif_free(doc);
+        return closed_error(env);
+    }
+    st = tidemark_store_context_restore(s, id.data, id.size, doc, version, &out);
+    core_done(r->core);
+    enif_free(doc);
+    return json_result(env, st, out);
+}
+
+/* context_provider_nif(Store) -> {Pid, TimeoutMs} | undefined (under the core's read lock);
+ * context_provider_nif(Store, Pid | undefined, TimeoutMs) -> ok (under its write lock). */
+ERL_NIF_TERM context_provider_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    ERL_NIF_TERM result;
+    ErlNifPid pid;
+    uint64_t timeout = 0;
+    int has = 0;
+    if (!get_store(env, argv[0], &r))
+        return enif_make_badarg(env);
+    if (argc == 3) {
+        has = !enif_is_identical(argv[1], enif_make_atom(env, "undefined"));
+        if ((has && !enif_get_local_pid(env, argv[1], &pid)) || !get_u64(env, argv[2], &timeout))
+            return enif_make_badarg(env);
+        enif_rwlock_rwlock(r->core->lock);
+        r->core->has_provider = has;
+        if (has)
+            r->core->provider = pid;
+        r->core->provider_timeout_ms = timeout;
+        enif_rwlock_rwunlock(r->core->lock);
+        return am_ok;
+    }
+    if (core_use(r->core) == NULL)
+        return closed_error(env);
+    result = !r->core->has_provider ? enif_make_atom(env, "undefined")
+                                    : enif_make_tuple2(env, enif_make_pid(env, &r->core->provider),
+                                                       make_u64(env, r->core->provider_timeout_ms));
+    core_done(r->core);
+    return result;
+}

@@ -23,6 +23,7 @@ static tm_core *core_new(tidemark_store *store, int durable)
     c->durable = durable;
     c->refs = 1;
     c->manual_now = 0;
+    c->has_provider = 0;
     enif_mutex_lock(open_lock);
     c->next = open_list.next;
     c->prev = &open_list;

@@ -94,6 +94,11 @@ static ErlNifFunc nif_funcs[] = {
     {"set_clock_nif", 2, set_clock_nif, 0},
     {"advance_clock_nif", 2, advance_clock_nif, 0},
     {"context_cleaner_nif", 3, context_cleaner_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* stop joins */
+    {"context_set_exporter_nif", 2, context_set_exporter_nif, 0},
+    {"context_export_nif", 2, context_export_nif, 0},
+    {"context_restore_nif", 4, context_restore_nif, 0},
+    {"context_provider_nif", 1, context_provider_nif, 0},
+    {"context_provider_nif", 3, context_provider_nif, 0},
     /* streams.c: big reads and writes move themselves to dirty schedulers */
     {"append_events_nif", 4, append_events_nif, 0},
     {"read_stream_nif", 5, read_stream_nif, 0},

@@ -111,6 +111,9 @@ typedef struct tm_core {
     int durable;           /* a directory store: its writes and log reads may wait on disk */
     int refs;              /* atomic */
     uint64_t manual_now;   /* atomic: the manual clock's time (contexts.c, set_clock_nif) */
+    int has_provider;      /* contexts.c: the context provider process, under the lock */
+    ErlNifPid provider;
+    uint64_t provider_timeout_ms;
     struct tm_core *prev, *next; /* the list of open cores, under open_lock */
 } tm_core;
 
@@ -194,7 +197,8 @@ TM_NIF(follower_dropped_nif)
 /* contexts.c */
 TM_NIF(context_write_nif) TM_NIF(context_get_nif) TM_NIF(context_delete_nif) TM_NIF(context_sync_nif)
 TM_NIF(context_list_nif) TM_NIF(context_cleanup_nif) TM_NIF(set_clock_nif) TM_NIF(advance_clock_nif)
-TM_NIF(context_cleaner_nif)
+TM_NIF(context_cleaner_nif) TM_NIF(context_set_exporter_nif) TM_NIF(context_export_nif)
+TM_NIF(context_restore_nif) TM_NIF(context_provider_nif)
 /* streams.c */
 TM_NIF(append_events_nif) TM_NIF(read_stream_nif) TM_NIF(stream_version_nif) TM_NIF(list_streams_nif)
 TM_NIF(delete_stream_nif) TM_NIF(snapshot_record_nif) TM_NIF(snapshot_read_nif) TM_NIF(snapshot_delete_nif)

@@ -46,6 +46,7 @@
          context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
          context_list/2, context_deltas/3, context_cleanup/2, set_clock/2, advance_clock/2,
          context_cleaner_start/3, context_cleaner_set_interval/2, context_cleaner_stop/1,
+         context_set_exporter/2, context_export/2, context_set_provider/3, context_restore/4,
          append_events/4, read_stream/5, stream_version/2, list_streams/4, delete_stream/2,
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
          open_named/3, whereis_store/1, stores/0, close_named/1,
@@ -424,14 +425,23 @@ context_set(Store, Id, Doc) -> context_write(Store, Id, Doc, false).
 -spec context_update(store(), key(), document() | binary()) ->
           {ok, #{document := document(), version := pos_integer(), delta := json_patch(),
                  revision := revision()}} | error().
-context_update(Store, Id, Patch) -> context_write(Store, Id, Patch, true).
+context_update(Store, Id, Patch) ->
+    Write = fun() -> context_write(Store, Id, Patch, true) end,
+    case tidemark_nif:context_provider_nif(Store) of
+        undefined -> Write();
+        _ ->
+            case tidemark_nif:context_get_nif(Store, Id) of
+                {error, not_found} -> with_provider(Store, Id, Write, Write);
+                _ -> Write()
+            end
+    end.
 
 context_write(Store, Id, Doc, Update) ->
-    Json = if is_binary(Doc) -> Doc;
-              is_map(Doc) -> tidemark_json:encode(Doc);
-              true -> erlang:error(badarg)
-           end,
-    envelope(tidemark_nif:context_write_nif(Store, Id, Json, Update)).
+    envelope(tidemark_nif:context_write_nif(Store, Id, json_doc(Doc), Update)).
+
+json_doc(Doc) when is_binary(Doc) -> Doc;
+json_doc(Doc) when is_map(Doc) -> tidemark_json:encode(Doc);
+json_doc(_) -> erlang:error(badarg).
 
 %% @doc The context `Id': its document, version, `created_ms', `updated_ms' (store clock) and
 %% revision; `{error, not_found}' when it does not exist.
@@ -439,7 +449,12 @@ context_write(Store, Id, Doc, Update) ->
           {ok, #{id := binary(), document := document(), version := pos_integer(),
                  created_ms := non_neg_integer(), updated_ms := non_neg_integer(),
                  revision := revision()}} | error().
-context_get(Store, Id) -> envelope(tidemark_nif:context_get_nif(Store, Id)).
+context_get(Store, Id) ->
+    Get = fun() -> envelope(tidemark_nif:context_get_nif(Store, Id)) end,
+    case Get() of
+        {error, not_found} = Missing -> with_provider(Store, Id, Get, fun() -> Missing end);
+        Found -> Found
+    end.
 
 %% @doc Deletes the context and all its deltas in one commit; returns its revision.
 -spec context_delete(store(), key()) -> {ok, revision()} | error().
@@ -456,14 +471,18 @@ context_sync(Store, Id, V) when V =:= undefined; V =:= nil ->
     context_sync(Store, Id, -1);
 context_sync(Store, Id, V) when is_integer(V) ->
     Client = max(-1, min(V, 16#7fffffffffffffff)),
-    case tidemark_nif:context_sync_nif(Store, Id, Client) of
-        {ok, 0, Version, undefined} -> {no_change, Version};
-        {ok, 1, Version, Json} -> {delta, tidemark_json:decode(Json, binary), Version};
-        {ok, 2, Version, Json} -> {full_context, tidemark_json:decode(Json, binary), Version};
-        Error -> Error
+    Sync = fun() -> sync_answer(tidemark_nif:context_sync_nif(Store, Id, Client)) end,
+    case Sync() of
+        {error, not_found} = Missing -> with_provider(Store, Id, Sync, fun() -> Missing end);
+        Answer -> Answer
     end;
 context_sync(_, _, _) ->
     erlang:error(badarg).
+
+sync_answer({ok, 0, Version, undefined}) -> {no_change, Version};
+sync_answer({ok, 1, Version, Json}) -> {delta, tidemark_json:decode(Json, binary), Version};
+sync_answer({ok, 2, Version, Json}) -> {full_context, tidemark_json:decode(Json, binary), Version};
+sync_answer(Error) -> Error.
 
 %% @doc Contexts in id order, as {@link context_get/2} returns them. Options: `limit'
 %% (0 = 1000), `offset', `order' (`asc' | `desc').
@@ -490,6 +509,79 @@ context_cleanup(Store, Limit) when is_integer(Limit), Limit >= 0 ->
     tidemark_nif:context_cleanup_nif(Store, Limit);
 context_cleanup(_, _) ->
     erlang:error(badarg).
+
+%% @doc Sets the exporter of the store's contexts: the process `Pid' (`undefined' removes it)
+%% receives `{tidemark_context_export, Id, ContextJson, Version}' for every export:
+%% {@link context_export/2} and every cleanup pass, which hands it each expired context before
+%% deleting it (a dead exporter fails the export: cleanup then keeps the context).
+%% `ContextJson' is the context as JSON text (`tidemark_json:decode(Json, binary)' gives the
+%% map {@link context_get/2} returns, with binary keys). The message is sent by the library
+%% (from the caller's scheduler or from the store's cleanup thread), so it arrives after the
+%% export returned; a context is deleted by cleanup once the message is sent.
+-spec context_set_exporter(store(), pid() | undefined) -> ok | error().
+context_set_exporter(Store, Pid) when is_pid(Pid); Pid =:= undefined ->
+    tidemark_nif:context_set_exporter_nif(Store, Pid);
+context_set_exporter(_, _) ->
+    erlang:error(badarg).
+
+%% @doc Hands the context `Id' to the exporter (see {@link context_set_exporter/2}) and
+%% returns it. `{error, not_found}' when it does not exist, `{error, {invalid_argument, _}}'
+%% without an exporter, `{error, {io, _}}' when the exporter process is dead.
+-spec context_export(store(), key()) -> {ok, map()} | error().
+context_export(Store, Id) -> envelope(tidemark_nif:context_export_nif(Store, Id)).
+
+%% @doc Sets the provider of missing contexts: when {@link context_get/2},
+%% {@link context_update/3} or {@link context_sync/3} finds the context `Id' missing, the
+%% calling process sends `Pid' `{tidemark_context_restore, From, Ref, Id}' and waits up to
+%% `TimeoutMs' in a `receive' (no scheduler blocks) for `From ! {Ref, Answer}', where `Answer'
+%% is `{ok, Doc}', `{ok, Doc, Version}' (the version it had where it was kept), `not_found' or
+%% `{error, Reason}'. A document is stored with {@link context_restore/4} and the call goes on
+%% with it; `not_found' leaves get and sync `{error, not_found}' (update starts from `#{}');
+%% `{error, Reason}' gives `{error, {provider, Reason}}', no answer in time `{error, timeout}',
+%% a dead provider `{error, {provider_down, Why}}'; then nothing is written. A late answer is
+%% dropped (the request's reply alias is gone). `undefined' removes the provider.
+-spec context_set_provider(store(), pid() | undefined, non_neg_integer()) -> ok | error().
+context_set_provider(Store, Pid, TimeoutMs)
+  when (is_pid(Pid) orelse Pid =:= undefined), is_integer(TimeoutMs), TimeoutMs >= 0 ->
+    tidemark_nif:context_provider_nif(Store, Pid, TimeoutMs);
+context_set_provider(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Stores `Doc' as the context `Id' if it does not exist (one commit, no delta), at the
+%% larger of `Version' (0 = unknown) and the version a new write of the id gets (1, or the one
+%% after a deleted context's). Returns the context as it is then (another writer's, if first).
+-spec context_restore(store(), key(), document() | binary(), non_neg_integer()) -> {ok, map()} | error().
+context_restore(Store, Id, Doc, Version) when is_integer(Version), Version >= 0 ->
+    envelope(tidemark_nif:context_restore_nif(Store, Id, json_doc(Doc), Version));
+context_restore(_, _, _, _) ->
+    erlang:error(badarg).
+
+%% Runs `Then' after asking the provider (if any) for the missing context `Id' and storing its
+%% answer; `Missing' when there is no provider or it has none.
+with_provider(Store, Id, Then, Missing) ->
+    case tidemark_nif:context_provider_nif(Store) of
+        {Pid, Timeout} ->
+            Ref = erlang:monitor(process, Pid, [{alias, reply_demonitor}]),
+            Pid ! {tidemark_context_restore, Ref, Ref, iolist_to_binary(Id)},
+            receive
+                {Ref, Answer} -> provided(Store, Id, Answer, Then, Missing);
+                {'DOWN', Ref, process, _, Why} -> {error, {provider_down, Why}}
+            after Timeout ->
+                erlang:demonitor(Ref, [flush]),
+                {error, timeout}
+            end;
+        undefined -> Missing();
+        Error -> Error
+    end.
+
+provided(Store, Id, {ok, Doc}, Then, Missing) -> provided(Store, Id, {ok, Doc, 0}, Then, Missing);
+provided(Store, Id, {ok, Doc, Version}, Then, _) ->
+    case context_restore(Store, Id, Doc, Version) of
+        {ok, _} -> Then();
+        Error -> Error
+    end;
+provided(_, _, not_found, _, Missing) -> Missing();
+provided(_, _, {error, Reason}, _, _) -> {error, {provider, Reason}}.
 
 %% @doc The store's clock, from which every timestamp and TTL of its features comes:
 %% `{manual, Ms}' installs a manual clock at `Ms' (ms since the epoch) that only

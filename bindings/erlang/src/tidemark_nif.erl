@@ -14,7 +14,8 @@
          follower_dropped_nif/1,
          context_write_nif/4, context_get_nif/2, context_delete_nif/2, context_sync_nif/3,
          context_list_nif/5, context_cleanup_nif/2, set_clock_nif/2, advance_clock_nif/2,
-         context_cleaner_nif/3,
+         context_cleaner_nif/3, context_set_exporter_nif/2, context_export_nif/2,
+         context_restore_nif/4, context_provider_nif/1, context_provider_nif/3,
          append_events_nif/4, read_stream_nif/5, stream_version_nif/2, list_streams_nif/4,
          delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
          snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
@@ -80,6 +81,11 @@ set_clock_nif(_Store, _Ms) -> ?NIF.
 advance_clock_nif(_Store, _Ms) -> ?NIF.
 %% `_What': start ({IntervalMs, Limit}), interval (IntervalMs) or stop.
 context_cleaner_nif(_Store, _What, _Arg) -> ?NIF.
+context_set_exporter_nif(_Store, _Pid) -> ?NIF.
+context_export_nif(_Store, _Id) -> ?NIF.
+context_restore_nif(_Store, _Id, _Json, _Version) -> ?NIF.
+context_provider_nif(_Store) -> ?NIF.
+context_provider_nif(_Store, _Pid, _TimeoutMs) -> ?NIF.
 append_events_nif(_Store, _Stream, _Events, _Expected) -> ?NIF.
 read_stream_nif(_Store, _Stream, _From, _Count, _Direction) -> ?NIF.
 stream_version_nif(_Store, _Stream) -> ?NIF.

@@ -159,3 +159,70 @@ bad_input_test() ->
         ?assertEqual(Rev, tidemark:current_revision(S)),
         {ok, #{document := #{<<"x">> := 1}}} = tidemark:context_get(S, <<"a">>)
     end).
+
+%% The exporter is a process: on demand and before cleanup deletes an expired context.
+exporter_test() ->
+    {ok, S} = tidemark:open(memory, #{context_ttl_ms => 100, context_auto_delete => true}),
+    ok = tidemark:set_clock(S, {manual, 1000}),
+    ?assertMatch({error, {invalid_argument, _}}, tidemark:context_export(S, <<"a">>)),
+    ok = tidemark:context_set_exporter(S, self()),
+    {ok, _} = tidemark:context_set(S, <<"a">>, #{x => 1}),
+    {ok, #{version := 1, document := #{<<"x">> := 1}}} = tidemark:context_export(S, <<"a">>),
+    receive {tidemark_context_export, <<"a">>, Json, 1} ->
+        ?assertMatch(#{<<"document">> := #{<<"x">> := 1}}, tidemark_json:decode(Json, binary))
+    after 5000 -> erlang:error(no_export) end,
+    ?assertEqual({error, not_found}, tidemark:context_export(S, <<"missing">>)),
+    %% A dead exporter fails the export: cleanup keeps the context.
+    Dead = spawn(fun() -> ok end),
+    Ref = monitor(process, Dead),
+    receive {'DOWN', Ref, _, _, _} -> ok end,
+    ok = tidemark:context_set_exporter(S, Dead),
+    {ok, _} = tidemark:advance_clock(S, 100),
+    ?assertEqual({ok, {0, 0}}, tidemark:context_cleanup(S, 0)),
+    ?assertMatch({error, {io, _}}, tidemark:context_export(S, <<"a">>)),
+    ok = tidemark:context_set_exporter(S, self()),
+    ?assertEqual({ok, {1, 0}}, tidemark:context_cleanup(S, 0)),
+    receive {tidemark_context_export, <<"a">>, _, 1} -> ok after 5000 -> erlang:error(no_export) end,
+    ?assertEqual({error, not_found}, tidemark:context_get(S, <<"a">>)),
+    %% The cleanup thread sends from the library's own thread.
+    {ok, _} = tidemark:context_set(S, <<"t">>, #{}),
+    {ok, _} = tidemark:advance_clock(S, 100),
+    ok = tidemark:context_cleaner_start(S, 1, 0),
+    receive {tidemark_context_export, <<"t">>, _, 1} -> ok after 5000 -> erlang:error(no_export) end,
+    {ok, true} = tidemark:context_cleaner_stop(S),
+    ok = tidemark:context_set_exporter(S, undefined),
+    ?assertError(badarg, tidemark:context_set_exporter(S, not_a_pid)),
+    ok = tidemark:close(S).
+
+%% The provider is a process asked with a timeout by the calling process.
+provider_test() ->
+    {ok, S} = tidemark:open(memory, #{}),
+    Provider = spawn_link(fun Loop() ->
+        receive
+            {tidemark_context_restore, From, Ref, Id} ->
+                case Id of
+                    <<"kept">> -> From ! {Ref, {ok, #{r => 1}, 7}};
+                    <<"plain">> -> From ! {Ref, {ok, #{a => 1}}};
+                    <<"broken">> -> From ! {Ref, {error, down}};
+                    <<"slow">> -> ok;
+                    _ -> From ! {Ref, not_found}
+                end,
+                Loop()
+        end
+    end),
+    ok = tidemark:context_set_provider(S, Provider, 200),
+    {ok, #{version := 7, document := #{<<"r">> := 1}}} = tidemark:context_get(S, <<"kept">>),
+    ?assertEqual({no_change, 7}, tidemark:context_sync(S, <<"kept">>, 7)),
+    {ok, #{version := 2, document := #{<<"a">> := 1, <<"b">> := 2}}} =
+        tidemark:context_update(S, <<"plain">>, #{b => 2}),
+    ?assertEqual({error, not_found}, tidemark:context_get(S, <<"none">>)),
+    ?assertEqual({error, not_found}, tidemark:context_sync(S, <<"none">>, 1)),
+    ?assertEqual({error, {provider, down}}, tidemark:context_get(S, <<"broken">>)),
+    ?assertEqual({error, timeout}, tidemark:context_get(S, <<"slow">>)),
+    {ok, #{version := 1}} = tidemark:context_update(S, <<"none">>, #{n => 1}),
+    {ok, #{document := #{<<"r">> := 1}}} = tidemark:context_restore(S, <<"kept">>, #{other => 1}, 99),
+    ok = tidemark:context_set_provider(S, undefined, 0),
+    ?assertEqual({error, not_found}, tidemark:context_get(S, <<"kept2">>)),
+    unlink(Provider),
+    exit(Provider, kill),
+    ok = tidemark:close(S).

@@ -200,3 +200,75 @@ def test_the_example_runs() -> None:
 
     example = Path(__file__).resolve().parents[3] / "examples" / "python" / "contexts.py"
     runpy.run_path(str(example), run_name="__main__")
+
+
+def test_exporter_on_demand_and_before_a_ttl_delete() -> None:
+    now = [1_000]
+    with Store(context_ttl_ms=100, context_auto_delete=True) as s:
+        s.set_clock(lambda: now[0])
+        with pytest.raises(tidemark.InvalidArgumentError):
+            s.context_export("a")  # no exporter
+        got: List[Context] = []
+        failing = [False]
+
+        def export(c: Context) -> None:
+            if failing[0]:
+                raise RuntimeError("the archive is down")
+            assert s.context_get(c.id) is not None  # it may use the store
+            got.append(c)
+
+        s.set_context_exporter(export)
+        s.context_set("a", {"x": 1})
+        assert s.context_export("a").document == {"x": 1}
+        assert [(c.id, c.document, c.version) for c in got] == [(b"a", {"x": 1}, 1)]
+        with pytest.raises(tidemark.NotFoundError):
+            s.context_export("missing")
+        now[0] += 100
+        failing[0] = True
+        assert s.context_cleanup() == (0, 0), "a failed export keeps the context"
+        assert s.context_get("a") is not None
+        with pytest.raises(tidemark.TidemarkIOError):
+            s.context_export("a")
+        failing[0] = False
+        assert s.context_cleanup() == (1, 0)
+        assert [c.id for c in got] == [b"a", b"a"]
+        s.set_context_exporter(None)
+        with pytest.raises(TypeError):
+            s.set_context_exporter(42)  # type: ignore[arg-type]
+
+
+def test_provider_restores_missing_contexts() -> None:
+    with Store() as s:
+        asked: List[bytes] = []
+
+        def provide(id: bytes) -> Any:
+            asked.append(id)
+            if id == b"kept":
+                return {"r": 1}, 7
+            if id == b"plain":
+                return {"a": 1}
+            if id == b"broken":
+                raise RuntimeError("the archive is down")
+            if id == b"bad":
+                return [1]
+            return None
+
+        s.set_context_provider(provide)
+        c = s.context_get("kept")
+        assert c is not None and (c.document, c.version) == ({"r": 1}, 7)
+        assert s.context_sync("kept", 7) == SyncResult("no_change", 7)
+        w = s.context_update("plain", {"b": 2})
+        assert (w.document, w.version) == ({"a": 1, "b": 2}, 2)
+        assert s.context_get("none") is None
+        with pytest.raises(tidemark.NotFoundError):
+            s.context_sync("none", 1)
+        with pytest.raises(tidemark.TidemarkIOError):
+            s.context_get("broken")
+        with pytest.raises(tidemark.TidemarkIOError):
+            s.context_get("bad")
+        assert asked.count(b"kept") == 1, "stored once"
+        assert [x.id for x in s.list_contexts()] == [b"kept", b"plain"]
+        assert s.context_restore("kept", {"other": 1}, 99).document == {"r": 1}
+        assert s.context_restore("r", {"k": 1}).version == 1
+        s.set_context_provider(None)
+        assert s.context_get("broken") is None

@@ -569,6 +569,20 @@ store_set_clock = declare("tidemark_store_set_clock", None, [_p, CLOCK_CALLBACK,
 store_context_cleanup = declare(
     "tidemark_store_context_cleanup", None, [_p, ("limit", c_size_t), _u64p, _u64p], status=True
 )
+# the exporter and the provider: a tidemark_status (uint32) comes back from each callback
+CONTEXT_EXPORTER = CFUNCTYPE(c_uint32, c_void_p, c_void_p, c_size_t, c_char_p, c_uint64)
+CONTEXT_PROVIDER = CFUNCTYPE(c_uint32, c_void_p, c_void_p, c_size_t, c_void_p)
+store_context_set_exporter = declare(
+    "tidemark_store_context_set_exporter", None, [_p, CONTEXT_EXPORTER, _p, DROP_CALLBACK], status=True
+)
+store_context_set_provider = declare(
+    "tidemark_store_context_set_provider", None, [_p, CONTEXT_PROVIDER, _p, DROP_CALLBACK], status=True
+)
+context_reply_set = declare("tidemark_context_reply_set", None, [_p, c_char_p, c_uint64], status=True)
+store_context_export = declare("tidemark_store_context_export", None, [_p, c_char_p, c_size_t, _pp], status=True)
+store_context_restore = declare(
+    "tidemark_store_context_restore", None, [_p, c_char_p, c_size_t, c_char_p, c_uint64, _pp], status=True
+)
 
 # trackers (tidemark.trackers builds on these)
 class NotificationStruct(Structure):

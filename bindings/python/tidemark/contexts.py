@@ -12,8 +12,9 @@ and nothing is written.
 from __future__ import annotations
 
 import json
-from ctypes import byref, c_bool, c_uint32, c_uint64, c_void_p
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+import sys
+from ctypes import byref, c_bool, c_uint32, c_uint64, c_void_p, string_at
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from . import _ffi
 from ._util import Key, take_json_string, to_bytes
@@ -85,11 +86,98 @@ def _context(c: Dict[str, Any]) -> Context:
     )
 
 
+_OK, _NOT_FOUND, _FAILED = 0, 3, 9  # TIDEMARK_OK, _ERR_NOT_FOUND, _ERR_IO
+
+
+def _hook_failed() -> int:
+    """An exception in an exporter or provider: printed (as ctypes would), then a failure."""
+    sys.excepthook(*sys.exc_info())
+    return _FAILED
+
+
+#: What a provider answers: the document, or (document, version it had), or None.
+ProviderAnswer = Union[None, Dict[str, Any], Tuple[Dict[str, Any], int]]
+
+
 class ContextsMixin:
     """The context methods of :class:`~tidemark.Store` (see the module doc)."""
 
     _call: Any
     _clock: Any = None
+    _exporter: Any = None
+    _provider: Any = None
+
+    def set_context_exporter(self, exporter: Optional[Callable[[Context], Any]]) -> None:
+        """Sets the exporter (``None`` removes it): :meth:`context_export` hands it a
+        :class:`Context`, and every cleanup pass hands it each expired context before deleting
+        it. An exception it raises is printed and fails the export
+        (:meth:`context_export` raises :class:`~tidemark.TidemarkIOError`; cleanup keeps the
+        context for a later pass). It runs on the
+        thread that exports (the caller's or the cleanup thread) and may use the store."""
+        if exporter is None:
+            self._call(_ffi.store_context_set_exporter, _ffi.CONTEXT_EXPORTER(), None, _ffi.DROP_CALLBACK())
+            self._exporter = None
+            return
+        if not callable(exporter):
+            raise TypeError(f"exporter must be callable or None, not {type(exporter).__name__}")
+
+        def export(_userdata: Any, _id: Any, _id_len: int, context_json: bytes, _version: int) -> int:
+            try:
+                exporter(_context(json.loads(context_json)))
+                return _OK
+            except BaseException:  # noqa: B036 - nothing may unwind into C
+                return _hook_failed()
+
+        callback = _ffi.CONTEXT_EXPORTER(export)
+        self._call(_ffi.store_context_set_exporter, callback, None, _ffi.DROP_CALLBACK())
+        self._exporter = callback  # kept alive while the library may call it
+
+    def set_context_provider(self, provider: Optional[Callable[[bytes], ProviderAnswer]]) -> None:
+        """Sets the provider (``None`` removes it): when :meth:`context_get`,
+        :meth:`context_update` or :meth:`context_sync` finds a context missing, it calls
+        ``provider(id)``. It answers the document (a dict), ``(document, version)`` (the version
+        it had where it was kept), or ``None`` when it has none; the answer is stored (see
+        :meth:`context_restore`) and the call goes on with it. An exception it raises is
+        printed and the call raises :class:`~tidemark.TidemarkIOError` with nothing written. It runs on the calling thread and may use the store."""
+        if provider is None:
+            self._call(_ffi.store_context_set_provider, _ffi.CONTEXT_PROVIDER(), None, _ffi.DROP_CALLBACK())
+            self._provider = None
+            return
+        if not callable(provider):
+            raise TypeError(f"provider must be callable or None, not {type(provider).__name__}")
+
+        def provide(_userdata: Any, id_ptr: int, id_len: int, reply: int) -> int:
+            try:
+                answer = provider(string_at(id_ptr, id_len))
+                if answer is None:
+                    return _NOT_FOUND
+                document, version = answer if isinstance(answer, tuple) else (answer, 0)
+                _ffi.context_reply_set(reply, _json_arg(document), version)
+                return _OK
+            except BaseException:  # noqa: B036 - nothing may unwind into C
+                return _hook_failed()
+
+        callback = _ffi.CONTEXT_PROVIDER(provide)
+        self._call(_ffi.store_context_set_provider, callback, None, _ffi.DROP_CALLBACK())
+        self._provider = callback  # kept alive while the library may call it
+
+    def context_export(self, id: Key) -> Context:
+        """Hands the context ``id`` to the exporter and returns it. Raises
+        :class:`~tidemark.NotFoundError` when it does not exist, ``InvalidArgumentError``
+        without an exporter, and :class:`~tidemark.TidemarkIOError` when the exporter failed."""
+        i = to_bytes(id, "id")
+        out = c_void_p()
+        self._call(_ffi.store_context_export, i, len(i), byref(out))
+        return _context(_take(out.value, "tidemark_store_context_export"))
+
+    def context_restore(self, id: Key, document: Dict[str, Any], version: int = 0) -> Context:
+        """Stores ``document`` as the context ``id`` if it does not exist (one commit, no
+        delta) at the larger of ``version`` (0 = unknown) and the version a new write of the id
+        gets; returns the context as it is then (another writer's, if it was first)."""
+        i = to_bytes(id, "id")
+        out = c_void_p()
+        self._call(_ffi.store_context_restore, i, len(i), _json_arg(document), version, byref(out))
+        return _context(_take(out.value, "tidemark_store_context_restore"))
 
     def set_clock(self, clock: Optional[Callable[[], int]]) -> None:
         """Replaces the store's clock (ms since the epoch; every timestamp and TTL of streams,
@@ -120,7 +208,8 @@ class ContextsMixin:
 
     def context_set(self, id: Key, document: Dict[str, Any]) -> ContextWrite:
         """Replaces the context ``id`` with ``document`` (a dict). The first write is
-        version 1; a document equal to the current one writes nothing."""
+        version 1 (after a delete: the deleted context's version + 1); a document equal to the
+        current one writes nothing."""
         return self._write(_ffi.store_context_set, id, document)
 
     def context_update(self, id: Key, patch: Dict[str, Any]) -> ContextWrite:
@@ -130,7 +219,8 @@ class ContextsMixin:
         return self._write(_ffi.store_context_update, id, patch)
 
     def context_get(self, id: Key) -> Optional[Context]:
-        """The context ``id``, or ``None`` when it does not exist."""
+        """The context ``id`` (asking the provider, if any, when it is missing), or ``None``
+        when it does not exist."""
         i = to_bytes(id, "id")
         out = c_void_p()
         try:
