@@ -5,6 +5,7 @@ PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
 .PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-install check-header bench clean
+.PHONY: test-redis
 .PHONY: dist dist-files install uninstall
 
 # `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
@@ -43,7 +44,7 @@ demo: deps build
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
 
-test: deps build check-header lint test-rust test-c test-python test-erlang test-install
+test: deps build check-header lint test-rust test-c test-python test-erlang test-install test-redis
 	@echo "make test: all suites passed"
 
 # Formatting and lints are part of the test: a warning fails `make test`.
@@ -60,6 +61,11 @@ test-rust:
 
 test-c: build
 	$(MAKE) -C tests/c test
+
+# The conformance suites once more, on the Redis backend: each test's store lives in a
+# throw-away redis-server (tools/with-redis.sh sets TIDEMARK_TEST_REDIS).
+test-redis: build
+	./tools/with-redis.sh $(CARGO) test --release --test core --test watch --test ns_streams --test ns_contexts
 
 test-python: build
 	$(MAKE) -C bindings/python test PYTHON=$(PYTHON)

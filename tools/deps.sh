@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine, skipping what is
-# already there: Erlang headers, EUnit and rebar3, cmake and pkg-config (Debian); pytest, hypothesis
-# and wheel (PyPI).
+# already there: Erlang headers, EUnit and rebar3, cmake and pkg-config, redis-server (Debian);
+# pytest, hypothesis and wheel (PyPI).
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +16,8 @@ command -v rebar3 >/dev/null 2>&1 || need_apt+=(rebar3)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
+# The Redis backend's tests start their own redis-server (and redis-cli, tools/with-redis.sh).
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
