@@ -4,7 +4,7 @@ CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
-.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-install check-header bench clean
+.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench clean
 .PHONY: test-redis
 .PHONY: dist dist-files install uninstall
 
@@ -43,8 +43,10 @@ demo: deps build
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
+	./tools/with-redis.sh examples/redis/two_processes.sh
+	$(MIX) run ../../examples/elixir/quickstart.exs
 
-test: deps build check-header lint test-rust test-c test-python test-erlang test-install test-redis
+test: deps build check-header lint test-rust test-c test-python test-erlang test-elixir test-install test-redis
 	@echo "make test: all suites passed"
 
 # Formatting and lints are part of the test: a warning fails `make test`.
@@ -66,6 +68,11 @@ test-c: build
 # throw-away redis-server (tools/with-redis.sh sets TIDEMARK_TEST_REDIS).
 test-redis: build
 	./tools/with-redis.sh $(CARGO) test --release --test core --test watch --test ns_streams --test ns_contexts
+	./tools/with-redis.sh $(MAKE) -C tests/c test
+	cd bindings/python && ../../tools/with-redis.sh env PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_store.py \
+	  tests/test_batch.py tests/test_changes.py tests/test_watch_iter.py tests/test_watch_callback.py \
+	  tests/test_streams.py tests/test_contexts.py tests/test_redis.py
+	./tools/with-redis.sh sh -c 'cd bindings/erlang && rebar3 eunit --module=tidemark_contexts_tests,tidemark_redis_tests'
 
 test-python: build
 	$(MAKE) -C bindings/python test PYTHON=$(PYTHON)
@@ -73,6 +80,17 @@ test-python: build
 # The Erlang suite through rebar3 (the NIF comes from bindings/erlang/Makefile's `nif` hook).
 test-erlang: build
 	cd bindings/erlang && rebar3 eunit
+
+# The Elixir package offline: its one dependency is bindings/erlang (a path dependency that the
+# apt rebar3 builds), so nothing comes from Hex; Mix's and rebar3's state stays under _build,
+# and erl gets a HOME when none is set.
+MIX = cd bindings/elixir && HOME="$${HOME:-$(CURDIR)/bindings/elixir/_build/home}" \
+	MIX_HOME=$(CURDIR)/bindings/elixir/_build/mix_home REBAR_CACHE_DIR=$(CURDIR)/bindings/elixir/_build/rebar3 \
+	MIX_REBAR3="$$(command -v rebar3)" HEX_OFFLINE=1 mix
+
+test-elixir: build
+	$(MIX) format --check-formatted
+	$(MIX) test --warnings-as-errors
 
 # Installs into a temporary prefix and builds the C and C++ quickstarts against it.
 test-install: dist

@@ -227,7 +227,7 @@ pub struct RedisLog {
     appended_since_checkpoint: u64,
     read_only: bool,
     closed: bool,
-    /// The server's `appendfsync`, when it lets us read its configuration.
+    /// The server's `appendfsync` ("none" without the AOF), when it lets us read its configuration.
     appendfsync: Option<&'static str>,
     /// This open store's name among the readers.
     reader: String,
@@ -259,17 +259,22 @@ impl RedisLog {
                 .arg(&keys.ckpt)
                 .query(c)
         })?;
-        let appendfsync = link
+        // Servers that refuse CONFIG (managed ones) leave it unknown.
+        let config = link
             .with("read the configuration", |c| {
-                ::redis::cmd("CONFIG").arg("GET").arg("appendfsync").query::<Vec<String>>(c)
+                ::redis::cmd("CONFIG").arg("GET").arg("appendonly").arg("appendfsync").query::<Vec<String>>(c)
             })
-            .ok()
-            .and_then(|v| match v.get(1).map(String::as_str) {
-                Some("always") => Some("always"),
-                Some("everysec") => Some("everysec"),
-                Some("no") => Some("no"),
-                _ => None,
-            });
+            .unwrap_or_default();
+        let get = |name: &str| {
+            config.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).map(String::as_str)
+        };
+        let appendfsync = match (get("appendonly"), get("appendfsync")) {
+            (Some("no"), _) => Some("none"),
+            (_, Some("always")) => Some("always"),
+            (_, Some("everysec")) => Some("everysec"),
+            (_, Some("no")) => Some("no"),
+            _ => None,
+        };
         let earliest = meta.0.unwrap_or(1);
         let mut base = 1;
         if let Some(bytes) = ckpt {
