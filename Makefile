@@ -5,6 +5,7 @@ PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
 .PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench clean
+.PHONY: test-redis
 .PHONY: dist dist-files install uninstall
 
 # `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
@@ -42,9 +43,10 @@ demo: deps build
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
+	./tools/with-redis.sh examples/redis/two_processes.sh
 	$(MIX) run ../../examples/elixir/quickstart.exs
 
-test: deps build check-header lint test-rust test-c test-python test-erlang test-elixir test-install
+test: deps build check-header lint test-rust test-c test-python test-erlang test-elixir test-install test-redis
 	@echo "make test: all suites passed"
 
 # Formatting and lints are part of the test: a warning fails `make test`.
@@ -61,6 +63,16 @@ test-rust:
 
 test-c: build
 	$(MAKE) -C tests/c test
+
+# The conformance suites once more, on the Redis backend: each test's store lives in a
+# throw-away redis-server (tools/with-redis.sh sets TIDEMARK_TEST_REDIS).
+test-redis: build
+	./tools/with-redis.sh $(CARGO) test --release --test core --test watch --test ns_streams --test ns_contexts
+	./tools/with-redis.sh $(MAKE) -C tests/c test
+	cd bindings/python && ../../tools/with-redis.sh env PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_store.py \
+	  tests/test_batch.py tests/test_changes.py tests/test_watch_iter.py tests/test_watch_callback.py \
+	  tests/test_streams.py tests/test_contexts.py tests/test_redis.py
+	./tools/with-redis.sh sh -c 'cd bindings/erlang && rebar3 eunit --module=tidemark_contexts_tests,tidemark_redis_tests'
 
 test-python: build
 	$(MAKE) -C bindings/python test PYTHON=$(PYTHON)

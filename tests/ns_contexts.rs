@@ -2,6 +2,8 @@
 //! concurrent updates, TTLs and cleanup with an injected clock, bad input, a model-based
 //! property test, and kill -9 during updates of a durable store.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -13,7 +15,7 @@ use serde_json::{json, Value};
 use tidemark::{Cleaned, Context, ContextSync, Error, Order, Restored, Selector, Store};
 
 fn store(opts: &str) -> Store {
-    Store::memory(Some(opts)).unwrap()
+    common::redis::open(Some(opts))
 }
 
 /// A store whose clock reads the returned counter.

@@ -4,6 +4,8 @@
 //! process with tests that close and reopen a store directory, because a forked child holds
 //! the parent's `flock` on the store's LOCK file until it execs.)
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tidemark::{Direction, Error, ExpectedVersion, NewEvent, Selector, Store, Wat
 use ExpectedVersion::{Any, Exact, Exists, NoStream};
 
 fn store() -> Store {
-    Store::memory(None).unwrap()
+    common::redis::open(None)
 }
 
 fn ev<'a>(event_type: &'a str, data: &'a [u8]) -> NewEvent<'a> {

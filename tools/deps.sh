@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine, skipping what is
-# already there: Erlang headers, EUnit, rebar3, Elixir (with Mix), cmake and pkg-config (Debian);
+# already there: Erlang headers, EUnit, rebar3, Elixir (with Mix), cmake, pkg-config and
+# redis-server (Debian);
 # pytest, hypothesis and wheel (PyPI).
 set -euo pipefail
 
@@ -17,6 +18,8 @@ command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || need_apt+
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
+# The Redis backend's tests start their own redis-server (and redis-cli, tools/with-redis.sh).
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

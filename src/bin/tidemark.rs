@@ -22,7 +22,8 @@ use tidemark::{Error, Event, EventKind, Selector, Store, WatchOptions};
     version,
     arg_required_else_help = true,
     after_help = "--store DIR is a directory holding a durable store (created if missing); only one process can \
-                  open it at a time.\nExit codes: 0 success, 1 failure, 2 bad usage, 3 key not found."
+                  open it at a time. --store redis://host:port/db?store=NAME is a store in Redis that any number \
+                  of processes share (docs/redis.md).\nExit codes: 0 success, 1 failure, 2 bad usage, 3 key not found."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +33,7 @@ struct Cli {
 /// The store a command works on.
 #[derive(Args)]
 struct StoreArgs {
-    /// The store's directory (created if missing)
+    /// The store's directory (created if missing), or redis://host:port/db?store=NAME
     #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new())]
     store: String,
     /// Store options, e.g. '{"sync":"none"}'
@@ -130,12 +131,13 @@ enum Command {
     /// Prints changes as NDJSON until interrupted (like tail -f).
     ///
     /// With --store: the store's
-    /// events (replayed from --from, then live); a directory store can be open in one process
-    /// only, so to watch a store another process writes, serve it and watch its feed with
+    /// events (replayed from --from, then live). A store in Redis (--store redis://...) may be
+    /// watched here while other processes write it; a directory store can be open in one process
+    /// only, so to watch a directory store another process writes, serve it and watch its feed with
     /// --url: the records of a lockstep feed (e.g. http://127.0.0.1:4567/servers/) as they
     /// change, resuming from the last updated_at after a dropped connection.
     Watch {
-        /// The store's directory
+        /// The store's directory, or redis://host:port/db?store=NAME
         #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new(),
               required_unless_present = "url", conflicts_with = "url")]
         store: Option<String>,
@@ -200,7 +202,7 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// The store's directory (created if missing)
+    /// The store's directory (created if missing), or redis://host:port/db?store=NAME
     #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new(),
           required_unless_present = "memory", conflicts_with = "memory")]
     store: Option<String>,

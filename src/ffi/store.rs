@@ -33,7 +33,10 @@ impl Castable for tidemark_entry {
 }
 
 /// Opens a store and writes it to `*out`.
-/// `path` NULL or "" opens an in-memory store; otherwise it names a directory holding a
+/// `path` NULL or "" opens an in-memory store; `redis://host:port/db?store=NAME` opens the
+/// store NAME in Redis, shared by every process that opens the same URL (a bad URL or a
+/// missing `store=` is `TIDEMARK_ERR_INVALID_ARGUMENT`, an unreachable server
+/// `TIDEMARK_ERR_IO`; see docs/redis.md); otherwise it names a directory holding a
 /// durable store. `options_json` is NULL or a JSON object such as
 /// `{"dispatch_threads": 2, "max_key_size": 1024, "max_value_size": 1048576}`; unknown keys
 /// and bad values are `TIDEMARK_ERR_INVALID_ARGUMENT`. Close the store with

@@ -11,10 +11,12 @@ mod file;
 pub(crate) mod group;
 mod index;
 mod memory;
+mod redis;
 
 pub(crate) use file::fs;
 pub use file::FileLog;
 pub use memory::MemoryLog;
+pub use redis::{is_url as is_redis_url, RedisLog};
 
 use crate::error::Result;
 use crate::event::Event;
@@ -131,6 +133,32 @@ pub trait Storage: Send + Sync {
     fn checkpoint_if_due(&mut self, _state: StateVisitor<'_>) -> Result<()> {
         Ok(())
     }
+
+    /// A log shared with other processes: appends to `out` the next commits they appended
+    /// after `last_revision()` (a batch of them; none when there are none), which then count
+    /// in `last_revision` and `scan`; returns whether there may be more. The store applies
+    /// and publishes them (`Inner::catch_up`), after a refused `append` and whenever its
+    /// `tail` wakes. A private log has none.
+    fn pull(&mut self, _out: &mut Vec<Vec<Event>>) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// A log shared with other processes: a way to wait for their commits without holding the
+    /// store's lock (the store runs a thread on it). `None` for a private log.
+    fn tail(&self) -> Option<Result<Box<dyn Tail>>> {
+        None
+    }
+}
+
+/// Waits for commits that other processes append to a shared log (see `Storage::tail`).
+pub trait Tail: Send + Sync {
+    /// Returns when the log may hold revisions after `after`, after about a second without
+    /// news, or at once after `interrupt`. An error (the server is unreachable) is retried by
+    /// the caller, with backoff.
+    fn wait(&self, after: u64) -> Result<()>;
+
+    /// Makes the current and every later `wait` return at once (the store is closing).
+    fn interrupt(&self);
 }
 
 /// For a matching event followed by `rest` (the log's later events, in order): the revision

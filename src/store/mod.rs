@@ -8,6 +8,7 @@
 
 mod compact;
 mod read;
+mod tail;
 mod write;
 
 pub use read::{Changes, DEFAULT_LIMIT};
@@ -25,7 +26,7 @@ use crate::options::Options;
 use crate::selector::Selector;
 use crate::storage::fs::{Fs, RealFs};
 use crate::storage::group::WriteGroup;
-use crate::storage::{FileLog, MemoryLog, Storage, TailRepair};
+use crate::storage::{is_redis_url, FileLog, MemoryLog, RedisLog, Storage, TailRepair};
 use crate::watch::{self, Callback, Dispatcher, Feed, Filter, PullWatch, Registry, WatchOptions, Watcher};
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     contexts: ns::contexts::Shared,
     /// Which watches are trackers, and of which feature.
     trackers: ns::trackers::Members,
+    /// A log shared with other processes: the thread that catches up on their commits.
+    follower: parking_lot::Mutex<Option<tail::Follower>>,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -84,12 +87,27 @@ impl Store {
         Ok(Store::with_storage(opts, Box::new(MemoryLog::new()), Kv::default(), None))
     }
 
-    /// Opens a store: `None` or an empty path is in memory; otherwise a directory.
+    /// Opens a store: `None` or an empty path is in memory; a `redis://` URL is a store in
+    /// Redis shared by every process that opens it; otherwise a directory.
     pub fn open(path: Option<&str>, options_json: Option<&str>) -> Result<Store> {
         match path.filter(|p| !p.is_empty()) {
             None => Store::memory(options_json),
+            Some(p) if is_redis_url(p) => Store::open_redis(p, options_json),
             Some(p) => Store::open_dir(Arc::new(RealFs), p, options_json),
         }
+    }
+
+    /// Opens the store at `redis://host:port/db?store=NAME` and starts following its log.
+    fn open_redis(url: &str, options_json: Option<&str>) -> Result<Store> {
+        let opts = Options::from_json(options_json)?;
+        let mut kv = Kv::default();
+        let log = RedisLog::open(url, &opts, &mut |e| kv.apply(e))?;
+        let tail = log.tail()?;
+        let store = Store::with_storage(opts, Box::new(log), kv, None);
+        let follower = tail::Follower::start(&store.inner, Box::new(tail))
+            .map_err(|e| Error::io("cannot start the Redis tail thread", e))?;
+        *store.inner.follower.lock() = Some(follower);
+        Ok(store)
     }
 
     /// Opens the directory store at `path` on the file system `fs` (tests pass a simulated one).
@@ -119,6 +137,7 @@ impl Store {
             clock: RwLock::new(Arc::new(system_clock)),
             contexts: Default::default(),
             trackers: Default::default(),
+            follower: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -374,6 +393,10 @@ impl Inner {
     fn close(&self) {
         // The cleanup thread holds a handle: it ends (after a pass under way) before the log closes.
         self.contexts.cleaner.stop();
+        // The tail thread takes the store's lock to catch up: it ends first.
+        if let Some(f) = &*self.follower.lock() {
+            f.stop();
+        }
         let watchers = {
             let mut st = self.state.write();
             if self.closed.swap(true, Ordering::AcqRel) {

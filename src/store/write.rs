@@ -61,29 +61,58 @@ impl Inner {
             return Err(Error::Closed);
         }
         let st = &mut *guard;
-        let first = st.log.last_revision() + 1;
         let mut commit = std::mem::take(&mut st.scratch);
-        commit.clear();
-        let result = match *ops {
-            // The common write: one lookup of the key plans and applies it.
-            [Op::Put(key, value)] => {
-                st.kv.put((key, value), first, &mut commit, |c| st.log.append(c)).map(|()| {
-                    self.publish(st, &commit, false);
-                    first
-                })
-            }
-            _ => st.kv.plan(ops, first, &mut commit).and_then(|()| {
-                if commit.is_empty() {
-                    return Ok(0);
-                }
-                st.log.append(&commit)?;
-                self.publish(st, &commit, true);
-                Ok(first)
-            }),
-        };
+        let result = self.plan_and_append(st, ops, &mut commit);
         commit.clear();
         st.scratch = commit;
         result
+    }
+
+    /// Plans `ops` against the key state and appends the commit. On a log shared with other
+    /// processes the state may be behind: when the append is refused because they appended
+    /// first, or the plan fails or writes nothing (a verdict on this state only), the store
+    /// catches up on their commits and, if there were any, plans again. So conditions are
+    /// checked against the whole log.
+    fn plan_and_append(&self, st: &mut State, ops: &[Op<'_>], commit: &mut Vec<Event>) -> Result<u64> {
+        loop {
+            let first = st.log.last_revision() + 1;
+            commit.clear();
+            let appended = match *ops {
+                // The common write: one lookup of the key plans and applies it.
+                [Op::Put(key, value)] => {
+                    match st.kv.put((key, value), first, commit, |c| st.log.append(c)) {
+                        Ok(()) => {
+                            self.publish(st, commit, false);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    let planned = st.kv.plan(ops, first, commit);
+                    if planned.is_err() || commit.is_empty() {
+                        if self.catch_up(st)? == 0 {
+                            return planned.map(|()| 0);
+                        }
+                        continue;
+                    }
+                    st.log.append(commit).map(|()| self.publish(st, commit, true))
+                }
+            };
+            match appended {
+                Ok(()) => {
+                    let kv = &st.kv;
+                    // Best effort: the commit is in the log either way.
+                    let _ = st.log.checkpoint_if_due(&mut |visit| {
+                        kv.range(&Selector::every_key(), 0, visit);
+                    });
+                    return Ok(first);
+                }
+                // A shared log refused the append (another process wrote first): catch up, plan again.
+                Err(e) if self.catch_up(st)? == 0 => return Err(e),
+                Err(_) => {}
+            }
+        }
     }
 
     fn check_limits(&self, op: &Op<'_>) -> Result<()> {
@@ -110,7 +139,7 @@ impl Inner {
     /// Makes a stored commit visible: to the key state (unless the caller applied it
     /// already), to the watchers it matches, and to readers of the current revision.
     /// This is the only hook from the store into the watch registry.
-    fn publish(&self, st: &mut State, commit: &[Event], apply: bool) {
+    pub(super) fn publish(&self, st: &mut State, commit: &[Event], apply: bool) {
         if apply {
             for e in commit {
                 st.kv.apply(e);

@@ -70,9 +70,19 @@ bool bytes_is(tidemark_bytes b, const char *s) { return bytes_eq(b, s, strlen(s)
 /* An address no library object ever has: out-parameters start here and must stay here on failure. */
 int g_sentinel_object;
 
+/* In memory, or with TIDEMARK_TEST_REDIS=redis://host:port set (`make test-redis`), a store of
+ * its own in that Redis: the same tests then run on the Redis backend. */
 tidemark_store *open_store(const char *options) {
+  static unsigned n;
+  char url[256];
+  const char *server = getenv("TIDEMARK_TEST_REDIS");
+  const char *path = NULL;
+  if (server != NULL && server[0] != '\0') {
+    snprintf(url, sizeof url, "%s/0?store=c-%ld-%u-%ld", server, (long)getpid(), n++, (long)time(NULL));
+    path = url;
+  }
   tidemark_store *s = NULL;
-  REQUIRE(tidemark_store_open(NULL, options, &s) == TIDEMARK_OK && s != NULL);
+  REQUIRE(tidemark_store_open(path, options, &s) == TIDEMARK_OK && s != NULL);
   return s;
 }
 

@@ -124,6 +124,7 @@ bool changes_are(tidemark_store *s, const tidemark_selector *sel, uint64_t from,
 void test_meta(void);
 /* test_store.c */
 void test_open(void);
+void test_redis(void);
 void test_durable(void);
 void test_kv(void);
 void test_put_if(void);

@@ -22,6 +22,7 @@ int main(void) {
   printf("tidemark %s: C API tests\n", tidemark_version());
   test_meta(); /* first: it checks that no error was recorded yet on this thread */
   test_open();
+  test_redis();
   test_durable();
   test_kv();
   test_reserved_namespace();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use tidemark::{Event, EventKind, PullWatch, Selector, Store, WatchOptions};
 
+/// The store a conformance test runs on (in memory, or in Redis: see `redis::open`).
 pub fn store() -> Store {
-    Store::memory(None).expect("open")
+    redis::open(None)
 }
 
 pub fn prefix(p: &str) -> Selector {

@@ -11,7 +11,7 @@
 
 with_store(Fun) -> with_store(#{}, Fun).
 with_store(Opts, Fun) ->
-    {ok, S} = tidemark:open(memory, Opts),
+    S = conformance_store(Opts),
     try Fun(S) after tidemark:close(S) end.
 
 %% Applies an RFC 6902 patch of add/remove/replace on object members (what the deltas of

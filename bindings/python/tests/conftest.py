@@ -29,13 +29,56 @@ except ImportError:  # pragma: no cover
 PATIENCE = 20.0
 
 
+_stores_made = 0
+
+
+def conformance_path() -> "str | None":
+    """Where the ``store`` fixture puts a store: in memory, or with ``TIDEMARK_TEST_REDIS``
+    set (``make test-redis``) a store of its own in that Redis."""
+    global _stores_made
+    server = os.environ.get("TIDEMARK_TEST_REDIS")
+    if not server:
+        return None
+    _stores_made += 1
+    return f"{server}/0?store=py-{os.getpid()}-{_stores_made}-{time.time_ns()}"
+
+
 @pytest.fixture
 def store() -> Iterator[tidemark.Store]:
-    s = tidemark.Store()
+    s = tidemark.Store(conformance_path())
     try:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of the test's own: 127.0.0.1, a free port, a temporary directory, the AOF
+    synced on every write; yields ``redis://127.0.0.1:PORT`` and stops the server."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp_path), "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_until(answers, "redis-server to start")
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def wait_until(predicate: Callable[[], bool], what: str = "condition", timeout: float = PATIENCE) -> None:

@@ -1,0 +1,685 @@
+//! The Redis log: one store's log shared by every process that opens the same
+//! `redis://host:port/db?store=NAME`. Redis holds the truth; each process keeps a copy of
+//! the log's recent part (for `scan`) and its own key state, and catches up on what the others
+//! appended.
+//!
+//! Keys, all with the hash tag `{NAME}` so that a Redis Cluster keeps a store on one shard:
+//! - `tidemark:{NAME}:log`, a stream with one entry per commit, id `<last revision>-0`, field
+//!   `c` = the commit in the directory log's record format (`codec::encode_commit`, with its
+//!   checksum);
+//! - `tidemark:{NAME}:meta`, a hash: `last` (the log's last revision), `earliest` (the first
+//!   retained revision), `ckpt` (the revision of the checkpoint);
+//! - `tidemark:{NAME}:ckpt`, the derived state at `ckpt` (`codec::encode_checkpoint`);
+//! - `tidemark:{NAME}:readers` (sorted set: each open store's last seen revision) and
+//!   `tidemark:{NAME}:seen` (hash: when, in server seconds, it last said so). Compaction
+//!   keeps what a live reader has not seen yet, so that no open store falls into a gap; a
+//!   reader silent for `STALE_S` (a killed process) no longer counts.
+//!
+//! Every change is one server-side script, so it is atomic on the server and in its AOF:
+//! append checks `last` (compare-and-append), a checkpoint only replaces an older one, and
+//! compaction trims only what a checkpoint covers (several processes may compact at once).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::redis::{Client, Connection, RedisError, Script};
+use parking_lot::Mutex;
+
+use super::codec::{self, Frame};
+use super::memory::MemoryLog;
+use super::{StateVisitor, Storage, StorageStats, Tail};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::options::Options;
+use crate::selector::Selector;
+
+/// Commits read per round trip when catching up or scanning.
+const BATCH: usize = 512;
+/// Events kept in this process's copy of the log; older ones are read from Redis.
+const CACHE_MAX: usize = 1 << 20;
+/// Events appended by this process after which it writes a checkpoint (bounds a new
+/// process's replay).
+const CHECKPOINT_EVERY: u64 = 100_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Seconds after which a reader that did not report its position is taken for gone (it
+/// reports about every second, from its tail thread).
+const STALE_S: u64 = 15;
+
+/// Reports a reader's position: KEYS readers, seen; ARGV position, reader.
+const SEEN: &str = "
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], redis.call('TIME')[1])
+";
+
+const APPEND: &str = r"
+local last = redis.call('HGET', KEYS[2], 'last') or '0'
+if last ~= ARGV[1] then return {0, last} end
+redis.call('XADD', KEYS[1], ARGV[2] .. '-0', 'c', ARGV[3])
+redis.call('HSET', KEYS[2], 'last', ARGV[2])
+return {1, ARGV[2]}
+";
+
+const CHECKPOINT: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'ckpt') or '0')
+if tonumber(ARGV[1]) <= cur then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'ckpt', ARGV[1])
+return 1
+";
+
+/// KEYS log, meta, readers, seen; ARGV keep, stale seconds, the caller (who has seen all it
+/// compacts). Returns {dropped, new earliest}.
+const COMPACT: &str = r"
+local keep = tonumber(ARGV[1])
+local ckpt = tonumber(redis.call('HGET', KEYS[2], 'ckpt') or '0')
+if ckpt + 1 < keep then return redis.error_reply('no checkpoint covers the revisions below ' .. ARGV[1]) end
+local now = tonumber(redis.call('TIME')[1])
+local readers = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+for i = 1, #readers, 2 do
+  local t = tonumber(redis.call('HGET', KEYS[4], readers[i]) or '0')
+  if readers[i] == ARGV[3] then
+  elseif now - t > tonumber(ARGV[2]) then
+    redis.call('ZREM', KEYS[3], readers[i])
+    redis.call('HDEL', KEYS[4], readers[i])
+  elseif tonumber(readers[i + 1]) + 1 < keep then
+    keep = tonumber(readers[i + 1]) + 1
+  end
+end
+local earliest = tonumber(redis.call('HGET', KEYS[2], 'earliest') or '1')
+if keep <= earliest then return {0, earliest} end
+redis.call('XTRIM', KEYS[1], 'MINID', keep .. '-0')
+redis.call('HSET', KEYS[2], 'earliest', keep)
+return {keep - earliest, keep}
+";
+
+/// Where a store lives: the server (for the client) and the store's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// The URL without `store=`, as the client takes it.
+    pub server: String,
+    /// The URL with any password hidden, for messages and `status`.
+    pub shown: String,
+    pub name: String,
+}
+
+/// True when `path` names a Redis store rather than a directory.
+pub fn is_url(path: &str) -> bool {
+    path.starts_with("redis://") || path.starts_with("rediss://")
+}
+
+/// Parses `redis://[user:password@]host[:port][/db]?store=NAME`.
+pub(crate) fn parse_url(url: &str) -> Result<Location> {
+    let bad =
+        |why: &str| Error::InvalidArgument(format!("bad Redis store URL {}: {why}", hide_password(url)));
+    if url.starts_with("rediss://") {
+        return Err(bad("rediss:// (TLS) is not supported by this build"));
+    }
+    let rest = url.strip_prefix("redis://").ok_or_else(|| bad("it must start with redis://"))?;
+    let (server, query) = rest.split_once('?').ok_or_else(|| bad("it needs ?store=NAME"))?;
+    let mut name = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("store", v)) if name.is_none() => name = Some(v),
+            Some(("store", _)) => return Err(bad("store= is given twice")),
+            _ => return Err(bad(&format!("unknown parameter {pair:?} (only store=NAME)"))),
+        }
+    }
+    let name = name.ok_or_else(|| bad("it needs ?store=NAME"))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+        return Err(bad("the store name must be non-empty and use only A-Z a-z 0-9 - _ . :"));
+    }
+    let host = server.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') {
+        return Err(bad("it needs a host"));
+    }
+    let server = format!("redis://{server}");
+    Client::open(server.as_str()).map_err(|e| bad(&e.to_string()))?;
+    Ok(Location { shown: hide_password(&server), server, name: name.to_string() })
+}
+
+/// A name for this open store among a log's readers: the host's process id and a counter.
+fn reader_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// The names of a store's keys.
+#[derive(Clone)]
+struct Keys {
+    log: String,
+    meta: String,
+    ckpt: String,
+    readers: String,
+    seen: String,
+}
+
+impl Keys {
+    fn new(name: &str) -> Keys {
+        Keys {
+            log: format!("tidemark:{{{name}}}:log"),
+            meta: format!("tidemark:{{{name}}}:meta"),
+            ckpt: format!("tidemark:{{{name}}}:ckpt"),
+            readers: format!("tidemark:{{{name}}}:readers"),
+            seen: format!("tidemark:{{{name}}}:seen"),
+        }
+    }
+}
+
+/// One connection, opened on first use and dropped after a failure so that the next call
+/// reconnects.
+struct Link {
+    client: Client,
+    shown: String,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Link {
+    fn new(loc: &Location) -> Result<Link> {
+        let client = Client::open(loc.server.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("bad Redis store URL {}: {e}", loc.shown)))?;
+        Ok(Link { client, shown: loc.shown.clone(), conn: Mutex::new(None) })
+    }
+
+    fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> ::redis::RedisResult<T>) -> Result<T> {
+        let mut guard = self.conn.lock();
+        if guard.is_none() {
+            let conn =
+                self.client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| self.io(what, e))?;
+            conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| self.io(what, e))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| self.io(what, e))?;
+            *guard = Some(conn);
+        }
+        let result = f(guard.as_mut().expect("connected"));
+        if let Err(e) = &result {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                *guard = None;
+            }
+        }
+        result.map_err(|e| self.io(what, e))
+    }
+
+    fn io(&self, what: &str, e: RedisError) -> Error {
+        Error::io(format!("Redis at {}: cannot {what}", self.shown), std::io::Error::other(e.to_string()))
+    }
+}
+
+/// A store's log in Redis, and this process's copy of its recent part.
+pub struct RedisLog {
+    loc: Location,
+    keys: Keys,
+    link: Link,
+    /// The log from some revision on, up to the last one this process has seen or written.
+    cache: MemoryLog,
+    /// The shared earliest revision, as last read.
+    earliest: u64,
+    last_checkpoint: u64,
+    appended_since_checkpoint: u64,
+    read_only: bool,
+    closed: bool,
+    /// The server's `appendfsync` ("none" without the AOF), when it lets us read its configuration.
+    appendfsync: Option<&'static str>,
+    /// This open store's name among the readers.
+    reader: String,
+    append: Script,
+    checkpoint: Script,
+    compact_script: Script,
+}
+
+/// `XRANGE` entries: id and fields.
+type Entries = Vec<(String, Vec<Vec<u8>>)>;
+/// The meta hash's `earliest` and `ckpt`.
+type Meta = (Option<u64>, Option<u64>);
+
+impl RedisLog {
+    /// Opens the store at `url`, applying the derived state (the checkpoint, then the log after
+    /// it) to `apply`.
+    pub fn open(url: &str, opts: &Options, apply: &mut dyn FnMut(&Event)) -> Result<RedisLog> {
+        let loc = parse_url(url)?;
+        let keys = Keys::new(&loc.name);
+        let link = Link::new(&loc)?;
+        let (meta, ckpt): (Meta, Option<Vec<u8>>) = link.with("read the store", |c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("HMGET")
+                .arg(&keys.meta)
+                .arg("earliest")
+                .arg("ckpt")
+                .cmd("GET")
+                .arg(&keys.ckpt)
+                .query(c)
+        })?;
+        // Servers that refuse CONFIG (managed ones) leave it unknown.
+        let config = link
+            .with("read the configuration", |c| {
+                ::redis::cmd("CONFIG").arg("GET").arg("appendonly").arg("appendfsync").query::<Vec<String>>(c)
+            })
+            .unwrap_or_default();
+        let get = |name: &str| {
+            config.chunks(2).find(|kv| kv[0] == name).and_then(|kv| kv.get(1)).map(String::as_str)
+        };
+        let appendfsync = match (get("appendonly"), get("appendfsync")) {
+            (Some("no"), _) => Some("none"),
+            (_, Some("always")) => Some("always"),
+            (_, Some("everysec")) => Some("everysec"),
+            (_, Some("no")) => Some("no"),
+            _ => None,
+        };
+        let earliest = meta.0.unwrap_or(1);
+        let mut base = 1;
+        if let Some(bytes) = ckpt {
+            let header = codec::decode_checkpoint(&bytes, &mut |e| apply(&e)).map_err(|why| {
+                Error::Corrupt(format!("the checkpoint of store {} in {}: {why}", loc.name, loc.shown))
+            })?;
+            base = header.revision + 1;
+        } else if earliest > 1 {
+            return Err(Error::Corrupt(format!(
+                "store {} in {} starts at revision {earliest} but has no checkpoint",
+                loc.name, loc.shown
+            )));
+        }
+        let mut log = RedisLog {
+            keys,
+            link,
+            cache: MemoryLog::starting_at(base),
+            earliest,
+            last_checkpoint: meta.1.unwrap_or(0),
+            appended_since_checkpoint: 0,
+            read_only: opts.read_only,
+            closed: false,
+            appendfsync,
+            reader: reader_name(),
+            append: Script::new(APPEND),
+            checkpoint: Script::new(CHECKPOINT),
+            compact_script: Script::new(COMPACT),
+            loc,
+        };
+        let mut commits = Vec::new();
+        loop {
+            let more = log.pull(&mut commits)?;
+            for e in commits.drain(..).flatten() {
+                apply(&e);
+            }
+            if !more {
+                return Ok(log);
+            }
+        }
+    }
+
+    /// A tail on the log that waits on its own connection.
+    pub fn tail(&self) -> Result<RedisTail> {
+        Ok(RedisTail {
+            link: Link::new(&self.loc)?,
+            key: self.keys.log.clone(),
+            client_id: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// Visits the commits holding revisions `[from, to]` read from Redis, until `visit` says stop.
+    fn each_commit(&self, from: u64, to: u64, visit: &mut dyn FnMut(&[Event]) -> bool) -> Result<()> {
+        let mut start = format!("{from}-0");
+        let mut commit = Vec::new();
+        loop {
+            let entries: Entries = self.link.with("read the log", |c| {
+                ::redis::cmd("XRANGE")
+                    .arg(&self.keys.log)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query(c)
+            })?;
+            for (id, fields) in &entries {
+                self.decode(id, fields, &mut commit)?;
+                if commit[0].revision > to || !visit(&commit) {
+                    return Ok(());
+                }
+                start = format!("({id}");
+            }
+            if entries.len() < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    fn decode(&self, id: &str, fields: &[Vec<u8>], out: &mut Vec<Event>) -> Result<()> {
+        let bad =
+            || Error::Corrupt(format!("log entry {id} of store {} in {}", self.loc.name, self.loc.shown));
+        let record = match fields {
+            [name, record] if name == b"c" => record,
+            _ => return Err(bad()),
+        };
+        match codec::read_frame(record) {
+            Frame::Record(payload, n) if n == record.len() => {
+                codec::decode_commit(payload, out).ok_or_else(bad)
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    fn refuse_writes(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if self.read_only {
+            return Err(Error::InvalidArgument(format!(
+                "store {} in {} was opened read-only",
+                self.loc.name, self.loc.shown
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&mut self, state: StateVisitor<'_>) -> Result<()> {
+        let rev = self.last_revision();
+        if rev <= self.last_checkpoint {
+            return Ok(());
+        }
+        let bytes = codec::encode_checkpoint(rev, self.earliest, state);
+        let (keys, script) = (&self.keys, &self.checkpoint);
+        self.link.with("write a checkpoint", |c| {
+            script.key(&keys.meta).key(&keys.ckpt).arg(rev).arg(bytes).invoke::<i64>(c)
+        })?;
+        self.last_checkpoint = rev;
+        self.appended_since_checkpoint = 0;
+        Ok(())
+    }
+}
+
+impl Storage for RedisLog {
+    fn append(&mut self, commit: &[Event]) -> Result<()> {
+        self.refuse_writes()?;
+        let last = self.last_revision();
+        let new_last = commit.last().map_or(0, |e| e.revision);
+        if commit.first().map(|e| e.revision) != Some(last + 1) || new_last < last + 1 {
+            return Err(Error::InvalidArgument(format!("commit must start at revision {}", last + 1)));
+        }
+        let mut record = Vec::new();
+        codec::encode_commit(commit, &mut record)?;
+        let (keys, script) = (&self.keys, &self.append);
+        let (ok, remote): (i64, u64) = self.link.with("append to the log", |c| {
+            script.key(&keys.log).key(&keys.meta).arg(last).arg(new_last).arg(record).invoke(c)
+        })?;
+        if ok == 1 {
+            self.cache.append(commit)?;
+            self.appended_since_checkpoint += commit.len() as u64;
+            return Ok(());
+        }
+        if remote < last {
+            return Err(Error::Corrupt(format!(
+                "store {} in {} ends at revision {remote} but this process has seen {last}: Redis lost \
+                 acknowledged writes (run it with appendonly yes, appendfsync always)",
+                self.loc.name, self.loc.shown
+            )));
+        }
+        // The store catches up (`pull`) and plans again.
+        Err(Error::InvalidArgument(format!("another process appended revision {} first", last + 1)))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn pull(&mut self, out: &mut Vec<Vec<Event>>) -> Result<bool> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let last = self.last_revision();
+        let (keys, reader) = (&self.keys, &self.reader);
+        let (entries, earliest): (Entries, Option<u64>) = self.link.with("read the log", |c| {
+            ::redis::pipe()
+                .cmd("EVAL")
+                .arg(SEEN)
+                .arg(2)
+                .arg(&keys.readers)
+                .arg(&keys.seen)
+                .arg(last)
+                .arg(reader)
+                .ignore()
+                .cmd("XRANGE")
+                .arg(&keys.log)
+                .arg(format!("({last}-0"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(BATCH)
+                .cmd("HGET")
+                .arg(&keys.meta)
+                .arg("earliest")
+                .query(c)
+        })?;
+        let earliest = earliest.unwrap_or(1);
+        let mut next = last + 1;
+        for (id, fields) in &entries {
+            let mut commit = Vec::new();
+            self.decode(id, fields, &mut commit)?;
+            if commit[0].revision != next {
+                return Err(Error::Corrupt(format!(
+                    "store {} in {}: this process is at revision {last} but the log goes on at {} \
+                     (compacted by another process while this one was away): reopen the store",
+                    self.loc.name, self.loc.shown, commit[0].revision
+                )));
+            }
+            next = commit[commit.len() - 1].revision + 1;
+            self.cache.append(&commit)?;
+            out.push(commit);
+        }
+        if earliest > self.earliest {
+            self.earliest = earliest;
+            self.cache.compact(earliest.min(self.last_revision() + 1), &mut |_| {})?;
+        }
+        if self.cache.len() > CACHE_MAX {
+            let keep = self.last_revision() + 1 - (CACHE_MAX / 2) as u64;
+            self.cache.compact(keep, &mut |_| {})?;
+        }
+        Ok(entries.len() == BATCH)
+    }
+
+    fn scan(
+        &self,
+        selector: &Selector,
+        from: u64,
+        to: u64,
+        limit: usize,
+        visit: &mut dyn FnMut(&Event),
+    ) -> Result<u64> {
+        let (from, to) = super::scan_range(from, to, self.earliest, self.last_revision())?;
+        if from > to {
+            return Ok(to + 1);
+        }
+        let base = self.cache.earliest_revision();
+        let mut matched = 0usize;
+        if from < base {
+            // Older than this process's copy: read from Redis.
+            let end = to.min(base - 1);
+            // The end of the commit in which the limit was reached.
+            let mut stop = None;
+            self.each_commit(from, end, &mut |commit| {
+                for e in commit.iter().filter(|e| (from..=end).contains(&e.revision)) {
+                    if selector.matches(&e.key) {
+                        visit(e);
+                        matched += 1;
+                    }
+                }
+                if matched >= limit {
+                    stop = Some(commit[commit.len() - 1].revision.min(to));
+                }
+                stop.is_none()
+            })?;
+            match stop {
+                Some(last) if last <= end => return Ok(last + 1),
+                // The commit goes on in the copy: finish it there.
+                Some(last) => {
+                    self.cache.scan(selector, base, last, usize::MAX, visit)?;
+                    return Ok(last + 1);
+                }
+                None => {}
+            }
+        }
+        let rest = limit.saturating_sub(matched).max(1);
+        self.cache.scan(selector, from.max(base), to, rest, visit)
+    }
+
+    fn earliest_revision(&self) -> u64 {
+        self.earliest
+    }
+
+    fn last_revision(&self) -> u64 {
+        self.cache.last_revision()
+    }
+
+    fn compact(&mut self, keep: u64, state: StateVisitor<'_>) -> Result<u64> {
+        self.refuse_writes()?;
+        let keep = keep.min(self.last_revision() + 1);
+        if keep <= self.earliest {
+            return Ok(0);
+        }
+        self.write_checkpoint(state)?;
+        let (keys, script) = (&self.keys, &self.compact_script);
+        let (dropped, earliest): (u64, u64) = self.link.with("compact the log", |c| {
+            script
+                .key(&keys.log)
+                .key(&keys.meta)
+                .key(&keys.readers)
+                .key(&keys.seen)
+                .arg(keep)
+                .arg(STALE_S)
+                .arg(&self.reader)
+                .invoke(c)
+        })?;
+        self.earliest = self.earliest.max(earliest);
+        self.cache.compact(self.earliest, &mut |_| {})?;
+        Ok(dropped)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.refuse_writes()
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        // Best effort: a reader that is gone stops holding compaction back at once.
+        let (keys, reader) = (&self.keys, &self.reader);
+        let _ = self.link.with("leave", |c| {
+            ::redis::pipe()
+                .cmd("ZREM")
+                .arg(&keys.readers)
+                .arg(reader)
+                .cmd("HDEL")
+                .arg(&keys.seen)
+                .arg(reader)
+                .query::<()>(c)
+        });
+        *self.link.conn.lock() = None;
+    }
+
+    fn stats(&self) -> StorageStats {
+        StorageStats {
+            durable: true,
+            path: Some(format!("{}?store={}", self.loc.shown, self.loc.name)),
+            sync: self.appendfsync,
+            read_only: self.read_only,
+            last_checkpoint_revision: self.last_checkpoint,
+            cached_events: self.cache.len() as u64,
+            ..StorageStats::default()
+        }
+    }
+
+    fn checkpoint_if_due(&mut self, state: StateVisitor<'_>) -> Result<()> {
+        if self.appended_since_checkpoint < CHECKPOINT_EVERY || self.read_only {
+            return Ok(());
+        }
+        self.write_checkpoint(state)
+    }
+
+    fn tail(&self) -> Option<Result<Box<dyn Tail>>> {
+        Some(RedisLog::tail(self).map(|t| Box::new(t) as Box<dyn Tail>))
+    }
+}
+
+/// Waits, on a connection of its own, for commits other processes append (`XREAD BLOCK`).
+pub struct RedisTail {
+    link: Link,
+    key: String,
+    /// The connection's id, for `CLIENT UNBLOCK`.
+    client_id: Mutex<Option<i64>>,
+    stop: AtomicBool,
+}
+
+impl Tail for RedisTail {
+    fn wait(&self, after: u64) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _: ::redis::Value = self.link.with("wait for the log", |c| {
+            let id: i64 = ::redis::cmd("CLIENT").arg("ID").query(c)?;
+            *self.client_id.lock() = Some(id);
+            // The interrupt may have come before the id was known.
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(::redis::Value::Nil);
+            }
+            ::redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(format!("{after}-0"))
+                .query(c)
+        })?;
+        Ok(())
+    }
+
+    fn interrupt(&self) {
+        self.stop.store(true, Ordering::Release);
+        let Some(id) = *self.client_id.lock() else { return };
+        // Best effort: without it the wait ends at its timeout.
+        if let Ok(mut c) = self.link.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            let _ = ::redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query::<i64>(&mut c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let loc = parse_url("redis://127.0.0.1:6379/2?store=orders").unwrap();
+        assert_eq!(loc.server, "redis://127.0.0.1:6379/2");
+        assert_eq!(loc.name, "orders");
+        let loc = parse_url("redis://:secret@h:1?store=a").unwrap();
+        assert_eq!(loc.shown, "redis://***@h:1");
+        for bad in [
+            "redis://h:1",
+            "redis://h:1?store=",
+            "redis://h:1?store=a&store=b",
+            "redis://h:1?store=a&x=1",
+            "redis://h:1?store={a}",
+            "redis://?store=a",
+            "rediss://h:1?store=a",
+            "redis://h:notaport?store=a",
+        ] {
+            match parse_url(bad) {
+                Err(Error::InvalidArgument(m)) => assert!(m.contains("bad Redis store URL"), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(!parse_url("redis://:pw@h:1?x").unwrap_err().to_string().contains("pw"));
+    }
+}

@@ -1,0 +1,103 @@
+//! Following a log shared with other processes: `catch_up` applies and publishes the commits
+//! they appended, the one path by which another process's write reaches this store (the
+//! write path calls it when its append is refused, the tail thread whenever the log grows).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::Result;
+use crate::storage::Tail;
+
+use super::{Inner, State};
+
+impl Inner {
+    /// Applies and publishes (to the key state, the watchers and the current revision) every
+    /// commit other processes appended to the log. Returns how many there were.
+    pub(super) fn catch_up(&self, st: &mut State) -> Result<usize> {
+        let mut commits = Vec::new();
+        let mut n = 0;
+        loop {
+            let more = st.log.pull(&mut commits)?;
+            n += commits.len();
+            for commit in commits.drain(..) {
+                self.publish(st, &commit, true);
+            }
+            if !more {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// The thread that waits on a shared log's tail and catches the store up.
+pub(super) struct Follower {
+    tail: Arc<dyn Tail>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    stopped: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Retry delays after a failure: doubling from the first to the last, so a restarted server
+/// is found again within about a second.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+
+impl Follower {
+    /// Starts following `tail` for the store `inner` (held weakly: the store may go away).
+    pub(super) fn start(inner: &Arc<Inner>, tail: Box<dyn Tail>) -> std::io::Result<Follower> {
+        let tail: Arc<dyn Tail> = Arc::from(tail);
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let (t, s) = (tail.clone(), stop.clone());
+        let thread =
+            std::thread::Builder::new().name("tidemark-tail".into()).spawn(move || follow(&weak, &*t, &s))?;
+        Ok(Follower { tail, stop, stopped: AtomicBool::new(false), thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Stops the thread and waits for it. Idempotent.
+    pub(super) fn stop(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        self.tail.interrupt();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn follow(weak: &Weak<Inner>, tail: &dyn Tail, stop: &(Mutex<bool>, Condvar)) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        if *stop.0.lock() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let after = inner.revision();
+        let result = tail.wait(after).and_then(|()| {
+            let mut st = inner.state.write();
+            if inner.closed.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            inner.catch_up(&mut st)
+        });
+        drop(inner);
+        match result {
+            Ok(_) => backoff = BACKOFF_FIRST,
+            Err(_) => {
+                // The server is away (or the log cannot be read): try again later.
+                let mut stopped = stop.0.lock();
+                if !*stopped {
+                    stop.1.wait_for(&mut stopped, backoff);
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The Redis backend against a real redis-server (started per test on a free port, see
+//! `common::redis`): bad URLs, Redis down, two stores catching up on each other, a new process
+//! starting from a checkpoint, compaction by two stores at once, Redis killed and restarted
+//! with its AOF mid-run, and 2 and 4 OS processes (this test binary, re-run as a child) writing
+//! conditionally to one store, one of them killed with SIGKILL mid-run.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::{unique_name, Server};
+use common::Sink;
+use tidemark::{Error, Event, EventKind, Op, Selector, Store, WatchOptions};
+
+fn from(rev: u64) -> WatchOptions {
+    WatchOptions { start_revision: rev, ..WatchOptions::default() }
+}
+
+fn key_events(events: &[Event]) -> Vec<(u64, Vec<u8>)> {
+    common::keys(events).iter().map(|e| (e.revision, e.key.to_vec())).collect()
+}
+
+#[test]
+fn bad_urls_are_invalid_arguments() {
+    for url in [
+        "redis://127.0.0.1:1",
+        "redis://127.0.0.1:1?store=",
+        "redis://127.0.0.1:1?stor=a",
+        "rediss://h?store=a",
+    ] {
+        match Store::open(Some(url), None) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("bad Redis store URL"), "{url}: {m}"),
+            Err(e) => panic!("{url}: {e:?}"),
+            Ok(_) => panic!("{url} opened"),
+        }
+    }
+}
+
+#[test]
+fn redis_down_is_io_with_a_clear_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    match Store::open(Some(&format!("redis://127.0.0.1:{port}/0?store=x")), None) {
+        Err(e @ Error::Io(_)) => {
+            let m = e.to_string();
+            assert!(m.contains(&format!("Redis at redis://127.0.0.1:{port}/0")), "{m}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("opened without a server"),
+    }
+}
+
+#[test]
+fn two_stores_share_one_log() {
+    let server = Server::start();
+    let url = server.url("shared");
+    let a = Store::open(Some(&url), None).unwrap();
+    let b = Store::open(Some(&url), None).unwrap();
+    let seen = Sink::default();
+    a.watch(Selector::All, &from(1), seen.callback()).unwrap();
+
+    assert_eq!(a.put(b"k", b"1").unwrap(), 1);
+    // b has not seen revision 1 when it plans: its append is refused, it catches up, plans again.
+    assert_eq!(b.put(b"k", b"2").unwrap(), 2);
+    assert_eq!(b.get(b"k").unwrap().version, 2);
+    // A condition that held on a's state until b wrote: a's append is refused, a catches up
+    // and the condition fails, as in one process.
+    let c = b.put(b"k", b"3").unwrap();
+    assert!(matches!(a.put_if(b"k", b"x", c - 1), Err(Error::Conflict { current, .. }) if current == c));
+    let first = a.commit(&[Op::Require(b"k", c), Op::Put(b"k", b"4"), Op::Put(b"j", b"1")]).unwrap();
+    assert_eq!(first, c + 1);
+    assert!(matches!(b.delete(b"nope"), Err(Error::NotFound(_))));
+    let last = b.delete(b"j").unwrap();
+
+    let evs = seen.wait_for(|e| common::revisions(e).last() == Some(&last));
+    assert_eq!(common::revisions(&evs), (1..=last).collect::<Vec<_>>());
+    // The batch reached the watcher as one delivery boundary: one commit end at its last event.
+    let batch: Vec<&Event> = evs.iter().filter(|e| (first..first + 2).contains(&e.revision)).collect();
+    assert!(!batch[0].commit_end && batch[1].commit_end);
+    // The tail thread brought b's writes to a without a write of its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.current_revision() < last && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(a.current_revision(), last);
+    assert!(matches!(a.get(b"j"), Err(Error::NotFound(_))));
+    let ch = b.changes(&Selector::All, 1, 0, 0).unwrap();
+    assert_eq!(ch.events.len() as u64, last);
+    let status = a.status().unwrap();
+    assert_eq!(status["durable"], true);
+    assert_eq!(status["sync"], "always");
+    assert!(status["path"].as_str().unwrap().ends_with("?store=shared"), "{status}");
+}
+
+#[test]
+fn a_new_process_starts_from_the_checkpoint_and_compaction_is_shared() {
+    let server = Server::start();
+    let url = server.url("ckpt");
+    let a = Store::open(Some(&url), None).unwrap();
+    for i in 0..50u32 {
+        a.put(format!("k{}", i % 10).as_bytes(), &i.to_be_bytes()).unwrap();
+    }
+    assert_eq!(a.compact(41).unwrap(), 40);
+    assert_eq!(a.earliest_revision(), 41);
+    a.put(b"after", b"1").unwrap();
+
+    let b = Store::open(Some(&url), None).unwrap();
+    assert_eq!(b.current_revision(), 51);
+    assert_eq!(b.earliest_revision(), 41);
+    assert_eq!(b.get(b"k3").unwrap().value.as_ref(), &43u32.to_be_bytes());
+    assert_eq!(b.get(b"k3").unwrap().version, 5);
+    assert!(matches!(b.changes(&Selector::All, 40, 0, 0), Err(Error::Compacted { earliest: 41, .. })));
+    // Revisions older than b's own copy (it started from the checkpoint at 50) come from Redis.
+    let ch = b.changes(&Selector::All, 41, 0, 3).unwrap();
+    assert_eq!(common::revisions(&ch.events), vec![41, 42, 43]);
+    assert!(ch.has_more);
+    assert_eq!(
+        common::revisions(&b.changes(&Selector::All, 41, 0, 0).unwrap().events),
+        (41..=51).collect::<Vec<_>>()
+    );
+    assert!(matches!(b.watch_pull(Selector::All, &from(12)), Err(Error::Compacted { .. })));
+    let w = b.watch_pull(Selector::All, &from(41)).unwrap();
+    assert_eq!(common::revisions(&common::pull_until(&w, 11)), (41..=51).collect::<Vec<_>>());
+    assert_eq!(b.status().unwrap()["last_checkpoint_revision"], 50);
+}
+
+#[test]
+fn compaction_from_two_stores_at_once() {
+    let server = Server::start();
+    let url = server.url("compact2");
+    let stores: Vec<Arc<Store>> = (0..2).map(|_| Arc::new(Store::open(Some(&url), None).unwrap())).collect();
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while n < 300 {
+                    s.put(format!("w{i}/{}", n % 7).as_bytes(), &n.to_be_bytes()).unwrap();
+                    n += 1;
+                    if n.is_multiple_of(20) {
+                        let keep = s.current_revision().saturating_sub(5);
+                        s.compact(keep.max(1)).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let c = Store::open(Some(&url), None).unwrap();
+    assert_eq!(c.current_revision(), 600);
+    for i in 0..2 {
+        for k in 0..7u64 {
+            let e = c.get(format!("w{i}/{k}").as_bytes()).unwrap();
+            let last = (0..300u64).filter(|n| n % 7 == k).max().unwrap();
+            assert_eq!(e.value.as_ref(), &last.to_be_bytes());
+        }
+    }
+    let earliest = c.earliest_revision();
+    assert!(earliest > 500, "{earliest}");
+    let ch = c.changes(&Selector::All, earliest, 0, 0).unwrap();
+    assert_eq!(common::revisions(&ch.events), (earliest..=600).collect::<Vec<_>>());
+}
+
+#[test]
+fn redis_restarted_with_aof_mid_run() {
+    let mut server = Server::start();
+    let url = server.url("restart");
+    let reader = Store::open(Some(&url), None).unwrap();
+    let seen = Sink::default();
+    reader.watch(Selector::All, &from(1), seen.callback()).unwrap();
+    let writer = Store::open(Some(&url), None).unwrap();
+    let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut io_errors = 0;
+    for i in 0..200u32 {
+        if i == 100 {
+            server.kill();
+            // Down: every call is an I/O error that names Redis.
+            match writer.put(b"down", b"x") {
+                Err(e @ Error::Io(_)) => assert!(e.to_string().contains("Redis at"), "{e}"),
+                other => panic!("{other:?}"),
+            }
+            server.restart();
+        }
+        let key = format!("k{i}").into_bytes();
+        loop {
+            match writer.put(&key, b"v") {
+                Ok(rev) => {
+                    acked.push((rev, key.clone()));
+                    break;
+                }
+                Err(Error::Io(_)) => io_errors += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    assert!(io_errors < 100, "{io_errors}");
+    let last = acked.last().unwrap().0;
+    let evs = seen.wait_for(|e| common::revisions(e).last() == Some(&last));
+    // Every revision once, in order; every acknowledged write at its revision.
+    assert_eq!(common::revisions(&evs), (1..=last).collect::<Vec<_>>());
+    let got: BTreeMap<u64, Vec<u8>> = key_events(&evs).into_iter().collect();
+    for (rev, key) in &acked {
+        assert_eq!(got.get(rev), Some(key));
+    }
+    assert!(!evs.iter().any(|e| e.kind == EventKind::Compacted || e.kind == EventKind::Closed));
+}
+
+// ---- many OS processes ---------------------------------------------------------------
+
+/// Runs this test binary again as a child that executes `child_writer`.
+fn spawn_child(
+    url: &str,
+    id: usize,
+    writers: usize,
+    rounds: usize,
+    out: &std::path::Path,
+) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--ignored", "--quiet", "--test-threads=1"])
+        .env("TM_CHILD", format!("{url} {id} {writers} {rounds}"))
+        .env("TM_CHILD_OUT", out)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The child: increments `ctr` with `put_if` and with batches that `require` it, then puts
+/// `done/<id>` and waits until its watch (from revision 1) saw every writer's `done`. Writes
+/// `a <rev> <key>` per acknowledged write and `w <rev> <key> <value>` per watched event.
+#[test]
+#[ignore = "run by the multi-process tests as a child"]
+fn child_writer() {
+    let Ok(spec) = std::env::var("TM_CHILD") else { return };
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let (url, id, writers, rounds): (&str, usize, usize, usize) =
+        (parts[0], parts[1].parse().unwrap(), parts[2].parse().unwrap(), parts[3].parse().unwrap());
+    let s = Store::open(Some(url), None).unwrap();
+    let seen = Sink::default();
+    s.watch(Selector::All, &from(1), seen.callback()).unwrap();
+    let mut out = String::new();
+    for round in 0..rounds {
+        loop {
+            let (value, expected) = match s.get(b"ctr") {
+                Ok(e) => (u64::from_be_bytes(e.value.as_ref().try_into().unwrap()), e.mod_revision),
+                Err(Error::NotFound(_)) => (0, 0),
+                Err(e) => panic!("{e:?}"),
+            };
+            let next = (value + 1).to_be_bytes();
+            let mine = format!("w{id}/{round}");
+            let result = if round % 2 == 0 {
+                s.put_if(b"ctr", &next, expected)
+            } else {
+                s.commit(&[
+                    Op::Require(b"ctr", expected),
+                    Op::Put(b"ctr", &next),
+                    Op::Put(mine.as_bytes(), b"x"),
+                ])
+            };
+            match result {
+                Ok(rev) => {
+                    out += &format!("a {rev} ctr\n");
+                    if round % 2 == 1 {
+                        out += &format!("a {} {mine}\n", rev + 1);
+                    }
+                    break;
+                }
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    let done = s.put(format!("done/{id}").as_bytes(), b"").unwrap();
+    out += &format!("a {done} done/{id}\n");
+    let evs = seen.wait_for(|e| e.iter().filter(|e| e.key.starts_with(b"done/")).count() == writers);
+    for e in common::keys(&evs) {
+        out += &format!("w {} {} {}\n", e.revision, String::from_utf8_lossy(&e.key), hex(&e.value));
+    }
+    std::fs::write(std::env::var("TM_CHILD_OUT").unwrap(), out).unwrap();
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn many_processes(writers: usize, rounds: usize) {
+    let server = Server::start();
+    let url = server.url(&unique_name("procs"));
+    let dir = tempfile::tempdir().unwrap();
+    let outs: Vec<_> = (0..writers).map(|i| dir.path().join(format!("child{i}"))).collect();
+    let children: Vec<_> = (0..writers).map(|i| spawn_child(&url, i, writers, rounds, &outs[i])).collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let mut acked = Vec::new();
+    let mut watched: Vec<Vec<String>> = Vec::new();
+    for o in &outs {
+        let text = std::fs::read_to_string(o).unwrap();
+        acked.extend(text.lines().filter_map(|l| l.strip_prefix("a ")).map(str::to_string));
+        watched.push(text.lines().filter(|l| l.starts_with("w ")).map(str::to_string).collect());
+    }
+    // No two processes got the same revision.
+    let revs: Vec<u64> = acked.iter().map(|l| l.split(' ').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(revs.iter().collect::<HashSet<_>>().len(), revs.len());
+    // Every process's watch saw the same sequence, gap-free from 1.
+    for w in &watched[1..] {
+        assert_eq!(w, &watched[0]);
+    }
+    let seq: Vec<(u64, String, String)> = watched[0]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ' ').collect();
+            (f[1].parse().unwrap(), f[2].to_string(), f[3].to_string())
+        })
+        .collect();
+    let total = (writers * rounds + writers + writers * (rounds / 2)) as u64;
+    assert_eq!(seq.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    // Every acknowledged write is in it, once, at its revision.
+    let at: BTreeMap<u64, &str> = seq.iter().map(|e| (e.0, e.1.as_str())).collect();
+    for l in &acked {
+        let (rev, key) = l.split_once(' ').unwrap();
+        assert_eq!(at[&rev.parse::<u64>().unwrap()], key);
+    }
+    // The conditional increments were linearizable: the counter went 1, 2, 3, ... with no lost update.
+    let ctr: Vec<String> = seq.iter().filter(|e| e.1 == "ctr").map(|e| e.2.clone()).collect();
+    let expected: Vec<String> = (1..=(writers * rounds) as u64).map(|v| hex(&v.to_be_bytes())).collect();
+    assert_eq!(ctr, expected);
+}
+
+#[test]
+fn two_processes_write_one_log() {
+    many_processes(2, 60);
+}
+
+#[test]
+fn four_processes_write_one_log() {
+    many_processes(4, 40);
+}
+
+#[test]
+fn kill_9_of_a_writer_mid_run_leaves_no_partial_commit() {
+    let server = Server::start();
+    let url = server.url("kill9");
+    let dir = tempfile::tempdir().unwrap();
+    // Two writers that would run long; one is killed while it writes.
+    let mut victim = spawn_child(&url, 0, 2, 100_000, &dir.path().join("victim"));
+    let probe = Store::open(Some(&url), None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while probe.current_revision() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    // Every batch in the log is whole: a `w0/<odd round>` put always follows its counter put.
+    let after = Store::open(Some(&url), None).unwrap();
+    let evs = after.changes(&Selector::All, 1, 0, usize::MAX).unwrap().events;
+    assert_eq!(common::revisions(&evs), (1..=after.current_revision()).collect::<Vec<_>>());
+    for (i, e) in evs.iter().enumerate() {
+        if e.key.starts_with(b"w0/") {
+            assert_eq!(evs[i - 1].key.as_ref(), b"ctr");
+            assert!(e.commit_end && !evs[i - 1].commit_end);
+        } else {
+            assert!(e.commit_end || evs[i + 1].key.starts_with(b"w0/"));
+        }
+    }
+    // The store goes on: another process writes at the next revision.
+    let next = after.current_revision() + 1;
+    assert_eq!(after.put(b"after", b"1").unwrap(), next);
+}
