@@ -614,7 +614,8 @@ tidemark_status tidemark_store_context_get(const struct tidemark_store *store, c
 /**
  * Deletes the context `id` and all its deltas in one commit; writes the commit's first
  * revision to `*revision_out` (may be NULL). An absent context is `TIDEMARK_ERR_NOT_FOUND`.
- * A later write of the id starts again at version 1.
+ * A later write of the id is a new context whose version goes on from the deleted one's (so
+ * a client of the deleted context gets FULL, never a delta of the new one).
  */
 tidemark_status tidemark_store_context_delete(struct tidemark_store *store, const uint8_t *id, size_t id_len, uint64_t *revision_out);
 

@@ -26,6 +26,9 @@ pub use ns::snapshots::Snapshot;
 pub use ns::streams::{
     new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, StreamPage, MAX_NAME,
 };
+pub use ns::subscriptions::{
+    StreamSelector, Streams, SubscriptionCallback, SubscriptionEvent, SubscriptionFeed,
+};
 pub use ns::{decode as decode_feature_event, FeatureEvent};
 pub use op::Op;
 pub use options::{Options, SyncPolicy};

@@ -206,6 +206,15 @@ fn current(h: Option<Head>) -> i64 {
     h.map_or(-1, |h| h.version as i64)
 }
 
+/// The prefix of the event keys of `stream` (None: of every stream), for feeds over events.
+pub(crate) fn event_prefix(stream: Option<&[u8]>) -> Vec<u8> {
+    let key = Key::new(Feature::Streams).raw(b"e");
+    match stream {
+        Some(name) => key.part(name).into_vec(),
+        None => key.into_vec(),
+    }
+}
+
 /// Rewrites the version (the last 8 bytes) of an event key.
 fn set_version(key: &mut [u8], version: u64) {
     let at = key.len() - 8;

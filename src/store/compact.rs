@@ -39,7 +39,10 @@ impl Inner {
             }
             let mut missed = false;
             // A watcher whose position is already gone (a read error) missed something too.
-            if st.log.scan(&w.selector, s.next_rev, keep - 1, 1, &mut |_| missed = true).is_err() {
+            // A filtered watcher is visited past the selector's first match until one it accepts.
+            let limit = if w.filter.is_some() { usize::MAX } else { 1 };
+            if st.log.scan(&w.selector, s.next_rev, keep - 1, limit, &mut |e| missed |= w.accepts(e)).is_err()
+            {
                 missed = true;
             }
             if missed {

@@ -26,7 +26,7 @@ use crate::selector::Selector;
 use crate::storage::fs::{Fs, RealFs};
 use crate::storage::group::WriteGroup;
 use crate::storage::{FileLog, MemoryLog, Storage, TailRepair};
-use crate::watch::{self, Callback, Dispatcher, Feed, PullWatch, Registry, WatchOptions, Watcher};
+use crate::watch::{self, Callback, Dispatcher, Feed, Filter, PullWatch, Registry, WatchOptions, Watcher};
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -159,8 +159,19 @@ impl Store {
 
     /// Registers a push watch; `callback` runs on the store's dispatcher threads.
     pub fn watch(&self, selector: Selector, opts: &WatchOptions, callback: Callback) -> Result<u64> {
-        let selector = ns::user_selector(&selector)?;
-        let w = self.inner.register(selector, opts, Some(callback))?;
+        self.watch_with(ns::user_selector(&selector)?, None, opts, callback)
+    }
+
+    /// `watch` for the store's own feature feeds: any selector, the reserved namespace
+    /// included, narrowed by `filter`.
+    pub(crate) fn watch_with(
+        &self,
+        selector: Selector,
+        filter: Option<Filter>,
+        opts: &WatchOptions,
+        callback: Callback,
+    ) -> Result<u64> {
+        let w = self.inner.register(selector, filter, opts, Some(callback))?;
         let feed: Arc<dyn Feed> = self.inner.clone();
         if let Err(e) = self.inner.dispatcher.start(&feed) {
             self.inner.forget(w.id);
@@ -221,9 +232,18 @@ impl Store {
 
     /// Opens a pull watch, consumed with `PullWatch::next`.
     pub fn watch_pull(&self, selector: Selector, opts: &WatchOptions) -> Result<PullWatch> {
+        self.watch_pull_with(ns::user_selector(&selector)?, None, opts)
+    }
+
+    /// `watch_pull` for the store's own feature feeds (see `watch_with`).
+    pub(crate) fn watch_pull_with(
+        &self,
+        selector: Selector,
+        filter: Option<Filter>,
+        opts: &WatchOptions,
+    ) -> Result<PullWatch> {
         let opts = WatchOptions { credit: None, ..*opts };
-        let selector = ns::user_selector(&selector)?;
-        let watcher = self.inner.register(selector, &opts, None)?;
+        let watcher = self.inner.register(selector, filter, &opts, None)?;
         Ok(PullWatch::new(self.inner.clone(), watcher))
     }
 
@@ -307,6 +327,7 @@ impl Inner {
     fn register(
         &self,
         selector: Selector,
+        filter: Option<Filter>,
         opts: &WatchOptions,
         callback: Option<Callback>,
     ) -> Result<Arc<Watcher>> {
@@ -327,7 +348,7 @@ impl Inner {
         let synced = start == 0 || start == current + 1;
         let id = st.next_watch_id;
         st.next_watch_id += 1;
-        let w = Arc::new(Watcher::new(id, selector, opts, callback, start, synced));
+        let w = Arc::new(Watcher::new(id, selector, filter, opts, callback, start, synced));
         st.watches.insert(w.clone());
         Ok(w)
     }

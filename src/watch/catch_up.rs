@@ -54,7 +54,7 @@ fn read_missed(log: &dyn Storage, w: &Watcher, room: usize) -> Result<()> {
     let mut pending: Option<Event> = None;
     // Every event is visited (at most `room` of them) to see where commits end.
     let scanned = log.scan(&Selector::every_key(), from, head, room, &mut |e| {
-        if w.selector.matches(&e.key) {
+        if w.accepts(e) {
             got.extend(pending.take());
             pending = Some(Event { commit_end: false, ..e.clone() });
         }

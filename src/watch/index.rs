@@ -245,7 +245,7 @@ mod tests {
             let mut next_id = 1;
             for (add, k, a, b) in steps {
                 if add || live.is_empty() {
-                    let w = Arc::new(Watcher::new(next_id, selector(k, a, b), &WatchOptions::default(), None, 0, true));
+                    let w = Arc::new(Watcher::new(next_id, selector(k, a, b), None, &WatchOptions::default(), None, 0, true));
                     next_id += 1;
                     index.insert(&w);
                     live.push(w);

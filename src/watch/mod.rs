@@ -73,9 +73,15 @@ pub const DEFAULT_MAX_QUEUE: usize = 1000;
 /// A push watch's consumer. Dropped exactly once, after its last call.
 pub type Callback = Box<dyn FnMut(&[Event]) + Send>;
 
+/// Narrows a watch below its key selector, for feature feeds that select by more than the
+/// key (a subscription's event type): only the events it accepts are queued, counted against
+/// `max_queue` and credit, and delivered. Called under the store's write lock, so it is cheap.
+pub(crate) type Filter = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+
 pub(crate) struct Watcher {
     pub id: u64,
     pub selector: Selector,
+    pub filter: Option<Filter>,
     pub max_queue: usize,
     pub progress: Option<Duration>,
     pub push: bool,
@@ -108,6 +114,7 @@ impl Watcher {
     pub fn new(
         id: u64,
         selector: Selector,
+        filter: Option<Filter>,
         opts: &WatchOptions,
         callback: Option<Callback>,
         start: u64,
@@ -117,6 +124,7 @@ impl Watcher {
         Watcher {
             id,
             selector,
+            filter,
             max_queue: if opts.max_queue == 0 { DEFAULT_MAX_QUEUE } else { opts.max_queue },
             progress: opts.progress_interval.filter(|d| !d.is_zero()),
             push,
@@ -136,6 +144,12 @@ impl Watcher {
             }),
             cond: Condvar::new(),
         }
+    }
+
+    /// Whether the watcher wants `e`: its selector matches the key and its filter, if any,
+    /// accepts the event.
+    pub fn accepts(&self, e: &Event) -> bool {
+        self.selector.matches(&e.key) && self.filter.as_ref().is_none_or(|f| f(e))
     }
 
     /// Hands the watcher its matching events (`idx` into `commit`) of a new commit.
@@ -228,13 +242,22 @@ impl Registry {
         if self.watchers.is_empty() {
             return;
         }
+        let wants = |w: &Watcher, e: &Event| w.filter.as_ref().is_none_or(|f| f(e));
         if let [event] = commit {
-            self.index.matching(&event.key, &mut |w| w.offer(commit, &[0], dispatcher));
+            self.index.matching(&event.key, &mut |w| {
+                if wants(w, event) {
+                    w.offer(commit, &[0], dispatcher)
+                }
+            });
             return;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         for (i, e) in commit.iter().enumerate() {
-            self.index.matching(&e.key, &mut |w| scratch.push((w.clone(), i as u32)));
+            self.index.matching(&e.key, &mut |w| {
+                if wants(w, e) {
+                    scratch.push((w.clone(), i as u32))
+                }
+            });
         }
         scratch.sort_by_key(|(w, i)| (w.id, *i));
         let mut idx = std::mem::take(&mut self.idx);

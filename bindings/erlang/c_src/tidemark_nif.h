@@ -58,7 +58,8 @@
     X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
     X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
     X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done) X(data) X(metadata) \
-    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source)
+    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source) \
+    X(__struct__)
 
 #define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
 TM_ATOMS(TM_DECLARE_ATOM)

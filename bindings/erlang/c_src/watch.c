@@ -19,6 +19,7 @@ typedef struct {
     int monitored;
     ErlNifMonitor mon;
     ErlNifPid pid;     /* receiver; read-only after creation */
+    ERL_NIF_TERM strukt; /* an atom: event maps get '__struct__' => it (Elixir); 0 = none */
     ErlNifEnv *msg_env; /* used only by the (single) running callback; freed at drop */
 } tm_watch_res;
 
@@ -69,12 +70,16 @@ static void watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor 
 }
 
 /* The body of a watch message for one event. */
-static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
+static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tm_watch_res *w, const tidemark_event *e)
 {
+    ERL_NIF_TERM map;
     switch (e->kind) {
     case TIDEMARK_EVENT_PUT:
     case TIDEMARK_EVENT_DELETE:
-        return make_event_map(env, e, NULL);
+        map = make_event_map(env, e, NULL);
+        if (w->strukt != 0)
+            (void)enif_make_map_put(env, map, am___struct__, w->strukt, &map);
+        return map;
     case TIDEMARK_EVENT_PROGRESS:
         return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
     case TIDEMARK_EVENT_COMPACTED:
@@ -100,7 +105,7 @@ static void watch_callback(void *userdata, const tidemark_event *events, size_t 
             return;
         uint32_t kind = events[i].kind;
         ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_event, enif_make_resource(env, w),
-                                            make_watch_body(env, &events[i]));
+                                            make_watch_body(env, w, &events[i]));
         /* A dead receiver is not an error here: its monitor removes the watch. */
         (void)enif_send(NULL, &w->pid, env, msg);
         enif_clear_env(env);
@@ -139,7 +144,8 @@ static void watch_drop(void *userdata)
     enif_release_resource(w);
 }
 
-/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs) */
+/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs,
+ *           Struct (an atom; undefined = plain maps)) */
 ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     tm_store_res *r;
@@ -156,7 +162,8 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     (void)argc;
     if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !enif_get_local_pid(env, argv[2], &pid)
         || !get_u64(env, argv[3], &start) || !get_u64(env, argv[4], &credit) || !get_u64(env, argv[5], &max_queue)
-        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX)
+        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX
+        || !enif_is_atom(env, argv[7]))
         return enif_make_badarg(env);
     opts.start_revision = start;
     opts.credit = credit;
@@ -168,6 +175,7 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     w->core = r->core;
     core_keep(w->core);
     w->pid = pid;
+    w->strukt = enif_is_identical(argv[7], am_undefined) ? 0 : argv[7]; /* atoms need no env */
     w->limited = credit > 0;
     w->credit = credit;
     w->mtx = enif_mutex_create("tidemark_watch");

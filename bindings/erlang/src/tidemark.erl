@@ -241,14 +241,17 @@ watch(Store, Selector) -> watch(Store, Selector, #{}).
 %%     see {@link activate/2};</li>
 %% <li>`max_queue': events buffered in memory before the watch reads from the log instead
 %%     (default 1000);</li>
-%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event.</li>
+%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event;</li>
+%% <li>`struct': a module name; each event map gets `'__struct__' => Module', so it arrives
+%%     as that Elixir struct (the Elixir package's `Tidemark.Event').</li>
 %% </ul>
 -spec watch(store(), selector(),
             #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
-              max_queue => pos_integer(), progress_interval_ms => non_neg_integer()}) ->
+              max_queue => pos_integer(), progress_interval_ms => non_neg_integer(),
+              struct => module()}) ->
           {ok, watch_ref()} | error().
 watch(Store, Selector, Opts) when is_map(Opts) ->
-    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms]),
+    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms, struct]),
     Pid = maps:get(pid, Opts, self()),
     Start = maps:get(start_revision, Opts, 0),
     Credit = case maps:get(active, Opts, true) of
@@ -259,7 +262,8 @@ watch(Store, Selector, Opts) when is_map(Opts) ->
              end,
     MaxQueue = maps:get(max_queue, Opts, 0),
     Progress = maps:get(progress_interval_ms, Opts, 0),
-    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
+    Struct = maps:get(struct, Opts, undefined),
+    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress, Struct);
 watch(_, _, _) ->
     erlang:error(badarg).
 
