@@ -113,6 +113,8 @@ struct Queue {
     /// How long the last group took from `take` to `hand_off`, and when this one started.
     last_commit: Duration,
     started: Instant,
+    /// The fill wait's cap (`MAX_FILL_WAIT`; tests raise it so nothing depends on timing).
+    max_fill_wait: Duration,
 }
 
 pub(crate) struct WriteGroup {
@@ -129,6 +131,7 @@ impl Default for WriteGroup {
             active: 1,
             last_commit: Duration::ZERO,
             started: Instant::now(),
+            max_fill_wait: MAX_FILL_WAIT,
         };
         WriteGroup { queue: Mutex::new(queue), filled: Condvar::new() }
     }
@@ -162,7 +165,7 @@ impl WriteGroup {
     pub fn take(&self) -> Vec<Arc<Writer>> {
         let mut q = self.queue.lock();
         if q.waiting.len() < q.active && q.last_commit >= MIN_SHARED_COMMIT {
-            let deadline = Instant::now() + (q.last_commit / 2).min(MAX_FILL_WAIT);
+            let deadline = Instant::now() + (q.last_commit / 2).min(q.max_fill_wait);
             q.filling = true;
             while q.waiting.len() < q.active && !self.filled.wait_until(&mut q, deadline).timed_out() {}
             q.filling = false;
@@ -203,6 +206,7 @@ mod tests {
             let mut q = g.queue.lock();
             q.active = active;
             q.last_commit = last_commit;
+            q.max_fill_wait = last_commit;
         }
         g
     }
