@@ -364,6 +364,15 @@ fn verdict_le(x: f64, target: f64) -> String {
 // ---------------------------------------------------------------------------------------
 // 1. put throughput.
 
+/// The measured loop of the steady-state put, a function of its own so that a profiler can
+/// count it alone (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect=*put_keys*`).
+#[inline(never)]
+fn put_keys(s: &Store, w: &Workload, base: usize, n: usize, value: &[u8]) {
+    for i in 0..n {
+        s.put(w.key(base + i), value);
+    }
+}
+
 fn bench_put(cfg: &Cfg, w: &Workload, rep: &mut Report) {
     eprintln!("[1/5] put throughput, one thread ({} puts x {} reps)", cfg.put_n, cfg.reps);
     let value = [b'v'; VALUE_LEN];
@@ -378,9 +387,7 @@ fn bench_put(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         s.compact_all();
         let base = r * cfg.put_n;
         let (t, c) = (Instant::now(), thread_cpu());
-        for n in 0..cfg.put_n {
-            s.put(w.key(base + n), &value);
-        }
+        put_keys(&s, w, base, cfg.put_n, &value);
         let (el, cpu) = (t.elapsed(), thread_cpu() - c);
         if r > 0 {
             rates.push(cfg.put_n as f64 / el.as_secs_f64());
@@ -476,25 +483,30 @@ fn bench_changes(cfg: &Cfg, w: &Workload, rep: &mut Report) {
         let mut cpu_rates = Vec::new();
         let mut scanned = Vec::new();
         let mut got = (0, 0);
+        let mut first = 0.0;
         for r in 0..=cfg.reps {
             let (t, c) = (Instant::now(), thread_cpu());
             got = scan(&s, sel, limit);
             let (el, cpu) = (t.elapsed().as_secs_f64(), thread_cpu() - c);
-            if r > 0 {
+            if r == 0 {
+                first = got.0 as f64 / el;
+            } else {
                 rates.push(got.0 as f64 / el);
                 cpu_rates.push(got.0 as f64 / cpu);
                 scanned.push(log as f64 / el);
             }
         }
         let st = stat(rates);
-        let target = "≥ 20 M events/s";
+        // DESIGN.md: ALL >= 20 M events/s; issue 22: a 10 % prefix >= 10 M matching events/s.
+        let (target, goal) =
+            if sel.is_some() { ("≥ 10 M events/s", 10e6) } else { ("≥ 20 M events/s", 20e6) };
         rep.add(
             "changes",
             format!("`changes` {name}: {} events in {} calls", got.0, got.1),
             st,
             "events/s",
             target,
-            verdict_ge(st.median, 20e6),
+            verdict_ge(st.median, goal),
         );
         rep.add(
             "changes",
@@ -504,10 +516,22 @@ fn bench_changes(cfg: &Cfg, w: &Workload, rep: &mut Report) {
             "",
             "",
         );
+        if sel.is_some() && limit == 0 {
+            // The first prefix case's warm-up is the first selective scan of this log.
+            let once = Stat { median: first, min: first, max: first };
+            rep.add(
+                "changes",
+                "  same, the first scan of the log (it orders each 1024-entry chunk by key, once)",
+                once,
+                "events/s",
+                "(context)",
+                "",
+            );
+        }
         if sel.is_some() {
             rep.add(
                 "changes",
-                format!("  same, log entries examined per second ({log} entries)"),
+                format!("  same, log length covered per second ({log} entries)"),
                 stat(scanned),
                 "entries/s",
                 "(context)",

@@ -2,6 +2,8 @@
 //! whether from a new commit or from replaying a stored log.
 
 use std::collections::{BTreeSet, HashMap};
+
+use hashbrown::HashMap as KeyMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -25,9 +27,10 @@ pub struct Entry {
 /// range reads, changes only when a key is created or deleted, so overwriting a key (the
 /// common write) costs two hash lookups instead of two ordered searches. The map hashes
 /// with foldhash (randomly seeded per map, several times faster than SipHash on short keys).
+/// It is hashbrown's map (std's, with `get_key_value_mut`) so that a put finds its key once.
 #[derive(Default)]
 pub struct Kv {
-    map: HashMap<Bytes, Entry, foldhash::fast::RandomState>,
+    map: KeyMap<Bytes, Entry, foldhash::fast::RandomState>,
     order: BTreeSet<Bytes>,
 }
 
@@ -123,6 +126,48 @@ impl Kv {
         }
         if let Some(last) = out.last_mut() {
             last.commit_end = true;
+        }
+        Ok(())
+    }
+
+    /// One put, planned and applied with one lookup of its key: its event (at `revision`) is
+    /// pushed to `out` and handed to `store`, and only if that succeeds does the state change.
+    /// The same result as `plan` of `[Op::Put]` followed by `apply`.
+    pub fn put(
+        &mut self,
+        (key, value): (&[u8], &[u8]),
+        revision: u64,
+        out: &mut Vec<Event>,
+        store: impl FnOnce(&[Event]) -> Result<()>,
+    ) -> Result<()> {
+        let value: Bytes = Arc::from(value);
+        let event = |key: &Bytes, create_revision, version| Event {
+            revision,
+            kind: EventKind::Put,
+            key: key.clone(),
+            value: value.clone(),
+            create_revision,
+            version,
+            commit_end: true,
+        };
+        match self.map.get_key_value_mut(key) {
+            Some((stored, entry)) => {
+                out.push(event(stored, entry.create_revision, entry.version + 1));
+                store(out)?;
+                entry.version += 1;
+                entry.mod_revision = revision;
+                entry.value = value;
+            }
+            None => {
+                let key: Bytes = Arc::from(key);
+                out.push(event(&key, revision, 1));
+                store(out)?;
+                self.order.insert(key.clone());
+                self.map.insert(
+                    key,
+                    Entry { value, create_revision: revision, mod_revision: revision, version: 1 },
+                );
+            }
         }
         Ok(())
     }

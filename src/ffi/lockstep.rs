@@ -76,7 +76,7 @@ pub unsafe extern "C" fn tidemark_lockstep_server_port(server: *const tidemark_l
     guard_value(0, || get_ref(server).map_or(0, |s| s.server.addr().port()))
 }
 
-/// The server's counters as a JSON object (`addr`, `connections`, `following`, `requests`,
+/// The server's counters as a JSON object (`addr`, `connections`, `accepted_connections`, `following`, `requests`,
 /// `records_served`, `refused_connections`, `writable`, `auth`, `heartbeat_ms`), written to
 /// `*out`; free it with `tidemark_string_free`.
 #[no_mangle]

@@ -1,7 +1,10 @@
-//! The in-memory log: a deque of events indexed by `revision - earliest`.
+//! The in-memory log: a deque of events indexed by `revision - earliest`, with the index
+//! that lets a selective scan skip what it does not match (`index.rs`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::index::{self, LogIndex};
 use super::{StateVisitor, Storage, StorageStats};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -12,16 +15,19 @@ pub struct MemoryLog {
     /// Revision of `entries[0]` (or of the next entry when empty).
     base: u64,
     entries: VecDeque<Event>,
+    index: LogIndex,
+    /// Entries read by scans (see `StorageStats::entries_read`).
+    read: AtomicU64,
 }
 
 impl MemoryLog {
     pub fn new() -> MemoryLog {
-        MemoryLog { base: 1, entries: VecDeque::new() }
+        MemoryLog::starting_at(1)
     }
 
     /// A log whose next entry gets revision `base` (used as the durable log's cache).
     pub fn starting_at(base: u64) -> MemoryLog {
-        MemoryLog { base, entries: VecDeque::new() }
+        MemoryLog { base, ..MemoryLog::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -34,9 +40,10 @@ impl MemoryLog {
 
     /// Drops the oldest entries, whole commits at a time, while `too_many` says so.
     pub fn trim_front(&mut self, mut too_many: impl FnMut(&Event) -> bool) {
+        let base = self.base;
         while let Some(first) = self.entries.front() {
             if !too_many(first) {
-                return;
+                break;
             }
             // Drop the whole commit starting here.
             while let Some(e) = self.entries.pop_front() {
@@ -46,12 +53,16 @@ impl MemoryLog {
                 }
             }
         }
+        if self.base != base {
+            self.index.trim_front(self.base);
+        }
     }
 
     /// Drops the newest entries above `last`.
     pub fn truncate_after(&mut self, last: u64) {
         let keep = last.saturating_sub(self.base - 1) as usize;
         self.entries.truncate(keep);
+        self.index.truncate_after(last);
     }
 }
 
@@ -62,6 +73,7 @@ impl Storage for MemoryLog {
             return Err(Error::InvalidArgument(format!("commit must start at revision {expected}")));
         }
         self.entries.extend(commit.iter().cloned());
+        self.index.append(commit);
         Ok(())
     }
 
@@ -77,19 +89,10 @@ impl Storage for MemoryLog {
         if from > to {
             return Ok(to + 1);
         }
-        let start = (from - self.base) as usize;
-        let end = (to - self.base) as usize + 1;
-        let mut matched = 0usize;
-        for e in self.entries.range(start..end) {
-            if selector.matches(&e.key) {
-                visit(e);
-                matched += 1;
-            }
-            if matched >= limit && e.commit_end {
-                return Ok(e.revision + 1);
-            }
-        }
-        Ok(to + 1)
+        let (next, read) =
+            index::scan(&self.index, &self.entries, self.base, (selector, from, to, limit), visit);
+        self.read.fetch_add(read, Ordering::Relaxed);
+        Ok(next)
     }
 
     fn earliest_revision(&self) -> u64 {
@@ -107,6 +110,7 @@ impl Storage for MemoryLog {
         let n = ((keep - self.base) as usize).min(self.entries.len());
         self.entries.drain(..n);
         self.base = keep;
+        self.index.trim_front(keep);
         Ok(n as u64)
     }
 
@@ -121,6 +125,10 @@ impl Storage for MemoryLog {
     fn close(&mut self) {}
 
     fn stats(&self) -> StorageStats {
-        StorageStats { cached_events: self.entries.len() as u64, ..StorageStats::default() }
+        StorageStats {
+            cached_events: self.entries.len() as u64,
+            entries_read: self.read.load(Ordering::Relaxed),
+            ..StorageStats::default()
+        }
     }
 }

@@ -9,6 +9,7 @@
 mod codec;
 mod file;
 pub(crate) mod group;
+mod index;
 mod memory;
 
 pub(crate) use file::fs;
@@ -38,6 +39,8 @@ pub struct StorageStats {
     pub cached_events: u64,
     /// What the last open cut off the end of the log, if anything.
     pub tail_repair: Option<TailRepair>,
+    /// Log entries held in memory that scans have read since open (what the log index saves).
+    pub entries_read: u64,
 }
 
 /// A torn tail found on open: the end of the last segment that did not hold whole commits
@@ -86,7 +89,8 @@ pub trait Storage: Send + Sync {
 
     /// Visits, in order, the flushed events with revision in `[from, to]` that match
     /// `selector`, stopping at the end of the commit in which the `limit`-th match was
-    /// visited. Returns the revision to continue from (`to + 1` when the range was
+    /// visited. The last event visited of each commit has `commit_end` set (the selector may
+    /// not match the commit's last event), so a commit's matches can be delivered whole. Returns the revision to continue from (`to + 1` when the range was
     /// exhausted). `from` below `earliest_revision()` is `Error::Compacted`; `to` beyond the
     /// log is clamped (see `scan_range`). Damage found while reading is `Error::Corrupt`.
     fn scan(
@@ -127,6 +131,21 @@ pub trait Storage: Send + Sync {
     fn checkpoint_if_due(&mut self, _state: StateVisitor<'_>) -> Result<()> {
         Ok(())
     }
+}
+
+/// For a matching event followed by `rest` (the log's later events, in order): the revision
+/// its commit ends at when no later event of the commit matches `selector`, so the event is
+/// the commit's last for the reader; `None` when a later one matches or `rest` ends first.
+pub(crate) fn last_match<'e>(selector: &Selector, rest: impl Iterator<Item = &'e Event>) -> Option<u64> {
+    for n in rest {
+        if selector.matches(&n.key) {
+            return None;
+        }
+        if n.commit_end {
+            return Some(n.revision);
+        }
+    }
+    None
 }
 
 /// The revisions of `[from, to]` a log holding `[earliest, last]` can serve, for `scan`:

@@ -64,14 +64,23 @@ impl Inner {
         let first = st.log.last_revision() + 1;
         let mut commit = std::mem::take(&mut st.scratch);
         commit.clear();
-        let result = st.kv.plan(ops, first, &mut commit).and_then(|()| {
-            if commit.is_empty() {
-                return Ok(0);
+        let result = match *ops {
+            // The common write: one lookup of the key plans and applies it.
+            [Op::Put(key, value)] => {
+                st.kv.put((key, value), first, &mut commit, |c| st.log.append(c)).map(|()| {
+                    self.publish(st, &commit, false);
+                    first
+                })
             }
-            st.log.append(&commit)?;
-            self.publish(st, &commit, true);
-            Ok(first)
-        });
+            _ => st.kv.plan(ops, first, &mut commit).and_then(|()| {
+                if commit.is_empty() {
+                    return Ok(0);
+                }
+                st.log.append(&commit)?;
+                self.publish(st, &commit, true);
+                Ok(first)
+            }),
+        };
         commit.clear();
         st.scratch = commit;
         result

@@ -3,7 +3,6 @@
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
-use crate::selector::Selector;
 use crate::storage::Storage;
 
 use super::{Feed, Watcher};
@@ -11,8 +10,9 @@ use super::{Feed, Watcher};
 /// Reads what a lagging watcher missed from the log, up to its queue's room; when it
 /// reaches the head it becomes synced again, atomically with respect to writers (the log is
 /// read under the store's read lock). The last matching event of each commit is marked as
-/// its end, so consumers that pace deliveries (credit) can stop between commits. A read
-/// error other than compaction is returned; the watcher keeps its position and can try again.
+/// its end (by `Storage::scan`), so consumers that pace deliveries (credit) can stop between
+/// commits. A read error other than compaction is returned; the watcher keeps its position
+/// and can try again.
 pub(crate) fn catch_up(feed: &dyn Feed, w: &Watcher) -> Result<()> {
     loop {
         let room = {
@@ -52,8 +52,10 @@ fn read_missed(log: &dyn Storage, w: &Watcher, room: usize) -> Result<()> {
     let head = log.last_revision();
     let mut got = Vec::new();
     let mut pending: Option<Event> = None;
-    // Every event is visited (at most `room` of them) to see where commits end.
-    let scanned = log.scan(&Selector::every_key(), from, head, room, &mut |e| {
+    // The log visits the selector's matches only (its index skips the rest), with each
+    // commit's last one marked as its end; the filter may refuse that one, so the end moves
+    // to the last event the watcher accepts.
+    let scanned = log.scan(&w.selector, from, head, room, &mut |e| {
         if w.accepts(e) {
             got.extend(pending.take());
             pending = Some(Event { commit_end: false, ..e.clone() });

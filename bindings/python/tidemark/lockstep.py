@@ -211,7 +211,7 @@ class Server(_Running):
 
     def status(self) -> Dict[str, Any]:
         """The server's counters (``tidemark_lockstep_server_status_json``): ``addr``,
-        ``connections``, ``following``, ``requests``, ``records_served``,
+        ``connections``, ``accepted_connections``, ``following``, ``requests``, ``records_served``,
         ``refused_connections``, ``writable``, ``auth``, ``heartbeat_ms``. Raises
         :class:`ClosedError` once the server is stopped."""
         return self._status(_ffi.lockstep_server_status_json)

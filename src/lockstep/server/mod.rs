@@ -54,6 +54,8 @@ struct Shared {
     stopping: watch::Receiver<bool>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     sockets: AtomicUsize,
+    /// Connections accepted since the start (never goes down, unlike `sockets`).
+    accepted: AtomicU64,
     following: AtomicUsize,
     requests: AtomicU64,
     records: AtomicU64,
@@ -132,6 +134,7 @@ impl Server {
             stopping,
             tls,
             sockets: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
             following: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             records: AtomicU64::new(0),
@@ -151,13 +154,14 @@ impl Server {
         self.addr
     }
 
-    /// Counters: open connections, follow responses, requests, records served, refused
+    /// Counters: open connections, connections accepted in all, follow responses, requests, records served, refused
     /// connections (over `max_sockets`, or 503 for want of a slot).
     pub fn status(&self) -> Value {
         let sh = &self.shared;
         json!({
             "addr": self.addr.to_string(),
             "connections": sh.sockets.load(Ordering::Relaxed),
+            "accepted_connections": sh.accepted.load(Ordering::Relaxed),
             "following": sh.following.load(Ordering::Relaxed),
             "requests": sh.requests.load(Ordering::Relaxed),
             "records_served": sh.records.load(Ordering::Relaxed),
@@ -240,6 +244,7 @@ async fn accept_loop(sh: Arc<Shared>, listener: tokio::net::TcpListener) {
             continue; // dropped: closed at once
         }
         sh.sockets.fetch_add(1, Ordering::AcqRel);
+        sh.accepted.fetch_add(1, Ordering::Relaxed);
         let sh = sh.clone();
         tokio::spawn(async move {
             serve_socket(&sh, tcp).await;

@@ -602,6 +602,7 @@ impl Storage for FileLog {
             last_checkpoint_revision: self.last_checkpoint,
             cached_events: self.cache.len() as u64,
             tail_repair: self.tail_repair.clone(),
+            entries_read: self.cache.stats().entries_read,
         }
     }
 }

@@ -319,7 +319,7 @@ impl FileLog {
                     return Ok(None);
                 }
                 codec::decode_commit(payload, &mut events).ok_or_else(|| self.damaged(seg, off))?;
-                for e in &events {
+                for (i, e) in events.iter().enumerate() {
                     if e.revision < from {
                         continue;
                     }
@@ -327,7 +327,13 @@ impl FileLog {
                         return Ok(None);
                     }
                     if selector.matches(&e.key) {
-                        visit(e);
+                        // The commit's last match is its end for the reader (see `Storage::scan`).
+                        let rest = events[i + 1..].iter().take_while(|n| n.revision <= to);
+                        if !e.commit_end && super::super::last_match(selector, rest).is_some() {
+                            visit(&Event { commit_end: true, ..e.clone() });
+                        } else {
+                            visit(e);
+                        }
                         *matched += 1;
                     }
                     if *matched >= limit && e.commit_end {
