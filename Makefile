@@ -4,7 +4,7 @@ CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
-.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench clean
+.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench bench-peers clean
 .PHONY: test-redis
 .PHONY: dist dist-files install uninstall
 
@@ -169,6 +169,15 @@ bench: build
 	$(CARGO) bench --bench streams
 	$(MAKE) -C bindings/python bench PYTHON=$(PYTHON)
 	$(MAKE) -C bindings/erlang bench
+
+# tidemark side by side with SQLite, Redis and etcd (not part of `make test`); writes its
+# table to docs/benchmarks.md. BENCH_PEERS_ARGS=--quick for a smoke run.
+bench-peers: build
+	tools/peers_deps.sh
+	@mkdir -p target/bench-peers
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/peers/tidemark_peers.c \
+	  target/release/libtidemark.a -lpthread -ldl -lm -o target/bench-peers/tidemark_peers
+	$(PYTHON) tools/bench_peers.py $(BENCH_PEERS_ARGS)
 
 clean:
 	$(CARGO) clean

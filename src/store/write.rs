@@ -160,7 +160,7 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
         if let Err(e) = refused {
             drop(guard);
-            group.hand_off();
+            group.hand_off(writers.len());
             for w in writers {
                 w.finish(Err(e.clone()));
             }
@@ -215,7 +215,7 @@ impl Inner {
         }
         drop(guard);
         // The next group may start its sync while this one's writers are being woken.
-        group.hand_off();
+        group.hand_off(writers.len());
         for (w, r) in writers.iter().zip(results) {
             w.finish(r);
         }

@@ -23,6 +23,8 @@ mod flusher;
 pub(crate) mod fs;
 mod lock;
 #[cfg(test)]
+mod modeled;
+#[cfg(test)]
 mod power_loss;
 mod recovery;
 mod segment;
