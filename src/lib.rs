@@ -22,6 +22,9 @@ pub use error::{Error, IoError, Result};
 pub use event::{Bytes, Event, EventKind};
 pub use kv::Entry;
 pub use ns::contexts::{Cleaned, Context, Delta as ContextDelta, Order, Sync as ContextSync, Written};
+pub use ns::persistent::{
+    Consumer, Definition, Delivery, Nack, Parked, Start, SubscriptionInfo, SubscriptionOptions,
+};
 pub use ns::snapshots::Snapshot;
 pub use ns::streams::{
     new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, StreamPage, MAX_NAME,

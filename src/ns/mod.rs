@@ -17,7 +17,9 @@
 //! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //!
-//! Tags reserved for the features to come: `u` subscriptions, `t` trackers.
+//! | `u` | persistent subscriptions: definition, checkpoint, parked | see `ns::persistent` |
+//!
+//! Tag reserved for the feature to come: `t` trackers.
 //!
 //! Field encodings (`Key` writes them, `Fields` reads them back):
 //! - a *part* is a length (u16, big-endian) then that many bytes, so a part can hold any
@@ -32,6 +34,7 @@
 //! is atomic, durable under the store's sync policy and survives compaction as current keys.
 
 pub mod contexts;
+pub mod persistent;
 pub mod snapshots;
 pub mod streams;
 pub mod subscriptions;
@@ -53,6 +56,7 @@ pub enum Feature {
     Snapshots = b'n',
     LockstepCursor = b'l',
     Contexts = b'c',
+    Subscriptions = b'u',
 }
 
 impl Feature {
@@ -72,6 +76,7 @@ impl Feature {
             b'n' => Feature::Snapshots,
             b'l' => Feature::LockstepCursor,
             b'c' => Feature::Contexts,
+            b'u' => Feature::Subscriptions,
             _ => return None,
         };
         Some((feature, rest))
@@ -145,6 +150,11 @@ impl<'a> Fields<'a> {
         let (v, rest) = self.0.split_first_chunk::<8>()?;
         self.0 = rest;
         Some(u64::from_be_bytes(*v))
+    }
+
+    /// The fields not read yet (a trailing raw field).
+    pub fn rest(&self) -> &'a [u8] {
+        self.0
     }
 }
 
@@ -288,12 +298,18 @@ pub enum FeatureEvent {
     Snapshot(snapshots::Snapshot),
     /// A snapshot was deleted.
     SnapshotDeleted { source: Vec<u8>, stream: Vec<u8>, version: u64 },
+    /// A persistent subscription was created.
+    SubscriptionCreated { name: Vec<u8>, definition: persistent::Definition },
+    /// A persistent subscription's checkpoint was written (at creation, then as it moves).
+    SubscriptionCheckpoint { name: Vec<u8>, checkpoint: u64 },
+    /// A persistent subscription was deleted.
+    SubscriptionDeleted { name: Vec<u8> },
 }
 
 /// Decodes a log event of the reserved namespace; `None` for user keys, bookkeeping keys
 /// (stream heads, lockstep cursors) and notices.
 pub fn decode(e: &Event) -> Option<FeatureEvent> {
-    streams::decode(e).or_else(|| snapshots::decode(e))
+    streams::decode(e).or_else(|| snapshots::decode(e)).or_else(|| persistent::decode(e))
 }
 
 #[cfg(test)]

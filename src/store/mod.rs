@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     clock: RwLock<Clock>,
     /// The periodic context cleanup thread, stopped by close.
     cleaner: ns::contexts::Cleaner,
+    /// The open persistent subscription groups, ended by close.
+    persistent: ns::persistent::Groups,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -115,6 +117,7 @@ impl Store {
             group,
             clock: RwLock::new(Arc::new(system_clock)),
             cleaner: Default::default(),
+            persistent: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -141,6 +144,10 @@ impl Store {
 
     pub(crate) fn cleaner(&self) -> &ns::contexts::Cleaner {
         &self.inner.cleaner
+    }
+
+    pub(crate) fn groups(&self) -> &ns::persistent::Groups {
+        &self.inner.persistent
     }
 
     /// Goes back to the system clock (undoes `set_clock`).
@@ -361,6 +368,7 @@ impl Inner {
     fn close(&self) {
         // The cleanup thread holds a handle: it ends (after a pass under way) before the log closes.
         self.cleaner.stop();
+        self.persistent.close();
         let watchers = {
             let mut st = self.state.write();
             if self.closed.swap(true, Ordering::AcqRel) {
