@@ -4,7 +4,7 @@ CARGO  ?= cargo
 PYTHON ?= python3
 export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
-.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-install check-header bench clean
+.PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench clean
 .PHONY: dist dist-files install uninstall
 
 # `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
@@ -42,8 +42,9 @@ demo: deps build
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
+	$(MIX) run ../../examples/elixir/quickstart.exs
 
-test: deps build check-header lint test-rust test-c test-python test-erlang test-install
+test: deps build check-header lint test-rust test-c test-python test-erlang test-elixir test-install
 	@echo "make test: all suites passed"
 
 # Formatting and lints are part of the test: a warning fails `make test`.
@@ -67,6 +68,17 @@ test-python: build
 # The Erlang suite through rebar3 (the NIF comes from bindings/erlang/Makefile's `nif` hook).
 test-erlang: build
 	cd bindings/erlang && rebar3 eunit
+
+# The Elixir package offline: its one dependency is bindings/erlang (a path dependency that the
+# apt rebar3 builds), so nothing comes from Hex; Mix's and rebar3's state stays under _build,
+# and erl gets a HOME when none is set.
+MIX = cd bindings/elixir && HOME="$${HOME:-$(CURDIR)/bindings/elixir/_build/home}" \
+	MIX_HOME=$(CURDIR)/bindings/elixir/_build/mix_home REBAR_CACHE_DIR=$(CURDIR)/bindings/elixir/_build/rebar3 \
+	MIX_REBAR3="$$(command -v rebar3)" HEX_OFFLINE=1 mix
+
+test-elixir: build
+	$(MIX) format --check-formatted
+	$(MIX) test --warnings-as-errors
 
 # Installs into a temporary prefix and builds the C and C++ quickstarts against it.
 test-install: dist

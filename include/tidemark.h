@@ -295,6 +295,35 @@ typedef uint32_t tidemark_order;
 #endif // __cplusplus
 
 /**
+ * The values of `tidemark_stream_selector.kind`.
+ */
+enum tidemark_streams_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every stream (`stream` is ignored).
+   */
+  TIDEMARK_STREAMS_ALL = 0,
+  /**
+   * The stream named `stream`.
+   */
+  TIDEMARK_STREAMS_ONE = 1,
+  /**
+   * Every stream whose name starts with `stream`.
+   */
+  TIDEMARK_STREAMS_PREFIX = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_streams_kind tidemark_streams_kind;
+#else
+typedef uint32_t tidemark_streams_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
  */
 typedef struct tidemark_batch tidemark_batch;
@@ -341,6 +370,17 @@ typedef struct tidemark_stream_events tidemark_stream_events;
  * Streams listed by `tidemark_store_list_streams` (opaque); free with `tidemark_stream_list_free`.
  */
 typedef struct tidemark_stream_list tidemark_stream_list;
+
+/**
+ * A delivery of `tidemark_sub_feed_next` (opaque); free with `tidemark_sub_events_free`.
+ */
+typedef struct tidemark_sub_events tidemark_sub_events;
+
+/**
+ * A pull subscription (opaque). Use it from one thread at a time; it stays valid after its
+ * store is closed (then it reports CLOSED) and must be freed with `tidemark_sub_feed_close`.
+ */
+typedef struct tidemark_sub_feed tidemark_sub_feed;
 
 /**
  * A pull watch (opaque). Use it from one thread at a time; it stays valid after its store is
@@ -504,6 +544,18 @@ typedef struct tidemark_snapshot {
 } tidemark_snapshot;
 
 /**
+ * Which stream events a subscription delivers: the streams `kind` says (a
+ * `tidemark_streams_kind`; a name or prefix in `stream`, 1 to `TIDEMARK_MAX_NAME` bytes),
+ * of the type `event_type` only, or of any type when `event_type` is empty. Pass NULL for
+ * every event of every stream.
+ */
+typedef struct tidemark_stream_selector {
+  uint32_t kind;
+  struct tidemark_bytes stream;
+  struct tidemark_bytes event_type;
+} tidemark_stream_selector;
+
+/**
  * How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
  */
 typedef struct tidemark_watch_options {
@@ -529,6 +581,27 @@ typedef struct tidemark_watch_options {
    */
   uint64_t credit;
 } tidemark_watch_options;
+
+/**
+ * One delivery item of a subscription. `kind` is a `tidemark_event_kind`: PUT for a stream
+ * event (in `event`), or PROGRESS, COMPACTED or CLOSED as for watches (then `event` is all
+ * zero). `revision` is the event's revision, or the notice's (PROGRESS: seen up to;
+ * COMPACTED: the earliest retained revision). Its bytes are borrowed like a watch event's.
+ */
+typedef struct tidemark_sub_event {
+  uint32_t kind;
+  uint64_t revision;
+  struct tidemark_stream_event event;
+} tidemark_sub_event;
+
+/**
+ * Called like a `tidemark_watch_callback`, with subscription items: the stream events of
+ * whole appends in revision order; or one PROGRESS item; or, as the very last call, one
+ * terminal item (COMPACTED or CLOSED). Items and their bytes are valid only during the call.
+ * Runs on a thread the store owns, never on two threads at once for one subscription, and
+ * may call back into the store (also `tidemark_store_unwatch` of its own subscription).
+ */
+typedef void (*tidemark_sub_callback)(void *userdata, const struct tidemark_sub_event *events, size_t count);
 
 /**
  * Called with a batch of events: whole commits, in revision order; or a single PROGRESS
@@ -614,7 +687,8 @@ tidemark_status tidemark_store_context_get(const struct tidemark_store *store, c
 /**
  * Deletes the context `id` and all its deltas in one commit; writes the commit's first
  * revision to `*revision_out` (may be NULL). An absent context is `TIDEMARK_ERR_NOT_FOUND`.
- * A later write of the id starts again at version 1.
+ * A later write of the id is a new context whose version goes on from the deleted one's (so
+ * a client of the deleted context gets FULL, never a delta of the new one).
  */
 tidemark_status tidemark_store_context_delete(struct tidemark_store *store, const uint8_t *id, size_t id_len, uint64_t *revision_out);
 
@@ -1104,6 +1178,61 @@ const struct tidemark_snapshot *tidemark_snapshots_data(const struct tidemark_sn
  * Frees a snapshot list. NULL is a no-op.
  */
 void tidemark_snapshots_free(struct tidemark_snapshots *list);
+
+/**
+ * Registers a push subscription to the stream events `selector` matches (NULL = all), from
+ * `options->start_revision` (0 = appended after the call, 1 = from the beginning, N = from
+ * revision N; below the earliest retained: `TIDEMARK_ERR_COMPACTED`, beyond current + 1:
+ * `TIDEMARK_ERR_FUTURE_REVISION`), with the other options as for watches (`max_queue` and
+ * `credit` count subscription events), and writes its id to `*id_out`. The id is a watch
+ * id: end the subscription with `tidemark_store_unwatch` and grant credit with
+ * `tidemark_store_watch_credit`. `drop_userdata` (may be NULL) runs once after the last
+ * callback; if registration fails it runs before this returns, except for a NULL `store`,
+ * `callback` or `id_out`. A bad selector (unknown kind, empty or too long name or prefix) is
+ * `TIDEMARK_ERR_INVALID_ARGUMENT` or `TIDEMARK_ERR_TOO_LARGE`.
+ */
+tidemark_status tidemark_store_subscribe(struct tidemark_store *store, const struct tidemark_stream_selector *selector, const struct tidemark_watch_options *options, tidemark_sub_callback callback, void *userdata, tidemark_drop_callback drop_userdata, uint64_t *id_out);
+
+/**
+ * Opens a pull subscription over `selector` (NULL = all streams) with `options` (NULL =
+ * defaults; `credit` is ignored; see `tidemark_store_subscribe`) and writes it to `*out`.
+ */
+tidemark_status tidemark_store_subscribe_pull(struct tidemark_store *store, const struct tidemark_stream_selector *selector, const struct tidemark_watch_options *options, struct tidemark_sub_feed **out);
+
+/**
+ * Waits up to `timeout_ms` (0 = just check) for the next delivery and writes it to `*out`
+ * (free with `tidemark_sub_events_free`): the events of whole appends in order, or one
+ * PROGRESS item, or one terminal item. `TIDEMARK_ERR_TIMEOUT` when nothing came;
+ * `TIDEMARK_ERR_CLOSED` once the terminal item has been returned. Blocks the calling thread.
+ */
+tidemark_status tidemark_sub_feed_next(struct tidemark_sub_feed *feed, uint32_t timeout_ms, struct tidemark_sub_events **out);
+
+/**
+ * The pull subscription's watch id (0 for NULL).
+ */
+uint64_t tidemark_sub_feed_id(const struct tidemark_sub_feed *feed);
+
+/**
+ * Ends and frees a pull subscription. Must not race with `tidemark_sub_feed_next` on it.
+ * NULL is a no-op.
+ */
+void tidemark_sub_feed_close(struct tidemark_sub_feed *feed);
+
+/**
+ * The number of items in the delivery (0 for NULL).
+ */
+size_t tidemark_sub_events_len(const struct tidemark_sub_events *events);
+
+/**
+ * The items as a contiguous array of `tidemark_sub_events_len` elements, owned by the
+ * delivery and valid until `tidemark_sub_events_free` (NULL for NULL).
+ */
+const struct tidemark_sub_event *tidemark_sub_events_data(const struct tidemark_sub_events *events);
+
+/**
+ * Frees a delivery and everything it points to. NULL is a no-op.
+ */
+void tidemark_sub_events_free(struct tidemark_sub_events *events);
 
 /**
  * The defaults: start_revision 0, max_queue 1000, no progress events, unlimited credit.

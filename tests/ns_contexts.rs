@@ -64,10 +64,40 @@ fn set_update_get_delete_and_versions() {
     assert!(matches!(s.context_delete(b"call:1"), Err(Error::NotFound(_))));
     assert!(matches!(s.context_sync(b"call:1", Some(1)), Err(Error::NotFound(_))));
     assert!(matches!(s.context_deltas(b"call:1", 0, 0, Order::Asc), Err(Error::NotFound(_))));
-    assert_eq!(s.context_set(b"call:1", &json!({})).unwrap().version, 1, "a deleted id starts again");
+    let again = s.context_set(b"call:1", &json!({})).unwrap();
+    assert_eq!(again.version, 3, "a re-created id goes on from the deleted one's version");
+    assert_eq!(s.context_get(b"call:1").unwrap().created_ms, 2_000, "but it is a new context");
     let mut keys = 0;
     s.range_visit(&Selector::All, 0, &mut |_| keys += 1).unwrap();
     assert_eq!(keys, 0, "contexts are not user keys");
+}
+
+#[test]
+fn a_client_of_a_deleted_context_is_not_fooled_by_its_successor() {
+    let s = store("");
+    s.context_set(b"x", &json!({"a": 1})).unwrap();
+    s.context_update(b"x", &json!({"b": 2})).unwrap();
+    let old = s.context_update(b"x", &json!({"c": 3})).unwrap();
+    assert_eq!(old.version, 3);
+    s.context_delete(b"x").unwrap();
+    // The new context reaches the old client's versions and beyond: it is never taken for them.
+    for n in 0..5 {
+        s.context_update(b"x", &json!({ format!("n{n}"): n })).unwrap();
+    }
+    assert_eq!(s.context_get(b"x").unwrap().version, 8);
+    let current = s.context_get(b"x").unwrap().document;
+    for client in 1..=3 {
+        let got = s.context_sync(b"x", Some(client)).unwrap();
+        assert_eq!(got, ContextSync::Full { document: current.clone(), version: 8 }, "client {client}");
+    }
+    let ContextSync::Delta { patch, version: 8 } = s.context_sync(b"x", Some(4)).unwrap() else { panic!() };
+    assert_eq!(apply(&json!({"n0": 0}), &patch), current, "the new context's own clients get deltas");
+    // The tombstone survives compaction and does not count as a context.
+    s.compact(s.current_revision()).unwrap();
+    s.context_delete(b"x").unwrap();
+    assert_eq!(s.status().unwrap()["contexts"], 0);
+    assert!(s.context_list(0, 0, Order::Asc).unwrap().is_empty());
+    assert_eq!(s.context_update(b"x", &json!({})).unwrap().version, 9);
 }
 
 #[test]
@@ -389,7 +419,10 @@ proptest! {
                     ContextSync::Full { document, version: v } => {
                         prop_assert_eq!((&document, v), (current, version));
                         // FULL only when the retained, unexpired deltas cannot do it.
-                        let retained = client >= 1 && (client as u64) < version && version - (client as u64) <= 5;
+                        // (A client of a deleted incarnation is not in `history`: versions go on.)
+                        let retained = history.contains_key(&(client.max(0) as u64))
+                            && (client as u64) < version
+                            && version - (client as u64) <= 5;
                         let fresh = (client.max(0) as u64 + 1..=version)
                             .all(|v| history.get(&v).is_some_and(|(_, at)| now_ms < at + 100));
                         prop_assert!(!(retained && fresh), "client {} could get a delta", client);

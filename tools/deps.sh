@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make demo` need on a fresh Debian machine, skipping what is
-# already there: Erlang headers, EUnit and rebar3, cmake and pkg-config (Debian); pytest, hypothesis
-# and wheel (PyPI).
+# already there: Erlang headers, EUnit, rebar3, Elixir (with Mix), cmake and pkg-config (Debian);
+# pytest, hypothesis and wheel (PyPI).
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +13,7 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v rebar3 >/dev/null 2>&1 || need_apt+=(rebar3)
+command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || need_apt+=(elixir)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)

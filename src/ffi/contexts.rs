@@ -143,7 +143,8 @@ pub unsafe extern "C" fn tidemark_store_context_get(
 
 /// Deletes the context `id` and all its deltas in one commit; writes the commit's first
 /// revision to `*revision_out` (may be NULL). An absent context is `TIDEMARK_ERR_NOT_FOUND`.
-/// A later write of the id starts again at version 1.
+/// A later write of the id is a new context whose version goes on from the deleted one's (so
+/// a client of the deleted context gets FULL, never a delta of the new one).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_store_context_delete(
     store: *mut tidemark_store,

@@ -19,6 +19,7 @@ mod lockstep;
 mod status;
 mod store;
 mod streams;
+mod subscriptions;
 mod watch;
 
 pub use batch::*;
@@ -29,6 +30,7 @@ pub use lockstep::*;
 pub use status::*;
 pub use store::*;
 pub use streams::*;
+pub use subscriptions::*;
 pub use watch::*;
 
 pub(crate) use closure::Closure;

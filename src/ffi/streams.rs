@@ -93,8 +93,12 @@ pub struct List<V, T> {
 }
 
 impl<V, T> List<V, T> {
-    fn new(owner: Vec<T>, view: impl Fn(&T) -> V, has_more: bool) -> List<V, T> {
+    pub(crate) fn new(owner: Vec<T>, view: impl Fn(&T) -> V, has_more: bool) -> List<V, T> {
         List { views: owner.iter().map(view).collect(), _owner: owner, has_more }
+    }
+
+    pub(crate) fn views(&self) -> &[V] {
+        &self.views
     }
 }
 
@@ -120,7 +124,7 @@ impl Castable for tidemark_snapshots {
     type RustType = List<tidemark_snapshot, Snapshot>;
 }
 
-fn event_view(e: &StreamEvent) -> tidemark_stream_event {
+pub(crate) fn event_view(e: &StreamEvent) -> tidemark_stream_event {
     tidemark_stream_event {
         stream: tidemark_bytes::of(&e.stream),
         id: tidemark_bytes::of(e.id()),

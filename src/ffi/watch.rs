@@ -56,7 +56,7 @@ pub extern "C" fn tidemark_watch_options_default() -> tidemark_watch_options {
     }
 }
 
-fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
+pub(crate) fn options_in(o: *const tidemark_watch_options) -> WatchOptions {
     // SAFETY: a non-NULL options pointer points to a `tidemark_watch_options` valid for the call.
     let o = unsafe { o.as_ref() }.copied().unwrap_or_else(|| tidemark_watch_options_default());
     WatchOptions {

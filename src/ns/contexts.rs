@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `\0c/d<id>` (document) | `version u64`, `created_ms u64`, `updated_ms u64`, then the document as JSON text |
 //! | `\0c/p<id as part><version u64>` (delta) | `timestamp_ms u64`, then the RFC 6902 patch (JSON array) that turns version − 1 into `version` |
+//! | `\0c/g<id>` (tombstone) | `version u64`: the last version of a deleted id |
 //!
 //! All integers are big-endian. The first write of an id is version 1 and records no delta;
 //! every later version change `v` records the delta `v` in the same commit as the document,
@@ -15,8 +16,9 @@
 //! contiguous run ending at its current version: pruning (`delta_threshold`) and `cleanup`
 //! (`delta_ttl_ms`) drop the oldest first, each delete guarded by a `Require` on that delta.
 //! A write that leaves the document unchanged is no new version. `delete` removes the
-//! document and every delta in one commit; the id is then free and a new write starts again
-//! at version 1.
+//! document and every delta and leaves a tombstone with the last version, in one commit; a
+//! new write of the id continues from that version (and removes the tombstone), so a client
+//! of the deleted context never mistakes the new one's versions for its own: it gets FULL.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,14 +27,15 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
 use super::streams::check_name;
-use super::{transact, Feature, Key, Plan, Txn};
+use super::{transact, Feature, FeatureEvent, Fields, Key, Plan, Txn};
 use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
 use crate::kv::Kv;
 use crate::selector::Selector;
 use crate::store::{Store, DEFAULT_LIMIT};
 
 /// A context as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     pub id: Vec<u8>,
     /// Always a JSON object.
@@ -97,6 +100,10 @@ fn doc_key(id: &[u8]) -> Vec<u8> {
     Key::new(Feature::Contexts).raw(b"d").raw(id).into_vec()
 }
 
+fn gone_key(id: &[u8]) -> Vec<u8> {
+    Key::new(Feature::Contexts).raw(b"g").raw(id).into_vec()
+}
+
 fn delta_prefix(id: &[u8]) -> Vec<u8> {
     Key::new(Feature::Contexts).raw(b"p").part(id).into_vec()
 }
@@ -124,15 +131,30 @@ fn damaged(id: &[u8], what: &str) -> Error {
     Error::Corrupt(format!("context {}: {what}", String::from_utf8_lossy(id)))
 }
 
+/// The head and the document text of a stored record.
+fn record(v: &[u8], mod_revision: u64) -> Option<(Head, &[u8])> {
+    let (version, created_ms, updated_ms) = (u64_at(v, 0)?, u64_at(v, 8)?, u64_at(v, 16)?);
+    Some((Head { version, created_ms, updated_ms, mod_revision }, &v[HEAD..]))
+}
+
 /// The context's head and its stored value, if it exists.
 fn read<'a>(kv: &'a Kv, id: &[u8]) -> Result<Option<(Head, &'a [u8])>> {
     let Some(e) = kv.get(&doc_key(id)) else { return Ok(None) };
-    let v = &e.value[..];
-    let (Some(version), Some(created_ms), Some(updated_ms)) = (u64_at(v, 0), u64_at(v, 8), u64_at(v, 16))
-    else {
-        return Err(damaged(id, "short record"));
-    };
-    Ok(Some((Head { version, created_ms, updated_ms, mod_revision: e.mod_revision }, &v[HEAD..])))
+    record(&e.value, e.mod_revision).map(Some).ok_or_else(|| damaged(id, "short record"))
+}
+
+/// The first version of a new write of `id`: 1, or the one after the version of a deleted
+/// context. Returns the tombstone to delete with the write (after the document, so that the
+/// commit's first revision stays the document's).
+fn first_version(kv: &Kv, id: &[u8], txn: &mut Txn) -> (u64, Option<Vec<u8>>) {
+    let gkey = gone_key(id);
+    match kv.get(&gkey).and_then(|e| u64_at(&e.value, 0).map(|v| (v, e.mod_revision))) {
+        Some((last, rev)) => {
+            txn.require(&gkey, rev);
+            (last + 1, Some(gkey))
+        }
+        None => (1, None),
+    }
 }
 
 fn parse_doc(id: &[u8], text: &[u8]) -> Result<Value> {
@@ -141,15 +163,31 @@ fn parse_doc(id: &[u8], text: &[u8]) -> Result<Value> {
 
 fn context(id: &[u8], kv: &Kv) -> Result<Option<Context>> {
     let Some((h, text)) = read(kv, id)? else { return Ok(None) };
-    let mod_revision = h.mod_revision;
-    Ok(Some(Context {
-        id: id.to_vec(),
-        document: parse_doc(id, text)?,
-        version: h.version,
-        created_ms: h.created_ms,
-        updated_ms: h.updated_ms,
-        revision: mod_revision,
-    }))
+    Ok(Some(h.context(id, parse_doc(id, text)?)))
+}
+
+impl Head {
+    fn context(self, id: &[u8], document: Value) -> Context {
+        let Head { version, created_ms, updated_ms, mod_revision } = self;
+        Context { id: id.to_vec(), document, version, created_ms, updated_ms, revision: mod_revision }
+    }
+}
+
+/// Decodes a log event of a context's document key (see `ns::decode`); deltas and
+/// tombstones are bookkeeping, not feature events.
+pub(crate) fn decode(e: &Event) -> Option<FeatureEvent> {
+    let mut f = Fields::of(&e.key, Feature::Contexts)?;
+    f.tag(b"d")?;
+    let id = f.rest();
+    match e.kind {
+        EventKind::Put => {
+            let (h, text) = record(&e.value, e.revision)?;
+            let context = h.context(id, serde_json::from_slice(text).ok()?);
+            Some(FeatureEvent::ContextWritten { context, created: e.create_revision == e.revision })
+        }
+        EventKind::Delete => Some(FeatureEvent::ContextDeleted { id: id.to_vec() }),
+        _ => None,
+    }
 }
 
 fn not_found(id: &[u8]) -> Error {
@@ -228,14 +266,15 @@ impl Store {
                 }
                 let delta = serde_json::to_value(&delta).expect("a patch serializes");
                 let mut txn = Txn::default();
-                let (version, created_ms) = match current {
+                let (version, created_ms, tombstone) = match current {
                     Some((h, _)) => {
                         txn.require(dkey.clone(), h.mod_revision);
-                        (h.version + 1, h.created_ms)
+                        (h.version + 1, h.created_ms, None)
                     }
                     None => {
                         txn.require(dkey.clone(), 0);
-                        (1, now)
+                        let (version, tombstone) = first_version(kv, id, &mut txn);
+                        (version, now, tombstone)
                     }
                 };
                 let mut value = Vec::with_capacity(HEAD + 256);
@@ -244,9 +283,12 @@ impl Store {
                 value.extend_from_slice(&now.to_be_bytes());
                 serde_json::to_writer(&mut value, &doc).expect("a document serializes");
                 txn.put(dkey.clone(), value);
+                if let Some(gkey) = tombstone {
+                    txn.delete(gkey);
+                }
                 // Retain the deltas (version - threshold, version]; drop the oldest beyond.
                 let keep_from = (version + 1).saturating_sub(threshold).max(2);
-                if version >= 2 && threshold > 0 {
+                if current.is_some() && threshold > 0 {
                     let mut d = now.to_be_bytes().to_vec();
                     serde_json::to_writer(&mut d, &delta).expect("a patch serializes");
                     txn.put(delta_key(id, version), d);
@@ -431,7 +473,7 @@ impl Store {
     }
 }
 
-/// The commit that deletes a context's document and every delta.
+/// The commit that deletes a context's document and every delta, and keeps its last version.
 fn delete_txn(kv: &Kv, id: &[u8], dkey: &[u8], h: Head) -> Txn {
     let mut txn = Txn::default();
     txn.require(dkey, h.mod_revision);
@@ -441,6 +483,7 @@ fn delete_txn(kv: &Kv, id: &[u8], dkey: &[u8], h: Head) -> Txn {
         txn.delete(k);
     }
     txn.delete(dkey);
+    txn.put(gone_key(id), h.version.to_be_bytes());
     txn
 }
 

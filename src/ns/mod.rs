@@ -16,6 +16,7 @@
 //! | `l` | lockstep follower cursor | `<prefix>` | the follower's cursor document (JSON) |
 //! | `c` | contexts: document | `d` `<id>` | see `ns::contexts` |
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
+//! | `c` | contexts: last version of a deleted id | `g` `<id>` | see `ns::contexts` |
 //!
 //! | `u` | persistent subscriptions: definition, checkpoint, parked | see `ns::persistent` |
 //!
@@ -152,8 +153,8 @@ impl<'a> Fields<'a> {
         Some(u64::from_be_bytes(*v))
     }
 
-    /// The fields not read yet (a trailing raw field).
-    pub fn rest(&self) -> &'a [u8] {
+    /// A trailing raw field: everything that is left.
+    pub fn rest(self) -> &'a [u8] {
         self.0
     }
 }
@@ -298,6 +299,11 @@ pub enum FeatureEvent {
     Snapshot(snapshots::Snapshot),
     /// A snapshot was deleted.
     SnapshotDeleted { source: Vec<u8>, stream: Vec<u8>, version: u64 },
+    /// A context got a new version (set, update or restore). `created` when this write made
+    /// the id exist (its first write, or the first after a delete).
+    ContextWritten { context: contexts::Context, created: bool },
+    /// A context was deleted (by `context_delete` or by cleanup).
+    ContextDeleted { id: Vec<u8> },
     /// A persistent subscription was created.
     SubscriptionCreated { name: Vec<u8>, definition: persistent::Definition },
     /// A persistent subscription's checkpoint was written (at creation, then as it moves).
@@ -307,9 +313,12 @@ pub enum FeatureEvent {
 }
 
 /// Decodes a log event of the reserved namespace; `None` for user keys, bookkeeping keys
-/// (stream heads, lockstep cursors) and notices.
+/// (stream heads, lockstep cursors, context deltas and tombstones) and notices.
 pub fn decode(e: &Event) -> Option<FeatureEvent> {
-    streams::decode(e).or_else(|| snapshots::decode(e)).or_else(|| persistent::decode(e))
+    streams::decode(e)
+        .or_else(|| snapshots::decode(e))
+        .or_else(|| contexts::decode(e))
+        .or_else(|| persistent::decode(e))
 }
 
 #[cfg(test)]
@@ -418,6 +427,55 @@ mod tests {
         let deleted =
             FeatureEvent::SnapshotDeleted { source: b"src".to_vec(), stream: b"s".to_vec(), version: 0 };
         assert_eq!(deletes[0], Some(deleted));
+    }
+
+    #[test]
+    fn context_events_decode() {
+        use crate::event::EventKind;
+        use serde_json::json;
+        let store = Store::memory(None).unwrap();
+        store.set_clock(std::sync::Arc::new(|| 9));
+        // The decoded document key after each write (what a watch of `\0c/` delivers).
+        let current = || {
+            let mut got = Vec::new();
+            store.range_reserved(&Selector::every_key(), 0, &mut |e| got.extend(decode(e))).unwrap();
+            got
+        };
+        let written = |version, document, created, revision| FeatureEvent::ContextWritten {
+            context: contexts::Context {
+                id: b"c1".to_vec(),
+                document,
+                version,
+                created_ms: 9,
+                updated_ms: 9,
+                revision,
+            },
+            created,
+        };
+        store.context_set(b"c1", &json!({"a": 1})).unwrap();
+        assert_eq!(current(), [written(1, json!({"a": 1}), true, 1)]);
+        store.context_update(b"c1", &json!({"b": 2})).unwrap();
+        assert_eq!(
+            current(),
+            [written(2, json!({"a": 1, "b": 2}), false, 2)],
+            "deltas are not feature events"
+        );
+        store.context_delete(b"c1").unwrap();
+        assert_eq!(current(), [], "tombstones are not feature events");
+        let doc = store.get_reserved(&Key::new(Feature::Contexts).raw(b"dc1").into_vec());
+        assert!(doc.is_err());
+        let deleted = Event {
+            revision: 3,
+            kind: EventKind::Delete,
+            key: std::sync::Arc::from(&b"\0c/dc1"[..]),
+            value: crate::event::empty(),
+            create_revision: 0,
+            version: 0,
+            commit_end: true,
+        };
+        assert_eq!(decode(&deleted), Some(FeatureEvent::ContextDeleted { id: b"c1".to_vec() }));
+        store.context_update(b"c1", &json!({"c": 3})).unwrap();
+        assert_eq!(current(), [written(3, json!({"c": 3}), true, 7)], "re-created: versions go on");
     }
 
     #[test]

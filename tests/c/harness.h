@@ -160,6 +160,10 @@ void test_lockstep(void);
 void test_reserved_namespace(void);
 void test_streams(void);
 void test_snapshots(void);
+/* test_subscriptions.c */
+void test_subscriptions(void);
+void test_subscriptions_pull(void);
+void test_subscriptions_bad_input(void);
 /* test_contexts.c */
 void test_contexts(void);
 void test_contexts_clock(void);

@@ -48,6 +48,9 @@ int main(void) {
   test_lockstep();
   test_streams();
   test_snapshots();
+  test_subscriptions();
+  test_subscriptions_pull();
+  test_subscriptions_bad_input();
   test_contexts();
   test_contexts_clock();
   test_threads();

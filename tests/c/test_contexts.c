@@ -163,6 +163,13 @@ void test_contexts(void) {
   CHECK_OK(tidemark_store_context_delete(s, S("b\xff"), &rev));
   CHECK(rev != UNTOUCHED);
   CHECK_ST(tidemark_store_context_delete(s, S("b\xff"), NULL), TIDEMARK_ERR_NOT_FOUND);
+  /* Re-created, it goes on from the deleted one's version: a client of that one gets FULL. */
+  CHECK_OK(tidemark_store_context_set(s, S("b\xff"), "{\"new\": 1}", &out));
+  CHECK(json_has(out, "\"version\":2"));
+  CHECK_OK(tidemark_store_context_update(s, S("b\xff"), "{\"new\": 2}", NULL));
+  check_sync_of(s, "b\xff", 1, TIDEMARK_SYNC_FULL);
+  check_sync_of(s, "b\xff", 2, TIDEMARK_SYNC_DELTA);
+  CHECK_OK(tidemark_store_context_delete(s, S("b\xff"), NULL));
 
   /* Bad input: a clear status, nothing changed, out-parameters untouched. */
   uint64_t before = tidemark_store_current_revision(s);

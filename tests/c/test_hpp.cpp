@@ -297,6 +297,36 @@ int main() {
     EXPECT_ERROR(st.append("", {{"t", ""}}), TIDEMARK_ERR_INVALID_ARGUMENT);
   }
 
+  // Transient subscriptions: a pull feed replaying history, a push callback owned by the
+  // library (freed through drop_userdata: ASan would report a leak), bad names throwing.
+  {
+    auto st = tidemark::store::open();
+    st.append("order-1", {{"created", "1"}, {"paid", "2"}});
+    st.append("cart-1", {{"created", "3"}});
+    tidemark::watch_options from1;
+    from1.start_revision = 1;
+    auto feed = st.open_subscription(tidemark::stream_selector::all().of_type("created"), from1);
+    CHECK(feed.id() > 0);
+    std::vector<std::string> got;
+    while (auto d = feed.next(0ms))
+      for (const tidemark_sub_event &e : *d) got.push_back(std::string(tidemark::detail::view(e.event.stream)));
+    CHECK((got == std::vector<std::string>{"order-1", "cart-1"}));
+    std::atomic<int> n{0};
+    auto keep = std::make_shared<int>(1);
+    std::uint64_t id = st.subscribe(tidemark::stream_selector::stream("order-1"),
+                                    [&n, keep](const tidemark_sub_event *items, std::size_t count) {
+                                      for (std::size_t i = 0; i < count; i++) n += items[i].kind == TIDEMARK_EVENT_PUT;
+                                    },
+                                    from1);
+    CHECK(wait_until([&] { return n.load() == 2; }));
+    st.unwatch(id);
+    CHECK(keep.use_count() == 1);
+    EXPECT_ERROR(st.open_subscription(tidemark::stream_selector::prefix("")), TIDEMARK_ERR_INVALID_ARGUMENT);
+    EXPECT_ERROR(st.subscribe(tidemark::stream_selector::stream(std::string(1025, 'x')),
+                              [](const tidemark_sub_event *, std::size_t) {}),
+                 TIDEMARK_ERR_TOO_LARGE);
+  }
+
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

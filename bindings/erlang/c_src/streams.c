@@ -223,7 +223,7 @@ ERL_NIF_TERM append_events_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     return result;
 }
 
-static ERL_NIF_TERM stream_event_map(ErlNifEnv *env, const tidemark_stream_event *e)
+ERL_NIF_TERM stream_event_map(ErlNifEnv *env, const tidemark_stream_event *e)
 {
     ERL_NIF_TERM keys[8] = {am_stream, am_id, am_type, am_data, am_metadata, am_version, am_revision, am_timestamp_ms};
     ERL_NIF_TERM vals[8], map;

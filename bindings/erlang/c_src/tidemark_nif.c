@@ -67,10 +67,12 @@ static ErlNifFunc nif_funcs[] = {
     {"compact_nif", 2, compact_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"status_reason_nif", 1, status_reason_nif, 0},
     /* watch.c */
-    {"watch_nif", 7, watch_nif, 0},
+    {"watch_nif", 8, watch_nif, 0},
     {"unwatch_nif", 2, unwatch_nif, ERL_NIF_DIRTY_JOB_IO_BOUND}, /* waits for a running callback */
     {"activate_nif", 2, activate_nif, 0},
     {"watch_ended_nif", 1, watch_ended_nif, 0},
+    /* subscriptions.c */
+    {"subscribe_nif", 8, subscribe_nif, 0},
     /* lockstep.c: starting may resolve a host name; stopping joins threads */
     {"serve_nif", 3, serve_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"server_addr_nif", 1, server_addr_nif, 0},

@@ -58,7 +58,8 @@
     X(events) X(entries) X(has_more) X(next_revision) X(other) X(tidemark_passive) X(default)  \
     X(none) X(tidemark_lockstep) X(kind) X(records) X(writes) X(retry_ms) X(cursor) X(message) \
     X(line) X(connected) X(applied) X(malformed) X(resync_started) X(resync_done) X(data) X(metadata) \
-    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source)
+    X(id) X(stream) X(timestamp_ms) X(forward) X(backward) X(wrong_expected_version) X(source) \
+    X(__struct__) X(event_type) X(tidemark_sub_event)
 
 #define TM_DECLARE_ATOM(name) extern ERL_NIF_TERM am_##name;
 TM_ATOMS(TM_DECLARE_ATOM)
@@ -144,6 +145,24 @@ int get_store(ErlNifEnv *env, ERL_NIF_TERM t, tm_store_res **out);
             return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, fun, argc, argv); \
     } while (0)
 
+/* --- watch.c: the push-watch resource, shared with subscriptions.c ------------------------ */
+
+/* Registers a push watch of some kind with the store: `w` is the userdata, watch_drop the drop. */
+typedef tidemark_status (*tm_register_fn)(tidemark_store *s, const void *selector,
+                                          const tidemark_watch_options *opts, void *w, uint64_t *id);
+/* The message body of item i of a delivery (maps get '__struct__' => strukt unless it is 0);
+ * sets *change for an event (counted as credit). */
+typedef ERL_NIF_TERM (*tm_body_fn)(ErlNifEnv *env, ERL_NIF_TERM strukt, const void *items, size_t i, int *change);
+ERL_NIF_TERM with_struct(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM strukt);
+/* {ok, Ref} for a new watch from argv = (Store, _, Pid, Start, Credit, MaxQueue, ProgressMs, Struct). */
+ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *selector, tm_register_fn reg);
+/* A callback's body: sends {Tag, Ref, Body} per item, then {tidemark_passive, Ref} at no credit. */
+void watch_send(void *w, ERL_NIF_TERM tag, const void *items, size_t count, tm_body_fn body);
+void watch_drop(void *w);
+
+/* streams.c: #{stream, id, type, data, metadata, version, revision, timestamp_ms} */
+ERL_NIF_TERM stream_event_map(ErlNifEnv *env, const tidemark_stream_event *e);
+
 /* --- load and unload of each file (0 = failed) -------------------------------------------- */
 
 int store_load(ErlNifEnv *env, ErlNifResourceFlags flags);
@@ -165,6 +184,8 @@ TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(ch
 TM_NIF(compact_nif) TM_NIF(status_reason_nif) TM_NIF(tail_repair_nif)
 /* watch.c */
 TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
+/* subscriptions.c */
+TM_NIF(subscribe_nif)
 /* lockstep.c */
 TM_NIF(serve_nif) TM_NIF(server_addr_nif) TM_NIF(server_port_nif) TM_NIF(server_status_nif)
 TM_NIF(stop_server_nif) TM_NIF(follow_nif) TM_NIF(follower_status_nif) TM_NIF(stop_follower_nif)

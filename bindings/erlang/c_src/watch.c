@@ -1,4 +1,5 @@
-/* The watch resource (a push watch; see tidemark_nif.h for its lifetime) and its NIFs. */
+/* The watch resource (a push watch; see tidemark_nif.h for its lifetime) and its NIFs. A
+ * subscription (subscriptions.c) is the same resource with its own selector and message body. */
 #include "tidemark_nif.h"
 
 #include <string.h>
@@ -19,6 +20,7 @@ typedef struct {
     int monitored;
     ErlNifMonitor mon;
     ErlNifPid pid;     /* receiver; read-only after creation */
+    ERL_NIF_TERM strukt; /* an atom: event maps get '__struct__' => it (Elixir); 0 = none */
     ErlNifEnv *msg_env; /* used only by the (single) running callback; freed at drop */
 } tm_watch_res;
 
@@ -68,13 +70,21 @@ static void watch_down(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor 
     enif_rwlock_runlock(w->core->lock);
 }
 
+/* The map with '__struct__' => strukt when strukt is an atom (0 = the map as it is). */
+ERL_NIF_TERM with_struct(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM strukt)
+{
+    if (strukt != 0)
+        (void)enif_make_map_put(env, map, am___struct__, strukt, &map);
+    return map;
+}
+
 /* The body of a watch message for one event. */
-static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
+static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, ERL_NIF_TERM strukt, const tidemark_event *e)
 {
     switch (e->kind) {
     case TIDEMARK_EVENT_PUT:
     case TIDEMARK_EVENT_DELETE:
-        return make_event_map(env, e, NULL);
+        return with_struct(env, make_event_map(env, e, NULL), strukt);
     case TIDEMARK_EVENT_PROGRESS:
         return enif_make_tuple2(env, am_progress, make_u64(env, e->revision));
     case TIDEMARK_EVENT_COMPACTED:
@@ -87,24 +97,33 @@ static ERL_NIF_TERM make_watch_body(ErlNifEnv *env, const tidemark_event *e)
 }
 
 
+/* The body of item i of a watch delivery. */
+static ERL_NIF_TERM watch_body(ErlNifEnv *env, ERL_NIF_TERM strukt, const void *items, size_t i, int *change)
+{
+    const tidemark_event *e = (const tidemark_event *)items + i;
+    *change = e->kind != TIDEMARK_EVENT_PROGRESS && e->kind != TIDEMARK_EVENT_COMPACTED
+              && e->kind != TIDEMARK_EVENT_CLOSED;
+    return make_watch_body(env, strukt, e);
+}
+
 /* Runs on a tidemark thread, never on two threads at once for the same watch. */
-static void watch_callback(void *userdata, const tidemark_event *events, size_t count)
+void watch_send(void *userdata, ERL_NIF_TERM tag, const void *items, size_t count, tm_body_fn body)
 {
     tm_watch_res *w = userdata;
     ErlNifEnv *env = w->msg_env;
     uint64_t changes = 0;
     size_t i;
     for (i = 0; i < count; i++) {
+        int change = 0;
         /* Stop within a delivery too: nothing more after unwatch/1 started. */
         if (__atomic_load_n(&w->cancelled, __ATOMIC_ACQUIRE))
             return;
-        uint32_t kind = events[i].kind;
-        ERL_NIF_TERM msg = enif_make_tuple3(env, am_tidemark_event, enif_make_resource(env, w),
-                                            make_watch_body(env, &events[i]));
+        ERL_NIF_TERM b = body(env, w->strukt, items, i, &change);
+        ERL_NIF_TERM msg = enif_make_tuple3(env, tag, enif_make_resource(env, w), b);
         /* A dead receiver is not an error here: its monitor removes the watch. */
         (void)enif_send(NULL, &w->pid, env, msg);
         enif_clear_env(env);
-        if (kind != TIDEMARK_EVENT_PROGRESS && kind != TIDEMARK_EVENT_COMPACTED && kind != TIDEMARK_EVENT_CLOSED)
+        if (change)
             changes++;
     }
     if (changes > 0) {
@@ -124,8 +143,13 @@ static void watch_callback(void *userdata, const tidemark_event *events, size_t 
     }
 }
 
+static void watch_callback(void *userdata, const tidemark_event *events, size_t count)
+{
+    watch_send(userdata, am_tidemark_event, events, count, watch_body);
+}
+
 /* Called exactly once, after the last callback. */
-static void watch_drop(void *userdata)
+void watch_drop(void *userdata)
 {
     tm_watch_res *w = userdata;
     enif_mutex_lock(w->mtx);
@@ -139,12 +163,13 @@ static void watch_drop(void *userdata)
     enif_release_resource(w);
 }
 
-/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs) */
-ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* Starts a push watch of any kind from argv = (Store, _Selector, Pid, StartRevision, Credit
+ * (0 = unlimited), MaxQueue, ProgressMs, Struct (an atom; undefined = plain maps)): `reg`
+ * registers it with `selector` (parsed by the caller), this resource as userdata and watch_drop. */
+ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *selector, tm_register_fn reg)
 {
     tm_store_res *r;
     tidemark_store *s;
-    tidemark_selector sel;
     tidemark_watch_options opts = tidemark_watch_options_default();
     ErlNifPid pid;
     uint64_t start, credit, max_queue, progress;
@@ -153,10 +178,10 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     tidemark_status st;
     ERL_NIF_TERM term;
     int mon;
-    (void)argc;
-    if (!get_store(env, argv[0], &r) || !get_selector(env, argv[1], &sel) || !enif_get_local_pid(env, argv[2], &pid)
+    if (!get_store(env, argv[0], &r) || !enif_get_local_pid(env, argv[2], &pid)
         || !get_u64(env, argv[3], &start) || !get_u64(env, argv[4], &credit) || !get_u64(env, argv[5], &max_queue)
-        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX)
+        || !get_u64(env, argv[6], &progress) || max_queue > SIZE_MAX || progress > UINT32_MAX
+        || !enif_is_atom(env, argv[7]))
         return enif_make_badarg(env);
     opts.start_revision = start;
     opts.credit = credit;
@@ -168,6 +193,7 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     w->core = r->core;
     core_keep(w->core);
     w->pid = pid;
+    w->strukt = enif_is_identical(argv[7], am_undefined) ? 0 : argv[7]; /* atoms need no env */
     w->limited = credit > 0;
     w->credit = credit;
     w->mtx = enif_mutex_create("tidemark_watch");
@@ -181,7 +207,7 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return closed_error(env);
     }
     enif_keep_resource(w); /* tidemark's reference, given back in watch_drop */
-    st = tidemark_store_watch(s, &sel, &opts, watch_callback, w, watch_drop, &id);
+    st = reg(s, selector, &opts, w, &id);
     if (st != TIDEMARK_OK) {
         /* watch_drop has already run and released tidemark's reference. */
         ERL_NIF_TERM err = status_error(env, st);
@@ -205,6 +231,23 @@ ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     term = enif_make_resource(env, w);
     enif_release_resource(w);
     return make_ok(env, term);
+}
+
+static tidemark_status watch_register(tidemark_store *s, const void *selector, const tidemark_watch_options *opts,
+                                      void *w, uint64_t *id)
+{
+    return tidemark_store_watch(s, selector, opts, watch_callback, w, watch_drop, id);
+}
+
+/* watch_nif(Store, Selector, Pid, StartRevision, Credit (0 = unlimited), MaxQueue, ProgressMs,
+ *           Struct (an atom; undefined = plain maps)) */
+ERL_NIF_TERM watch_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tidemark_selector sel;
+    (void)argc;
+    if (!get_selector(env, argv[1], &sel))
+        return enif_make_badarg(env);
+    return watch_start(env, argv, &sel, watch_register);
 }
 
 static int get_watch(ErlNifEnv *env, ERL_NIF_TERM t, tm_watch_res **out)

@@ -40,6 +40,7 @@
          range/3, changes/3, changes/4,
          compact/2, earliest_revision/1, current_revision/1, status/1, tail_repair/1,
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
+         subscribe/2, subscribe/3, unsubscribe/2,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
          follow/3, follower_status/1, stop_follower/1,
          context_set/3, context_update/3, context_get/2, context_delete/2, context_sync/3,
@@ -51,13 +52,16 @@
 
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
               server/0, follower/0, lockstep_event/0, expected_version/0, stream_event/0,
-              snapshot/0, document/0, json_patch/0]).
+              snapshot/0, document/0, json_patch/0, stream_selector/0]).
 
 -opaque store() :: reference().
 -type watch_ref() :: reference().
 -type key() :: iodata().
 -type revision() :: non_neg_integer().
 -type selector() :: all | {key, key()} | {prefix, key()} | {range, key(), key() | infinity}.
+%% Which stream events a subscription delivers (see {@link subscribe/3}).
+-type stream_selector() :: all | {stream, iodata()} | {prefix, iodata()} | {event_type, iodata()}
+                         | {stream, iodata(), iodata()} | {prefix, iodata(), iodata()}.
 -type event() :: #{revision := revision(), type := put | delete, key := binary(),
                    value := binary(), version := non_neg_integer(),
                    create_revision := revision()}.
@@ -241,27 +245,33 @@ watch(Store, Selector) -> watch(Store, Selector, #{}).
 %%     see {@link activate/2};</li>
 %% <li>`max_queue': events buffered in memory before the watch reads from the log instead
 %%     (default 1000);</li>
-%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event.</li>
+%% <li>`progress_interval_ms': send `{progress, Rev}' after this long without an event;</li>
+%% <li>`struct': a module name; each event map gets `'__struct__' => Module', so it arrives
+%%     as that Elixir struct (the Elixir package's `Tidemark.Event').</li>
 %% </ul>
 -spec watch(store(), selector(),
             #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
-              max_queue => pos_integer(), progress_interval_ms => non_neg_integer()}) ->
+              max_queue => pos_integer(), progress_interval_ms => non_neg_integer(),
+              struct => module()}) ->
           {ok, watch_ref()} | error().
 watch(Store, Selector, Opts) when is_map(Opts) ->
-    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms]),
-    Pid = maps:get(pid, Opts, self()),
-    Start = maps:get(start_revision, Opts, 0),
+    {Pid, Start, Credit, MaxQueue, Progress, Struct} = watch_opts(Opts),
+    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress, Struct);
+watch(_, _, _) ->
+    erlang:error(badarg).
+
+%% The options of watch/3 and subscribe/3, checked.
+watch_opts(Opts) ->
+    check_keys(Opts, [pid, start_revision, active, max_queue, progress_interval_ms, struct]),
     Credit = case maps:get(active, Opts, true) of
                  true -> 0;
                  once -> 1;
                  N when is_integer(N), N > 0 -> N;
                  _ -> erlang:error(badarg)
              end,
-    MaxQueue = maps:get(max_queue, Opts, 0),
-    Progress = maps:get(progress_interval_ms, Opts, 0),
-    tidemark_nif:watch_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress);
-watch(_, _, _) ->
-    erlang:error(badarg).
+    {maps:get(pid, Opts, self()), maps:get(start_revision, Opts, 0), Credit,
+     maps:get(max_queue, Opts, 0), maps:get(progress_interval_ms, Opts, 0),
+     maps:get(struct, Opts, undefined)}.
 
 %% @doc Ends a watch. When it returns no further message for `Ref' is sent (messages already
 %% in the mailbox stay there). `{error, not_found}' if the watch had already ended.
@@ -277,6 +287,38 @@ activate(Ref, once) -> tidemark_nif:activate_nif(Ref, 1);
 activate(Ref, true) -> tidemark_nif:activate_nif(Ref, ?U64_MAX);
 activate(Ref, N) when is_integer(N), N > 0 -> tidemark_nif:activate_nif(Ref, N);
 activate(_, _) -> erlang:error(badarg).
+
+%%% Transient subscriptions (docs/subscriptions.md)
+
+%% @equiv subscribe(Store, Selector, #{})
+-spec subscribe(store(), stream_selector()) -> {ok, watch_ref()} | error().
+subscribe(Store, Selector) -> subscribe(Store, Selector, #{}).
+
+%% @doc Sends the stream events `Selector' matches to `pid' (default: the caller) as
+%% `{tidemark_sub_event, Ref, Body}' messages, in global revision order, gap-free: `Body' is
+%% a stream event map (as {@link read_stream/5} returns), `{progress, Rev}', or, last,
+%% `{compacted, Earliest}' or `closed'. `Selector': `all', `{stream, Name}', `{prefix, P}',
+%% `{event_type, T}', or `{stream, Name, T}' / `{prefix, P, T}' (events of type `T' only).
+%% Options as for {@link watch/3}: `start_revision' 0 (default) = appended from now on, 1 =
+%% from the beginning, N = from revision N; `active => N' is flow control counted in
+%% subscription events (`{tidemark_passive, Ref}', then {@link activate/2}). A subscription
+%% is a watch: `Ref' works with {@link unwatch/2} and {@link activate/2}. A name that is empty
+%% or longer than 1024 bytes is `{error, {invalid_argument | too_large, Msg}}'; a malformed
+%% selector (or an empty type) is `badarg'.
+-spec subscribe(store(), stream_selector(),
+                #{pid => pid(), start_revision => revision(), active => true | once | pos_integer(),
+                  max_queue => pos_integer(), progress_interval_ms => non_neg_integer(),
+                  struct => module()}) ->
+          {ok, watch_ref()} | error().
+subscribe(Store, Selector, Opts) when is_map(Opts) ->
+    {Pid, Start, Credit, MaxQueue, Progress, Struct} = watch_opts(Opts),
+    tidemark_nif:subscribe_nif(Store, Selector, Pid, Start, Credit, MaxQueue, Progress, Struct);
+subscribe(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Ends a subscription: {@link unwatch/2}.
+-spec unsubscribe(store(), watch_ref()) -> ok | error().
+unsubscribe(Store, Ref) -> unwatch(Store, Ref).
 
 %%% lockstep over HTTP (docs/lockstep.md)
 

@@ -7,7 +7,8 @@
          earliest_revision_nif/1, watcher_count_nif/1, version_nif/0, put_nif/4,
          get_nif/2, delete_nif/2, batch_nif/2, range_nif/3,
          changes_nif/5, compact_nif/2, status_reason_nif/1,
-         watch_nif/7, unwatch_nif/2, activate_nif/2, watch_ended_nif/1,
+         watch_nif/8, unwatch_nif/2, activate_nif/2, watch_ended_nif/1,
+         subscribe_nif/8,
          serve_nif/3, server_addr_nif/1, server_port_nif/1, server_status_nif/1,
          stop_server_nif/1, follow_nif/4, follower_status_nif/1, stop_follower_nif/1,
          follower_dropped_nif/1,
@@ -50,11 +51,12 @@ changes_nif(_Store, _Selector, _From, _To, _Limit) -> ?NIF.
 compact_nif(_Store, _Keep) -> ?NIF.
 %% The Reason of `{error, Reason}' for a status code; for the tests.
 status_reason_nif(_Code) -> ?NIF.
-watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs) -> ?NIF.
+watch_nif(_Store, _Selector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs, _Struct) -> ?NIF.
 unwatch_nif(_Store, _Ref) -> ?NIF.
 activate_nif(_Ref, _N) -> ?NIF.
 %% True once the watch has ended (its last message was sent); for the tests.
 watch_ended_nif(_Ref) -> ?NIF.
+subscribe_nif(_Store, _StreamSelector, _Pid, _Start, _Credit, _MaxQueue, _ProgressMs, _Struct) -> ?NIF.
 serve_nif(_Store, _Addr, _OptsJson) -> ?NIF.
 server_addr_nif(_Server) -> ?NIF.
 server_port_nif(_Server) -> ?NIF.

@@ -47,7 +47,10 @@ set_update_get_delete_test() ->
         {ok, _Rev} = tidemark:context_delete(S, <<"call:1">>),
         ?assertEqual({error, not_found}, tidemark:context_get(S, <<"call:1">>)),
         ?assertEqual({error, not_found}, tidemark:context_delete(S, <<"call:1">>)),
-        ?assertEqual({error, not_found}, tidemark:context_sync(S, <<"call:1">>, 1))
+        ?assertEqual({error, not_found}, tidemark:context_sync(S, <<"call:1">>, 1)),
+        %% Re-created, it goes on from the deleted one's version: its old clients get FULL.
+        {ok, #{version := 3}} = tidemark:context_set(S, <<"call:1">>, #{again => 1}),
+        ?assertEqual({full_context, #{<<"again">> => 1}, 3}, tidemark:context_sync(S, <<"call:1">>, 2))
     end).
 
 sync_tuples_test() ->

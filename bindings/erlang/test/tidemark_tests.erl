@@ -470,6 +470,19 @@ watch_basics_test() ->
         no_message(Ref)
     end).
 
+%% The `struct' option (for Elixir): event maps carry '__struct__'; notices stay as they are.
+watch_struct_option_test() ->
+    with_store(fun(S) ->
+        {ok, Ref} = tidemark:watch(S, all, #{struct => 'Elixir.Tidemark.Event'}),
+        {ok, 1} = tidemark:put(S, <<"k">>, <<"v">>),
+        ?assertEqual(#{'__struct__' => 'Elixir.Tidemark.Event', revision => 1, type => put,
+                       key => <<"k">>, value => <<"v">>, version => 1, create_revision => 1},
+                     next(Ref)),
+        ?assertError(badarg, tidemark:watch(S, all, #{struct => "Tidemark.Event"})),
+        ok = tidemark:close(S),
+        ?assertEqual(closed, next(Ref))
+    end).
+
 watch_selectors_test() ->
     with_store(fun(S) ->
         {ok, RKey} = tidemark:watch(S, {key, <<"b">>}),

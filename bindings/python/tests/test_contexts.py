@@ -60,6 +60,9 @@ def test_set_update_get_delete(store: Store) -> None:
     assert store.context_delete("call:1") > 0
     with pytest.raises(tidemark.NotFoundError):
         store.context_delete("call:1")
+    # Re-created, it goes on from the deleted one's version: its old clients get "full".
+    assert store.context_set("call:1", {"again": 1}).version == 3
+    assert store.context_sync("call:1", 2) == SyncResult("full", 3, document={"again": 1})
     assert store.changes(1).events == [], "contexts are not user keys"
 
 

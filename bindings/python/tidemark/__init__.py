@@ -46,6 +46,7 @@ from .lockstep import FollowEvent, FollowEventKind, Follower, Server
 from .store import Batch, Store
 from .stores import close_store, open_store, stores
 from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
+from .subscriptions import AsyncSubscription, Subscription, SubscriptionHandle
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -78,6 +79,9 @@ __all__ = [
     "Watch",
     "WatchHandle",
     "AsyncWatch",
+    "Subscription",
+    "SubscriptionHandle",
+    "AsyncSubscription",
     "Server",
     "Follower",
     "FollowEvent",

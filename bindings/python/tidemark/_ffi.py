@@ -459,6 +459,38 @@ store_read_stream = declare(
 stream_events_len = declare("tidemark_stream_events_len", c_size_t, [_p], keep_gil=True)
 stream_events_data = declare("tidemark_stream_events_data", POINTER(StreamEvent), [_p], keep_gil=True)
 stream_events_free = declare("tidemark_stream_events_free", None, [_p], keep_gil=True)
+
+# transient subscriptions (tidemark.subscriptions builds on these)
+STREAMS_ALL, STREAMS_ONE, STREAMS_PREFIX = 0, 1, 2
+
+
+class StreamSelector(Structure):
+    """``tidemark_stream_selector``; the bytes fields take Python ``bytes``."""
+
+    _fields_ = [("kind", c_uint32), ("stream", BytesIn), ("event_type", BytesIn)]
+
+
+class SubEvent(Structure):
+    """``tidemark_sub_event``: a stream event (kind PUT) or a notice."""
+
+    _fields_ = [("kind", c_uint32), ("revision", c_uint64), ("event", StreamEvent)]
+
+
+store_subscribe = declare(
+    "tidemark_store_subscribe",
+    None,
+    [_p, POINTER(StreamSelector), POINTER(WatchOptions), WATCH_CALLBACK, _p, DROP_CALLBACK, _u64p],
+    status=True,
+)
+store_subscribe_pull = declare(
+    "tidemark_store_subscribe_pull", None, [_p, POINTER(StreamSelector), POINTER(WatchOptions), _pp], status=True
+)
+sub_feed_next = declare("tidemark_sub_feed_next", None, [_p, c_uint32, _pp], status=True)
+sub_feed_id = declare("tidemark_sub_feed_id", c_uint64, [_p], keep_gil=True)
+sub_feed_close = declare("tidemark_sub_feed_close", None, [_p])
+sub_events_len = declare("tidemark_sub_events_len", c_size_t, [_p], keep_gil=True)
+sub_events_data = declare("tidemark_sub_events_data", POINTER(SubEvent), [_p], keep_gil=True)
+sub_events_free = declare("tidemark_sub_events_free", None, [_p], keep_gil=True)
 store_stream_version = declare(
     "tidemark_store_stream_version", None, [_p, c_char_p, c_size_t, POINTER(c_int64)], status=True
 )

@@ -17,6 +17,7 @@ from .errors import ClosedError, NotFoundError
 from .contexts import ContextsMixin
 from .lockstep import Address, FollowEvent, Follower, Server
 from .streams import StreamsMixin
+from .subscriptions import SubscriptionsMixin
 from .watch import AsyncWatch, Watch, WatchHandle, WatchSpec
 
 __all__ = ["Store", "Batch"]
@@ -31,7 +32,7 @@ _store_get = _ffi.store_get
 _open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-class Store(StreamsMixin, ContextsMixin, StoreHandle):
+class Store(StreamsMixin, SubscriptionsMixin, ContextsMixin, StoreHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``

@@ -13,6 +13,7 @@ from ctypes import byref, c_int64, c_uint64, c_void_p, string_at
 from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from . import _ffi
+from ._events import PUT, EventKind
 from ._util import Key, to_bytes
 
 __all__ = ["ExpectedVersion", "StreamEvent", "Appended", "Snapshot", "StreamsMixin", "FORWARD", "BACKWARD"]
@@ -30,7 +31,8 @@ class ExpectedVersion:
 
 
 class StreamEvent(NamedTuple):
-    """An event read back from a stream."""
+    """An event read back from a stream (or delivered by a subscription, among notices:
+    hence ``kind``, always ``PUT``, and ``is_terminal``, always false)."""
 
     stream: bytes
     id: bytes
@@ -40,6 +42,14 @@ class StreamEvent(NamedTuple):
     version: int
     revision: int
     timestamp_ms: int
+
+    @property
+    def kind(self) -> EventKind:
+        return PUT
+
+    @property
+    def is_terminal(self) -> bool:
+        return False
 
 
 class Appended(NamedTuple):

@@ -80,6 +80,15 @@ class Watch:
     (see :class:`AsyncWatch`).
     """
 
+    # The C pull API this class drives; a subscription (tidemark.subscriptions) is the same
+    # class over its own functions.
+    _OPEN = staticmethod(_ffi.watch_open)
+    _NEXT = staticmethod(_ffi.watch_next)
+    _ID = staticmethod(_ffi.watch_id)
+    _CLOSE = staticmethod(_ffi.watch_close)
+    _TAKE = staticmethod(take_events)
+    _ASYNC: Any  # AsyncWatch, set below
+
     def __init__(self, store: StoreHandle, spec: WatchSpec, timeout: Optional[float] = None) -> None:
         self._h: Optional[int] = None
         self._lock = threading.Lock()
@@ -98,7 +107,7 @@ class Watch:
         # Where this watch starts in the log, to hand over to a push watch for `async for`.
         self._position = spec.start(store)
         out = c_void_p()
-        store._call(_ffi.watch_open, spec.selector, byref(opts), byref(out))
+        store._call(self._OPEN, spec.selector, byref(opts), byref(out))
         self._h = out.value
 
     def __repr__(self) -> str:
@@ -109,7 +118,7 @@ class Watch:
     def id(self) -> int:
         """The watch's id in the store (0 once closed)."""
         h = self._h
-        return _ffi.watch_id(h) if h is not None else 0
+        return self._ID(h) if h is not None else 0
 
     @property
     def closed(self) -> bool:
@@ -127,7 +136,7 @@ class Watch:
         # Holding self._lock (or the only reference).
         h, self._h = self._h, None
         if h is not None:
-            _ffi.watch_close(h)
+            self._CLOSE(h)
 
     def _fetch(self, timeout: Optional[float]) -> Optional[List[Event]]:
         """One delivery from the library; ``None`` once the watch has ended."""
@@ -154,7 +163,7 @@ class Watch:
                 else:
                     wait_ms = min(WAIT_SLICE_MS, max(0, int((deadline - time.monotonic()) * 1000)))
                 try:
-                    _ffi.watch_next(h, wait_ms, byref(out))
+                    self._NEXT(h, wait_ms, byref(out))
                 except WatchTimeout:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise WatchTimeout(f"no event within {timeout} s") from None
@@ -162,7 +171,7 @@ class Watch:
                 except ClosedError:
                     self._free()
                     return None
-                events, next_revision = take_events(out.value or 0)
+                events, next_revision = self._TAKE(out.value or 0)
                 if self._closed_by_user:  # closed while this thread waited: drop it
                     self._free()
                     return None
@@ -260,7 +269,7 @@ class Watch:
             ended = self._h is None
             self._free()
         spec = self._spec._replace(start_revision=self._position)
-        return AsyncWatch(self._store, spec, carry=carry, ended=ended, terminal=self.terminal)
+        return self._ASYNC(self._store, spec, carry=carry, ended=ended, terminal=self.terminal)
 
 
 # =============================================================================================
@@ -299,6 +308,10 @@ class WatchHandle:
     does not keep its store alive. The C callback objects are module-level and live
     forever; the handle itself stays registered until the library calls its drop function.
     """
+
+    # The C push API this class drives (see Watch._OPEN).
+    _REGISTER = staticmethod(_ffi.store_watch)
+    _DECODE = staticmethod(decode_callback)
 
     def __init__(self, store: StoreHandle, callback: Optional[Callable[[Any], Any]], batched: bool) -> None:
         self._store_ref = weakref.ref(store)
@@ -348,7 +361,7 @@ class WatchHandle:
         _registry[handle._token] = handle
         out = c_uint64()
         try:
-            store._call(_ffi.store_watch, spec.selector, byref(opts), _c_callback, handle._token, _c_drop, byref(out))
+            store._call(cls._REGISTER, spec.selector, byref(opts), _c_callback, handle._token, _c_drop, byref(out))
         except BaseException:
             # The library called drop_userdata already (it always does once it took the
             # callback); make sure the handle does not linger either way.
@@ -374,7 +387,7 @@ class WatchHandle:
         return self._store_ref()
 
     def _on_events(self, events_ptr: int, count: int) -> None:
-        events = decode_callback(events_ptr, count)
+        events = self._DECODE(events_ptr, count)
         self.delivered += len(events)
         if events and events[-1].is_terminal:
             self.terminal = events[-1]
@@ -480,6 +493,8 @@ class AsyncWatch:
     early; an abandoned ``AsyncWatch`` is cancelled when garbage-collected.
     """
 
+    _HANDLE = WatchHandle  # the push watch it is backed by
+
     def __init__(
         self,
         store: StoreHandle,
@@ -575,7 +590,7 @@ class AsyncWatch:
             handle._on_end = functools.partial(_async_ended, ref, loop)
 
         try:
-            self._handle = WatchHandle._register(self._store, self._spec, self._credit, None, True, prepare)
+            self._handle = self._HANDLE._register(self._store, self._spec, self._credit, None, True, prepare)
         except BaseException:
             self._ended = True
             self._finished = True
@@ -613,6 +628,9 @@ class AsyncWatch:
                 h.cancel()
             except Exception:  # pragma: no cover
                 pass
+
+
+Watch._ASYNC = AsyncWatch
 
 
 def _async_callback(

@@ -291,20 +291,19 @@ impl Store {
 /// A subscription lifecycle change, for trackers: decoded from the `\0u/` keys.
 pub(crate) fn decode(e: &Event) -> Option<FeatureEvent> {
     let mut f = Fields::of(&e.key, Feature::Subscriptions)?;
-    let name = |f: &Fields| f.rest().to_vec();
-    match (e.kind, f.tag(b"d"), e.version) {
-        (EventKind::Put, Some(()), 1) => Some(FeatureEvent::SubscriptionCreated {
-            name: name(&f),
-            definition: Definition::decode(&e.value)?,
-        }),
-        (EventKind::Delete, Some(()), _) => Some(FeatureEvent::SubscriptionDeleted { name: name(&f) }),
-        (_, Some(()), _) => None,
-        (EventKind::Put, None, _) => {
-            f.tag(b"c")?;
-            Some(FeatureEvent::SubscriptionCheckpoint { name: name(&f), checkpoint: u64_of(&e.value) })
-        }
-        _ => None,
+    if f.tag(b"d").is_some() {
+        let name = f.rest().to_vec();
+        return match (e.kind, e.version) {
+            (EventKind::Put, 1) => {
+                Some(FeatureEvent::SubscriptionCreated { name, definition: Definition::decode(&e.value)? })
+            }
+            (EventKind::Delete, _) => Some(FeatureEvent::SubscriptionDeleted { name }),
+            _ => None,
+        };
     }
+    f.tag(b"c")?;
+    let name = f.rest().to_vec();
+    (e.kind == EventKind::Put).then(|| FeatureEvent::SubscriptionCheckpoint { name, checkpoint: u64_of(&e.value) })
 }
 
 #[cfg(test)]

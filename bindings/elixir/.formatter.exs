@@ -1,0 +1,7 @@
+[
+  inputs: [
+    "{mix,.formatter}.exs",
+    "{lib,test,examples}/**/*.{ex,exs}",
+    "../../examples/elixir/*.exs"
+  ]
+]

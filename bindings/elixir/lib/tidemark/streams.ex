@@ -1,0 +1,163 @@
+defmodule Tidemark.Streams do
+  @moduledoc """
+  Event streams and snapshots, with the shapes of `ExESDBGater.API`.
+
+      {:ok, 1} = Tidemark.Streams.append(store, "order-7", [%{type: "created", data: "{}"},
+                                                            %{type: "paid", data: "{}"}], :no_stream)
+      {:ok, [%Tidemark.StreamEvent{version: 0}, _]} = Tidemark.Streams.read_forward(store, "order-7")
+      {:error, {:wrong_expected_version, 1}} = Tidemark.Streams.append(store, "order-7", events, 0)
+
+  An append is one commit: all its events or none (ExESDB's are not atomic). Appending
+  events whose ids all equal those of the stream's previous append returns that append's
+  version and writes nothing, so a retry after a lost reply duplicates nothing. Stream
+  events live in tidemark's own key space: `Tidemark.Sync` with `:all` never shows them.
+  """
+
+  alias Tidemark.Store
+
+  @typedoc "`:any`, `:no_stream`, `:stream_exists` or the exact current version."
+  @type expected_version :: :any | :no_stream | :stream_exists | non_neg_integer()
+  @typedoc "An event to append: `:type` and `:data` (iodata), optional `:metadata` and `:id` (16 bytes, generated when absent)."
+  @type new_event :: %{
+          required(:type) => iodata(),
+          required(:data) => iodata(),
+          optional(:metadata) => iodata(),
+          optional(:id) => <<_::128>>
+        }
+
+  @doc """
+  Appends `events` to `stream` if its version is what `expected` says; returns the
+  stream's version after the append (its first event is version 0), or
+  `{:error, {:wrong_expected_version, current}}` (-1: no stream).
+  """
+  @spec append(Tidemark.store(), Tidemark.key(), [new_event], expected_version) ::
+          {:ok, non_neg_integer()} | Tidemark.error()
+  def append(store, stream, events, expected \\ :any) when is_list(events),
+    do: :tidemark.append_events(Store.handle(store), stream, events, expected)
+
+  @doc """
+  Up to `count` events (0: all) of `stream` from version `from` on, in `direction`:
+  `:forward` in version order, `:backward` down to version 0 (`from` -1: from the last).
+  A stream that does not exist is `{:error, :not_found}`.
+  """
+  @spec read(Tidemark.store(), Tidemark.key(), integer(), non_neg_integer(), :forward | :backward) ::
+          {:ok, [Tidemark.StreamEvent.t()]} | Tidemark.error()
+  def read(store, stream, from, count, direction) do
+    with {:ok, events} <-
+           :tidemark.read_stream(Store.handle(store), stream, from, count, direction) do
+      {:ok, Enum.map(events, &struct!(Tidemark.StreamEvent, &1))}
+    end
+  end
+
+  @doc "`read/5` forward, by default every event from version 0."
+  @spec read_forward(Tidemark.store(), Tidemark.key(), non_neg_integer(), non_neg_integer()) ::
+          {:ok, [Tidemark.StreamEvent.t()]} | Tidemark.error()
+  def read_forward(store, stream, from \\ 0, count \\ 0),
+    do: read(store, stream, from, count, :forward)
+
+  @doc "`read/5` backward, by default every event from the last version down."
+  @spec read_backward(Tidemark.store(), Tidemark.key(), integer(), non_neg_integer()) ::
+          {:ok, [Tidemark.StreamEvent.t()]} | Tidemark.error()
+  def read_backward(store, stream, from \\ -1, count \\ 0),
+    do: read(store, stream, from, count, :backward)
+
+  @doc "The stream's last version; -1 when it does not exist."
+  @spec version(Tidemark.store(), Tidemark.key()) :: {:ok, integer()} | Tidemark.error()
+  def version(store, stream), do: :tidemark.stream_version(Store.handle(store), stream)
+
+  @doc """
+  One page of `{name, version}` in name order: `{:ok, streams, has_more}`. Options:
+  `:prefix` (default `""`), `:after` (exclusive, default `""`: from the first), `:limit`
+  (default 0: 1000).
+  """
+  @spec list(Tidemark.store(),
+          prefix: Tidemark.key(),
+          after: Tidemark.key(),
+          limit: non_neg_integer()
+        ) ::
+          {:ok, [{binary(), integer()}], boolean()} | Tidemark.error()
+  def list(store, opts \\ []) when is_list(opts) do
+    :tidemark.list_streams(
+      Store.handle(store),
+      Keyword.get(opts, :prefix, ""),
+      Keyword.get(opts, :after, ""),
+      Keyword.get(opts, :limit, 0)
+    )
+  end
+
+  @doc "Deletes the stream's events and the stream in one commit; returns its revision."
+  @spec delete(Tidemark.store(), Tidemark.key()) :: {:ok, Tidemark.revision()} | Tidemark.error()
+  def delete(store, stream), do: :tidemark.delete_stream(Store.handle(store), stream)
+
+  @doc "Records `data` as `source`'s snapshot of `stream` at `version` (replacing one at that version)."
+  @spec record_snapshot(
+          Tidemark.store(),
+          Tidemark.key(),
+          Tidemark.key(),
+          non_neg_integer(),
+          iodata()
+        ) ::
+          {:ok, Tidemark.revision()} | Tidemark.error()
+  def record_snapshot(store, source, stream, version, data),
+    do: :tidemark.record_snapshot(Store.handle(store), source, stream, version, data)
+
+  @doc """
+  The snapshot with the greatest version at or below `max_version` (default: the latest),
+  or `{:error, :not_found}`.
+  """
+  @spec read_snapshot(Tidemark.store(), Tidemark.key(), Tidemark.key(), non_neg_integer()) ::
+          {:ok, Tidemark.Snapshot.t()} | Tidemark.error()
+  def read_snapshot(store, source, stream, max_version \\ 0xFFFFFFFFFFFFFFFF) do
+    with {:ok, snap} <- :tidemark.read_snapshot(Store.handle(store), source, stream, max_version) do
+      {:ok, struct!(Tidemark.Snapshot, snap)}
+    end
+  end
+
+  @doc "Deletes the snapshot at exactly `version`; returns the revision of the delete."
+  @spec delete_snapshot(Tidemark.store(), Tidemark.key(), Tidemark.key(), non_neg_integer()) ::
+          {:ok, Tidemark.revision()} | Tidemark.error()
+  def delete_snapshot(store, source, stream, version),
+    do: :tidemark.delete_snapshot(Store.handle(store), source, stream, version)
+
+  @doc "Every snapshot of `stream` by `source`, by version ascending."
+  @spec list_snapshots(Tidemark.store(), Tidemark.key(), Tidemark.key()) ::
+          {:ok, [Tidemark.Snapshot.t()]} | Tidemark.error()
+  def list_snapshots(store, source, stream) do
+    with {:ok, snaps} <- :tidemark.list_snapshots(Store.handle(store), source, stream) do
+      {:ok, Enum.map(snaps, &struct!(Tidemark.Snapshot, &1))}
+    end
+  end
+end
+
+defmodule Tidemark.StreamEvent do
+  @moduledoc "An event read from a stream (`Tidemark.Streams.read/5`)."
+  @enforce_keys [:stream, :id, :type, :data, :metadata, :version, :revision, :timestamp_ms]
+  defstruct @enforce_keys
+
+  @typedoc "`version` is the event's place in its stream (from 0), `revision` its commit's in the store's log."
+  @type t :: %__MODULE__{
+          stream: binary(),
+          id: <<_::128>>,
+          type: binary(),
+          data: binary(),
+          metadata: binary(),
+          version: non_neg_integer(),
+          revision: Tidemark.revision(),
+          timestamp_ms: non_neg_integer()
+        }
+end
+
+defmodule Tidemark.Snapshot do
+  @moduledoc "A recorded snapshot (`Tidemark.Streams.read_snapshot/4`)."
+  @enforce_keys [:source, :stream, :version, :revision, :timestamp_ms, :data]
+  defstruct @enforce_keys
+
+  @type t :: %__MODULE__{
+          source: binary(),
+          stream: binary(),
+          version: non_neg_integer(),
+          revision: Tidemark.revision(),
+          timestamp_ms: non_neg_integer(),
+          data: binary()
+        }
+end
