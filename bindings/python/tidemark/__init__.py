@@ -47,6 +47,7 @@ from .store import Batch, Store
 from .stores import close_store, open_store, stores
 from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
 from .subscriptions import AsyncSubscription, Subscription, SubscriptionHandle
+from .persistent import Consumer, ConsumerThread, Delivery
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -82,6 +83,9 @@ __all__ = [
     "Subscription",
     "SubscriptionHandle",
     "AsyncSubscription",
+    "Consumer",
+    "ConsumerThread",
+    "Delivery",
     "Server",
     "Follower",
     "FollowEvent",

@@ -7,7 +7,7 @@
 //! registry's. The group buffers at most `BUFFER` events read ahead of the consumers (plus
 //! one feed delivery); when that is full the feed's own bounded queue and catch-up take the
 //! rest, so a slow consumer never holds back a writer. Timeouts are judged by the store
-//! clock whenever a consumer calls `next`, `ack` or `nack`.
+//! clock whenever a consumer calls `next`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -389,7 +389,7 @@ impl Consumer {
         g.live(&s, self.id)?;
         let held = g.finish(&mut s, self.id, revisions)?;
         let done = held.iter().map(|h| h.event.revision).filter(|r| s.replaying.remove(r)).collect();
-        let r = g.expire(&mut s).and_then(|()| g.persist(&mut s, Vec::new(), done));
+        let r = g.persist(&mut s, Vec::new(), done);
         drop(s);
         g.cond.notify_all();
         r

@@ -303,7 +303,8 @@ pub(crate) fn decode(e: &Event) -> Option<FeatureEvent> {
     }
     f.tag(b"c")?;
     let name = f.rest().to_vec();
-    (e.kind == EventKind::Put).then(|| FeatureEvent::SubscriptionCheckpoint { name, checkpoint: u64_of(&e.value) })
+    (e.kind == EventKind::Put)
+        .then(|| FeatureEvent::SubscriptionCheckpoint { name, checkpoint: u64_of(&e.value) })
 }
 
 #[cfg(test)]
