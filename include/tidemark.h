@@ -356,6 +356,64 @@ typedef uint32_t tidemark_action;
 #endif // __cplusplus
 
 /**
+ * The values of `start` in `tidemark_store_subscription_create`.
+ */
+enum tidemark_subscription_start
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every matching event in the log.
+   */
+  TIDEMARK_START_BEGINNING = 0,
+  /**
+   * Only events appended after the creation.
+   */
+  TIDEMARK_START_END = 1,
+  /**
+   * Events at or after `start_revision` (≥ 1).
+   */
+  TIDEMARK_START_REVISION = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_subscription_start tidemark_subscription_start;
+#else
+typedef uint32_t tidemark_subscription_start;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The values of `action` in `tidemark_subscription_nack`.
+ */
+enum tidemark_nack_action
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Deliver it again (parked instead after `max_retry` deliveries).
+   */
+  TIDEMARK_NACK_RETRY = 0,
+  /**
+   * Park it now.
+   */
+  TIDEMARK_NACK_PARK = 1,
+  /**
+   * Treat it as done, as an ack does.
+   */
+  TIDEMARK_NACK_SKIP = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tidemark_nack_action tidemark_nack_action;
+#else
+typedef uint32_t tidemark_nack_action;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An atomic write batch (opaque). Not thread-safe: build it from one thread at a time.
  */
 typedef struct tidemark_batch tidemark_batch;
@@ -364,6 +422,11 @@ typedef struct tidemark_batch tidemark_batch;
  * A provider's answer, filled by `tidemark_context_reply_set` during the provider call.
  */
 typedef struct tidemark_context_reply tidemark_context_reply;
+
+/**
+ * Deliveries (opaque), owned by the caller; free with `tidemark_deliveries_free`.
+ */
+typedef struct tidemark_deliveries tidemark_deliveries;
 
 /**
  * The result of `tidemark_store_get` (opaque): a copy of one key's state, owned by the
@@ -418,6 +481,12 @@ typedef struct tidemark_sub_events tidemark_sub_events;
  * store is closed (then it reports CLOSED) and must be freed with `tidemark_sub_feed_close`.
  */
 typedef struct tidemark_sub_feed tidemark_sub_feed;
+
+/**
+ * A consumer of a persistent subscription (opaque). Thread-safe to share between threads
+ * only if calls on it are serialized; close with `tidemark_subscription_close`.
+ */
+typedef struct tidemark_subscription tidemark_subscription;
 
 /**
  * A pull watch (opaque). Use it from one thread at a time; it stays valid after its store is
@@ -514,21 +583,39 @@ typedef struct tidemark_lockstep_event {
 typedef void (*tidemark_lockstep_callback)(void *userdata, const struct tidemark_lockstep_event *event);
 
 /**
- * Which keys a read or a watch covers (`tidemark_selector_kind` in `kind`).
- * KEY and PREFIX use `start`; RANGE is `[start, end)` and an empty `end` means unbounded;
- * ALL ignores both. Pass NULL wherever a selector is taken to mean ALL.
+ * How a persistent subscription delivers (`tidemark_subscription_options_default` gives
+ * 100, 30000, 10, false). `max_in_flight`, `message_timeout_ms` and `max_retry` must be ≥ 1.
  */
-typedef struct tidemark_selector {
-  uint32_t kind;
-  struct tidemark_bytes start;
-  struct tidemark_bytes end;
-} tidemark_selector;
+typedef struct tidemark_subscription_options {
+  /**
+   * Events one consumer may hold unacked.
+   */
+  uint32_t max_in_flight;
+  /**
+   * An event not acked this long after its delivery (store clock) is delivered again.
+   */
+  uint64_t message_timeout_ms;
+  /**
+   * After this many failed deliveries (nack retry or timeout) the event is parked.
+   */
+  uint32_t max_retry;
+  /**
+   * Each stream's events go to one consumer, in order (see docs/subscriptions.md).
+   */
+  bool pinned;
+} tidemark_subscription_options;
 
 /**
- * A store clock: returns the time in ms since the Unix epoch. It may be called from any
- * thread, also from several at once, while `tidemark_store_set_clock` has it installed.
+ * Which stream events a subscription delivers: the streams `kind` says (a
+ * `tidemark_streams_kind`; a name or prefix in `stream`, 1 to `TIDEMARK_MAX_NAME` bytes),
+ * of the type `event_type` only, or of any type when `event_type` is empty. Pass NULL for
+ * every event of every stream.
  */
-typedef uint64_t (*tidemark_clock_callback)(void *userdata);
+typedef struct tidemark_stream_selector {
+  uint32_t kind;
+  struct tidemark_bytes stream;
+  struct tidemark_bytes event_type;
+} tidemark_stream_selector;
 
 /**
  * An event of a stream. As input to `tidemark_store_append`: `id` is 16 bytes, or empty to
@@ -555,6 +642,33 @@ typedef struct tidemark_stream_event {
    */
   uint64_t timestamp_ms;
 } tidemark_stream_event;
+
+/**
+ * An event delivered by a persistent subscription (or, from
+ * `tidemark_store_subscription_parked`, a parked one): the stream event, and its delivery
+ * count (1 = first delivery; for a parked event, the deliveries it had when parked).
+ */
+typedef struct tidemark_delivery {
+  struct tidemark_stream_event event;
+  uint32_t delivery_count;
+} tidemark_delivery;
+
+/**
+ * Which keys a read or a watch covers (`tidemark_selector_kind` in `kind`).
+ * KEY and PREFIX use `start`; RANGE is `[start, end)` and an empty `end` means unbounded;
+ * ALL ignores both. Pass NULL wherever a selector is taken to mean ALL.
+ */
+typedef struct tidemark_selector {
+  uint32_t kind;
+  struct tidemark_bytes start;
+  struct tidemark_bytes end;
+} tidemark_selector;
+
+/**
+ * A store clock: returns the time in ms since the Unix epoch. It may be called from any
+ * thread, also from several at once, while `tidemark_store_set_clock` has it installed.
+ */
+typedef uint64_t (*tidemark_clock_callback)(void *userdata);
 
 /**
  * What `tidemark_store_append` wrote (or, for an idempotent retry, had written).
@@ -596,18 +710,6 @@ typedef struct tidemark_snapshot {
   uint64_t timestamp_ms;
   struct tidemark_bytes data;
 } tidemark_snapshot;
-
-/**
- * Which stream events a subscription delivers: the streams `kind` says (a
- * `tidemark_streams_kind`; a name or prefix in `stream`, 1 to `TIDEMARK_MAX_NAME` bytes),
- * of the type `event_type` only, or of any type when `event_type` is empty. Pass NULL for
- * every event of every stream.
- */
-typedef struct tidemark_stream_selector {
-  uint32_t kind;
-  struct tidemark_bytes stream;
-  struct tidemark_bytes event_type;
-} tidemark_stream_selector;
 
 /**
  * How a watch starts and is paced. Get the defaults from `tidemark_watch_options_default()`.
@@ -1010,6 +1112,101 @@ tidemark_status tidemark_lockstep_follower_status_json(const struct tidemark_loc
  * Takes at most about `connect_timeout_ms` (a connection attempt in flight). NULL is a no-op.
  */
 void tidemark_lockstep_follower_stop(struct tidemark_lockstep_follower *follower);
+
+/**
+ * The default options.
+ */
+struct tidemark_subscription_options tidemark_subscription_options_default(void);
+
+/**
+ * Creates the persistent subscription `name` (1 to `TIDEMARK_MAX_NAME` bytes) over the
+ * stream events `selector` matches (NULL = all), from `start` (a
+ * `tidemark_subscription_start`; `start_revision` is read for `TIDEMARK_START_REVISION`
+ * only) with `options` (NULL = defaults), in one commit whose first revision goes to
+ * `*revision_out`. A name in use is `TIDEMARK_ERR_CONFLICT`; a start revision beyond the
+ * current revision + 1 is `TIDEMARK_ERR_FUTURE_REVISION`; bad options, start or selector are
+ * `TIDEMARK_ERR_INVALID_ARGUMENT` (too long names `TIDEMARK_ERR_TOO_LARGE`).
+ */
+tidemark_status tidemark_store_subscription_create(const struct tidemark_store *store, const uint8_t *name, size_t name_len, const struct tidemark_stream_selector *selector, uint32_t start, uint64_t start_revision, const struct tidemark_subscription_options *options, uint64_t *revision_out);
+
+/**
+ * Deletes the subscription (definition, checkpoint, parked events) in one commit whose
+ * revision goes to `*revision_out`; its consumers get `TIDEMARK_ERR_NOT_FOUND` from then
+ * on. An unknown name is `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_subscription_delete(const struct tidemark_store *store, const uint8_t *name, size_t name_len, uint64_t *revision_out);
+
+/**
+ * Writes every subscription as a JSON array to `*json_out` (free with
+ * `tidemark_string_free`), in name order: `name`, `streams` ("all", "one", "prefix"),
+ * `stream`, `event_type` (null = any), the options, `checkpoint`, `lag` (matching events
+ * after the checkpoint), `in_flight`, `parked`, `consumers`. Names are shown as UTF-8
+ * (invalid bytes replaced).
+ */
+tidemark_status tidemark_store_subscription_list(const struct tidemark_store *store, char **json_out);
+
+/**
+ * Connects a consumer to the subscription `name` and writes it to `*out` (close with
+ * `tidemark_subscription_close`). Consumers of one subscription share its events; one that
+ * is closed hands its unacked events to the others. Unknown name: `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_subscription_connect(const struct tidemark_store *store, const uint8_t *name, size_t name_len, struct tidemark_subscription **out);
+
+/**
+ * Waits up to `timeout_ms` for deliveries (redeliveries first, at most the room
+ * `max_in_flight` leaves) and writes them to `*out` (free with `tidemark_deliveries_free`;
+ * independent of the consumer). `TIDEMARK_ERR_TIMEOUT` when none came,
+ * `TIDEMARK_ERR_NOT_FOUND` once the subscription was deleted, `TIDEMARK_ERR_CLOSED` once
+ * the store closed. One thread at a time per consumer.
+ */
+tidemark_status tidemark_subscription_next(const struct tidemark_subscription *sub, uint32_t timeout_ms, struct tidemark_deliveries **out);
+
+/**
+ * Acks the `count` events at `revisions` (NULL with 0 = none), delivered to this consumer:
+ * one commit moves the checkpoint if it can move. If one of them is not in flight to this
+ * consumer (never delivered to it, already acked, timed out) the call is
+ * `TIDEMARK_ERR_INVALID_ARGUMENT` and acks nothing.
+ */
+tidemark_status tidemark_subscription_ack(const struct tidemark_subscription *sub, const uint64_t *revisions, size_t count);
+
+/**
+ * Gives the event at `revision` back: `action` is a `tidemark_nack_action`. Not in flight
+ * to this consumer, or an unknown action: `TIDEMARK_ERR_INVALID_ARGUMENT`.
+ */
+tidemark_status tidemark_subscription_nack(const struct tidemark_subscription *sub, uint64_t revision, uint32_t action);
+
+/**
+ * Disconnects the consumer: its unacked events go to the other consumers. NULL is a no-op.
+ */
+void tidemark_subscription_close(struct tidemark_subscription *sub);
+
+/**
+ * Writes up to `limit` (0 = all) parked events of the subscription, in revision order,
+ * to `*out` (free with `tidemark_deliveries_free`). Unknown name: `TIDEMARK_ERR_NOT_FOUND`.
+ */
+tidemark_status tidemark_store_subscription_parked(const struct tidemark_store *store, const uint8_t *name, size_t name_len, size_t limit, struct tidemark_deliveries **out);
+
+/**
+ * Delivers every parked event of the subscription again (delivery counts start over); each
+ * leaves the parked list when acked or skipped. Writes how many were queued to `*count_out`.
+ */
+tidemark_status tidemark_store_subscription_replay_parked(const struct tidemark_store *store, const uint8_t *name, size_t name_len, size_t *count_out);
+
+/**
+ * The number of deliveries (0 for NULL).
+ */
+size_t tidemark_deliveries_len(const struct tidemark_deliveries *list);
+
+/**
+ * The deliveries as a contiguous array of `tidemark_deliveries_len` elements, owned by the
+ * list (NULL for NULL).
+ */
+const struct tidemark_delivery *tidemark_deliveries_data(const struct tidemark_deliveries *list);
+
+/**
+ * Frees a list of deliveries. NULL is a no-op.
+ */
+void tidemark_deliveries_free(struct tidemark_deliveries *list);
 
 /**
  * The message of the last failed call on the calling thread ("" when there was none).

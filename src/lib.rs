@@ -25,6 +25,9 @@ pub use ns::contexts::{
     Cleaned, Context, Delta as ContextDelta, Exporter as ContextExporter, Order, Provider as ContextProvider,
     Restored, Sync as ContextSync, Written,
 };
+pub use ns::persistent::{
+    Consumer, Definition, Delivery, Nack, Parked, Start, SubscriptionInfo, SubscriptionOptions,
+};
 pub use ns::snapshots::Snapshot;
 pub use ns::streams::{
     new_event_id, Appended, Direction, ExpectedVersion, NewEvent, StreamEvent, StreamPage, MAX_NAME,

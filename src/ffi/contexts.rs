@@ -49,7 +49,7 @@ unsafe fn json_in(s: *const c_char, what: &str) -> Result<Value, Failure> {
 }
 
 /// Writes `v` as a new JSON string to `out` (skipped when NULL).
-unsafe fn string_out(out: *mut *mut c_char, v: &Value) {
+pub(crate) unsafe fn string_out(out: *mut *mut c_char, v: &Value) {
     if !out.is_null() {
         // SAFETY: a non-NULL `out` points to writable memory for a pointer.
         unsafe { put_out(out, CString::new(v.to_string()).unwrap_or_default().into_raw()) };

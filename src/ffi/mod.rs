@@ -16,6 +16,7 @@ mod events;
 mod handle;
 #[cfg(feature = "http")]
 mod lockstep;
+mod persistent;
 mod status;
 mod store;
 mod streams;
@@ -28,6 +29,7 @@ pub use contexts::*;
 pub use events::*;
 #[cfg(feature = "http")]
 pub use lockstep::*;
+pub use persistent::*;
 pub use status::*;
 pub use store::*;
 pub use streams::*;

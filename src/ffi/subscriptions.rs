@@ -81,7 +81,9 @@ fn sub_event_view(e: &SubscriptionEvent) -> tidemark_sub_event {
 }
 
 /// A NULL selector is every event of every stream.
-unsafe fn stream_selector_in(sel: *const tidemark_stream_selector) -> Result<StreamSelector, Failure> {
+pub(crate) unsafe fn stream_selector_in(
+    sel: *const tidemark_stream_selector,
+) -> Result<StreamSelector, Failure> {
     // SAFETY: a non-NULL selector points to a `tidemark_stream_selector` valid for the call.
     let Some(sel) = (unsafe { sel.as_ref() }) else {
         return Ok(StreamSelector::all());

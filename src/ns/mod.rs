@@ -18,8 +18,7 @@
 //! | `c` | contexts: delta | `p` `<id as part>` `<version u64>` | see `ns::contexts` |
 //! | `c` | contexts: last version of a deleted id | `g` `<id>` | see `ns::contexts` |
 //! | `t` | trackers: a user feature's last notification | `<feature as part>` | see `ns::trackers` |
-//!
-//! Tag reserved for the feature to come: `u` subscriptions.
+//! | `u` | persistent subscriptions: definition, checkpoint, parked | see `ns::persistent` |
 //!
 //! Field encodings (`Key` writes them, `Fields` reads them back):
 //! - a *part* is a length (u16, big-endian) then that many bytes, so a part can hold any
@@ -34,6 +33,7 @@
 //! is atomic, durable under the store's sync policy and survives compaction as current keys.
 
 pub mod contexts;
+pub mod persistent;
 pub mod snapshots;
 pub mod streams;
 pub mod subscriptions;
@@ -57,6 +57,7 @@ pub enum Feature {
     LockstepCursor = b'l',
     Contexts = b'c',
     Trackers = b't',
+    Subscriptions = b'u',
 }
 
 impl Feature {
@@ -77,6 +78,7 @@ impl Feature {
             b'l' => Feature::LockstepCursor,
             b'c' => Feature::Contexts,
             b't' => Feature::Trackers,
+            b'u' => Feature::Subscriptions,
             _ => return None,
         };
         Some((feature, rest))
@@ -303,12 +305,21 @@ pub enum FeatureEvent {
     ContextWritten { context: contexts::Context, created: bool },
     /// A context was deleted (by `context_delete` or by cleanup).
     ContextDeleted { id: Vec<u8> },
+    /// A persistent subscription was created.
+    SubscriptionCreated { name: Vec<u8>, definition: persistent::Definition },
+    /// A persistent subscription's checkpoint was written (at creation, then as it moves).
+    SubscriptionCheckpoint { name: Vec<u8>, checkpoint: u64 },
+    /// A persistent subscription was deleted.
+    SubscriptionDeleted { name: Vec<u8> },
 }
 
 /// Decodes a log event of the reserved namespace; `None` for user keys, bookkeeping keys
 /// (stream heads, lockstep cursors, context deltas and tombstones) and notices.
 pub fn decode(e: &Event) -> Option<FeatureEvent> {
-    streams::decode(e).or_else(|| snapshots::decode(e)).or_else(|| contexts::decode(e))
+    streams::decode(e)
+        .or_else(|| snapshots::decode(e))
+        .or_else(|| contexts::decode(e))
+        .or_else(|| persistent::decode(e))
 }
 
 #[cfg(test)]

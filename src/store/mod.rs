@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     trackers: ns::trackers::Members,
     /// A log shared with other processes: the thread that catches up on their commits.
     follower: parking_lot::Mutex<Option<tail::Follower>>,
+    /// The open persistent subscription groups, ended by close.
+    persistent: ns::persistent::Groups,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -138,6 +140,7 @@ impl Store {
             contexts: Default::default(),
             trackers: Default::default(),
             follower: Default::default(),
+            persistent: Default::default(),
         };
         Store { inner: Arc::new(inner), owner: true }
     }
@@ -168,6 +171,10 @@ impl Store {
 
     pub(crate) fn trackers(&self) -> &ns::trackers::Members {
         &self.inner.trackers
+    }
+
+    pub(crate) fn groups(&self) -> &ns::persistent::Groups {
+        &self.inner.persistent
     }
 
     /// Goes back to the system clock (undoes `set_clock`).
@@ -397,6 +404,7 @@ impl Inner {
         if let Some(f) = &*self.follower.lock() {
             f.stop();
         }
+        self.persistent.close();
         let watchers = {
             let mut st = self.state.write();
             if self.closed.swap(true, Ordering::AcqRel) {

@@ -165,6 +165,8 @@ void test_snapshots(void);
 void test_subscriptions(void);
 void test_subscriptions_pull(void);
 void test_subscriptions_bad_input(void);
+/* test_persistent.c */
+void test_persistent(void);
 /* test_contexts.c */
 void test_contexts(void);
 void test_contexts_clock(void);

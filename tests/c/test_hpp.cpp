@@ -391,6 +391,38 @@ int main() {
   }
   CHECK(tracked::alive == 0);
 
+  // Persistent subscriptions: a consumer (RAII) acks and nacks, parked events replay, and
+  // a consumer that goes out of scope hands its events to another.
+  {
+    auto st = tidemark::store::open();
+    st.append("order-1", {{"created", "1"}, {"paid", "2"}});
+    st.subscription_create("sub", tidemark::stream_selector::prefix("order-"), TIDEMARK_START_BEGINNING);
+    std::vector<std::uint64_t> revs;
+    {
+      auto c = st.subscription_connect("sub");
+      while (revs.size() < 2)
+        if (auto d = c.next(60000ms))
+          for (const tidemark_delivery &e : *d) revs.push_back(e.event.revision);
+      c.ack(revs[0]);
+      c.nack(revs[1], TIDEMARK_NACK_PARK);
+      CHECK(st.subscription_parked("sub").size() == 1);
+      CHECK(st.subscription_replay_parked("sub") == 1);
+      EXPECT_ERROR(c.ack(std::vector<std::uint64_t>{revs[0]}), TIDEMARK_ERR_INVALID_ARGUMENT);
+      auto again = c.next(60000ms);
+      CHECK(again && again->size() == 1 && (*again)[0].delivery_count == 1);
+    }
+    auto other = st.subscription_connect("sub");
+    auto handed = other.next(60000ms);
+    CHECK(handed && handed->size() == 1 && (*handed)[0].delivery_count == 2);
+    other.ack(std::vector<std::uint64_t>{revs[1]});
+    CHECK(st.subscription_parked("sub").empty());
+    CHECK(st.subscription_list().find("\"parked\":0") != std::string::npos);
+    EXPECT_ERROR(st.subscription_create("sub", tidemark::stream_selector::all(), TIDEMARK_START_END),
+                 TIDEMARK_ERR_CONFLICT);
+    st.subscription_delete("sub");
+    EXPECT_ERROR(st.subscription_connect("sub"), TIDEMARK_ERR_NOT_FOUND);
+  }
+
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

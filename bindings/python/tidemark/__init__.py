@@ -48,6 +48,7 @@ from .stores import close_store, open_store, stores
 from .streams import Appended, ExpectedVersion, Snapshot, StreamEvent
 from .subscriptions import AsyncSubscription, Subscription, SubscriptionHandle
 from .trackers import AsyncTracker, Notification, Tracker, TrackerIterator
+from .persistent import Consumer, ConsumerThread, Delivery
 from .watch import AsyncWatch, Watch, WatchHandle
 
 __version__ = "0.1.0"
@@ -87,6 +88,9 @@ __all__ = [
     "Subscription",
     "SubscriptionHandle",
     "AsyncSubscription",
+    "Consumer",
+    "ConsumerThread",
+    "Delivery",
     "Server",
     "Follower",
     "FollowEvent",

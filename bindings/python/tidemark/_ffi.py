@@ -491,6 +491,40 @@ sub_feed_close = declare("tidemark_sub_feed_close", None, [_p])
 sub_events_len = declare("tidemark_sub_events_len", c_size_t, [_p], keep_gil=True)
 sub_events_data = declare("tidemark_sub_events_data", POINTER(SubEvent), [_p], keep_gil=True)
 sub_events_free = declare("tidemark_sub_events_free", None, [_p], keep_gil=True)
+
+# persistent subscriptions (tidemark.persistent builds on these)
+class SubscriptionOptions(Structure):
+    _fields_ = [("max_in_flight", c_uint32), ("message_timeout_ms", c_uint64), ("max_retry", c_uint32), ("pinned", c_bool)]
+
+
+class DeliveryOut(Structure):
+    """``tidemark_delivery``: a stream event and its delivery count."""
+
+    _fields_ = [("event", StreamEvent), ("delivery_count", c_uint32)]
+
+
+store_subscription_create = declare(
+    "tidemark_store_subscription_create",
+    None,
+    [_p, c_char_p, c_size_t, POINTER(StreamSelector), c_uint32, ("start", c_uint64), POINTER(SubscriptionOptions), _u64p],
+    status=True,
+)
+store_subscription_delete = declare("tidemark_store_subscription_delete", None, [_p, c_char_p, c_size_t, _u64p], status=True)
+store_subscription_list = declare("tidemark_store_subscription_list", None, [_p, _pp], status=True)
+subscription_connect = declare("tidemark_subscription_connect", None, [_p, c_char_p, c_size_t, _pp], status=True)
+subscription_next = declare("tidemark_subscription_next", None, [_p, c_uint32, _pp], status=True)
+subscription_ack = declare("tidemark_subscription_ack", None, [_p, _u64p, c_size_t], status=True)
+subscription_nack = declare("tidemark_subscription_nack", None, [_p, ("revision", c_uint64), ("action", c_uint32)], status=True)
+subscription_close = declare("tidemark_subscription_close", None, [_p])
+store_subscription_parked = declare(
+    "tidemark_store_subscription_parked", None, [_p, c_char_p, c_size_t, ("limit", c_size_t), _pp], status=True
+)
+store_subscription_replay_parked = declare(
+    "tidemark_store_subscription_replay_parked", None, [_p, c_char_p, c_size_t, POINTER(c_size_t)], status=True
+)
+deliveries_len = declare("tidemark_deliveries_len", c_size_t, [_p], keep_gil=True)
+deliveries_data = declare("tidemark_deliveries_data", POINTER(DeliveryOut), [_p], keep_gil=True)
+deliveries_free = declare("tidemark_deliveries_free", None, [_p], keep_gil=True)
 store_stream_version = declare(
     "tidemark_store_stream_version", None, [_p, c_char_p, c_size_t, POINTER(c_int64)], status=True
 )

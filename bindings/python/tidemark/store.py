@@ -16,6 +16,7 @@ from ._util import Key, in_callback, make_selector, selector_keywords, take_json
 from .errors import ClosedError, NotFoundError
 from .contexts import ContextsMixin
 from .lockstep import Address, FollowEvent, Follower, Server
+from .persistent import PersistentMixin
 from .streams import StreamsMixin
 from .subscriptions import SubscriptionsMixin
 from .trackers import TrackersMixin
@@ -33,7 +34,7 @@ _store_get = _ffi.store_get
 _open_stores: "weakref.WeakSet[Store]" = ended_at_exit()
 
 
-class Store(StreamsMixin, SubscriptionsMixin, ContextsMixin, TrackersMixin, StoreHandle):
+class Store(StreamsMixin, SubscriptionsMixin, PersistentMixin, ContextsMixin, TrackersMixin, StoreHandle):
     """A tidemark store: one revision log, its key/value view and its watches.
 
     ``Store()`` (or ``Store(None)`` / ``Store("")``) opens an in-memory store; ``Store(path)``
