@@ -267,3 +267,38 @@ fn bad_input_is_refused() {
     assert!(matches!(s.track("jobs", &from(99), Box::new(|_| {})), Err(Error::FutureRevision { .. })));
     assert_eq!(s.current_revision(), 0, "nothing was written");
 }
+
+/// Persistent subscriptions notify their lifecycle too: created (checkpoint 0 from the
+/// beginning), the checkpoint as acks move it, deleted.
+#[test]
+fn persistent_subscriptions_notify_create_checkpoint_and_delete() {
+    use tidemark::{Start, StreamSelector, Streams, SubscriptionOptions};
+    let s = Store::memory(None).unwrap();
+    let (_, subs) = track(&s, "subscriptions", 0);
+    let all = StreamSelector { streams: Streams::All, event_type: None };
+    s.subscription_create(b"billing", &all, Start::Beginning, &SubscriptionOptions::default()).unwrap();
+    s.append(b"orders", &[ev(b"1"), ev(b"2")], ExpectedVersion::NoStream).unwrap();
+    let consumer = s.subscription_connect(b"billing").unwrap();
+    let mut acked = Vec::new();
+    while acked.len() < 2 {
+        for d in consumer.next(WAIT).unwrap() {
+            acked.push(d.event.revision);
+        }
+    }
+    consumer.ack(&acked).unwrap();
+    let last = *acked.iter().max().unwrap();
+    assert_eq!(next(&subs, 1), [(Created, "billing".into(), json!({"checkpoint": 0}))]);
+    // Checkpoint writes may be coalesced: they only move forward and end at the last ack.
+    let mut checkpoint = 0;
+    while checkpoint < last {
+        let (action, id, data) = next(&subs, 1).remove(0);
+        assert_eq!((action, id.as_str()), (Updated, "billing"));
+        let moved = data["checkpoint"].as_u64().unwrap();
+        assert!(moved > checkpoint, "the checkpoint never goes back");
+        checkpoint = moved;
+    }
+    assert_eq!(checkpoint, last);
+    drop(consumer);
+    s.subscription_delete(b"billing").unwrap();
+    assert_eq!(next(&subs, 1), [(Deleted, "billing".into(), json!({}))]);
+}

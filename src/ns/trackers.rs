@@ -132,6 +132,7 @@ enum Tracked {
     Streams,
     Snapshots,
     Contexts,
+    Subscriptions,
     Keys(Vec<u8>),
     User(Vec<u8>),
 }
@@ -143,6 +144,7 @@ impl Tracked {
             "streams" => Tracked::Streams,
             "snapshots" => Tracked::Snapshots,
             "contexts" => Tracked::Contexts,
+            "subscriptions" => Tracked::Subscriptions,
             "keys" => Tracked::Keys(Vec::new()),
             f => match f.strip_prefix("keys/") {
                 Some(prefix) => Tracked::Keys(prefix.as_bytes().to_vec()),
@@ -157,6 +159,7 @@ impl Tracked {
             Tracked::Streams => prefix(Feature::Streams, b"h"),
             Tracked::Snapshots => prefix(Feature::Snapshots, b""),
             Tracked::Contexts => prefix(Feature::Contexts, b"d"),
+            Tracked::Subscriptions => prefix(Feature::Subscriptions, b""),
             Tracked::Keys(p) => super::user_selector(&Selector::Prefix(p.clone()))?,
             Tracked::User(key) => Selector::Key(key.clone()),
         })
@@ -187,6 +190,12 @@ impl Tracked {
                 (s.stream, Some(data))
             }
             (Tracked::Snapshots, Some(FeatureEvent::SnapshotDeleted { stream, .. })) => (stream, None),
+            // The checkpoint key is written with the definition (key version 1: created) and
+            // again as it moves; the definition's delete is the subscription's.
+            (Tracked::Subscriptions, Some(FeatureEvent::SubscriptionCheckpoint { name, checkpoint })) => {
+                (name, Some(json!({ "checkpoint": checkpoint })))
+            }
+            (Tracked::Subscriptions, Some(FeatureEvent::SubscriptionDeleted { name })) => (name, None),
             (Tracked::Keys(_), _) => (e.key.to_vec(), Some(json!({ "version": e.version }))),
             _ => return None,
         };

@@ -79,15 +79,10 @@ impl Inner {
             commit.clear();
             let appended = match *ops {
                 // The common write: one lookup of the key plans and applies it.
-                [Op::Put(key, value)] => {
-                    match st.kv.put((key, value), first, commit, |c| st.log.append(c)) {
-                        Ok(()) => {
-                            self.publish(st, commit, false);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+                [Op::Put(key, value)] => st
+                    .kv
+                    .put((key, value), first, commit, |c| st.log.append(c))
+                    .map(|()| self.publish(st, commit, false)),
                 _ => {
                     let planned = st.kv.plan(ops, first, commit);
                     if planned.is_err() || commit.is_empty() {
