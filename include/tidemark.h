@@ -1578,7 +1578,7 @@ void tidemark_sub_events_free(struct tidemark_sub_events *events);
 
 /**
  * Tracks `feature` and writes the tracker's id to `*tracker_id_out`. `feature` (NUL-terminated
- * UTF-8, 1 to `TIDEMARK_MAX_NAME` bytes) is `streams`, `snapshots`, `contexts`, `keys` (every
+ * UTF-8, 1 to `TIDEMARK_MAX_NAME` bytes) is `streams`, `snapshots`, `contexts`, `subscriptions`, `keys` (every
  * user key), `keys/<prefix>` (the user keys under a prefix), or any other name: a user
  * feature, notified with `tidemark_store_notify`. `options` (NULL = defaults) are a watch's:
  * `start_revision` replays the feature's history from that revision (below the earliest

@@ -75,7 +75,7 @@ unsafe fn feature_in<'a>(feature: *const c_char) -> Result<&'a str, Failure> {
 }
 
 /// Tracks `feature` and writes the tracker's id to `*tracker_id_out`. `feature` (NUL-terminated
-/// UTF-8, 1 to `TIDEMARK_MAX_NAME` bytes) is `streams`, `snapshots`, `contexts`, `keys` (every
+/// UTF-8, 1 to `TIDEMARK_MAX_NAME` bytes) is `streams`, `snapshots`, `contexts`, `subscriptions`, `keys` (every
 /// user key), `keys/<prefix>` (the user keys under a prefix), or any other name: a user
 /// feature, notified with `tidemark_store_notify`. `options` (NULL = defaults) are a watch's:
 /// `start_revision` replays the feature's history from that revision (below the earliest

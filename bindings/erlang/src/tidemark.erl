@@ -810,7 +810,7 @@ store_name(_) -> erlang:error(badarg).
 join(Store, Feature, PidOrPids) -> join(Store, Feature, PidOrPids, #{}).
 
 %% @doc Joins processes to the tracker group of `Feature': `streams', `snapshots',
-%% `contexts', `keys' (every user key), `<<"keys/Prefix">>' (the user keys under a prefix),
+%% `contexts', `subscriptions', `keys' (every user key), `<<"keys/Prefix">>' (the user keys under a prefix),
 %% or any other name (a user feature, see {@link notify/5}). Every member receives
 %% `{feature_created | feature_updated | feature_deleted, Feature, #{id := binary(),
 %% revision := revision(), data := binary()}}' (`data' is JSON text: decode it with

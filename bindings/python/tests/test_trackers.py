@@ -174,3 +174,24 @@ def test_bad_input(store: Store) -> None:
     with pytest.raises(tidemark.FutureRevisionError):
         store.track("jobs", print, start_revision=10)
     assert store.revision == 0
+
+
+def test_persistent_subscriptions_notify_their_lifecycle(store: Store) -> None:
+    _, subs = collect(store, "subscriptions")
+    store.subscription_create("billing")
+    store.append("orders", [("created", b"1"), ("paid", b"2")])
+    with store.subscription_connect("billing") as consumer:
+        got: List[int] = []
+        while len(got) < 2:
+            deliveries = consumer.next(timeout=PATIENCE)
+            consumer.ack(deliveries)
+            got += [d.revision for d in deliveries]
+    store.subscription_delete("billing")
+    assert take(subs, 1) == [("created", b"billing", {"checkpoint": 0})]
+    checkpoint = 0
+    while checkpoint < max(got):  # checkpoint moves may be coalesced; they never go back
+        action, name, data = take(subs, 1)[0]
+        assert (action, name) == ("updated", b"billing") and data["checkpoint"] > checkpoint
+        checkpoint = data["checkpoint"]
+    assert checkpoint == max(got)
+    assert take(subs, 1) == [("deleted", b"billing", {})]

@@ -3,7 +3,7 @@
 async iterator), ``untrack``, ``tracker_members`` and ``notify`` over the C API
 (``tidemark_store_track`` and friends).
 
-A feature is ``"streams"``, ``"snapshots"``, ``"contexts"``, ``"keys"`` (every user key),
+A feature is ``"streams"``, ``"snapshots"``, ``"contexts"``, ``"subscriptions"``, ``"keys"`` (every user key),
 ``"keys/<prefix>"`` (the user keys under a prefix), or any other name: a user feature, whose
 notifications :meth:`TrackersMixin.notify` writes. Each :class:`Notification` says which
 instance (``id``) was ``"created"``, ``"updated"`` or ``"deleted"`` at which revision, with
