@@ -29,7 +29,8 @@ fn bad_urls_are_invalid_arguments() {
         "redis://127.0.0.1:1",
         "redis://127.0.0.1:1?store=",
         "redis://127.0.0.1:1?stor=a",
-        "rediss://h?store=a",
+        "rediss://h?store=a&ca=/nonexistent/ca.pem",
+        "redis://h?store=a&replicas=-1",
     ] {
         match Store::open(Some(url), None) {
             Err(Error::InvalidArgument(m)) => assert!(m.contains("bad Redis store URL"), "{url}: {m}"),
@@ -126,6 +127,18 @@ fn a_new_process_starts_from_the_checkpoint_and_compaction_is_shared() {
     assert_eq!(b.status().unwrap()["last_checkpoint_revision"], 50);
 }
 
+/// Writer `i` of a compaction race: 300 puts to `w<i>/<n % 7>`, compacting the shared log
+/// every 20 of them.
+fn put_and_compact(s: &Store, i: usize) {
+    for n in 0..300u64 {
+        s.put(format!("w{i}/{}", n % 7).as_bytes(), &n.to_be_bytes()).unwrap();
+        if (n + 1).is_multiple_of(20) {
+            let keep = s.current_revision().saturating_sub(5);
+            s.compact(keep.max(1)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn compaction_from_two_stores_at_once() {
     let server = Server::start();
@@ -136,23 +149,47 @@ fn compaction_from_two_stores_at_once() {
         .enumerate()
         .map(|(i, s)| {
             let s = s.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while n < 300 {
-                    s.put(format!("w{i}/{}", n % 7).as_bytes(), &n.to_be_bytes()).unwrap();
-                    n += 1;
-                    if n.is_multiple_of(20) {
-                        let keep = s.current_revision().saturating_sub(5);
-                        s.compact(keep.max(1)).unwrap();
-                    }
-                }
-            })
+            std::thread::spawn(move || put_and_compact(&s, i))
         })
         .collect();
     for t in threads {
         t.join().unwrap();
     }
-    let c = Store::open(Some(&url), None).unwrap();
+    check_compaction_race(&url);
+}
+
+#[test]
+#[ignore = "run by compaction_from_two_processes_at_once as a child"]
+fn child_compactor() {
+    let Ok(spec) = std::env::var("TM_COMPACTOR") else { return };
+    let (url, i) = spec.split_once(' ').unwrap();
+    put_and_compact(&Store::open(Some(url), None).unwrap(), i.parse().unwrap());
+}
+
+#[test]
+fn compaction_from_two_processes_at_once() {
+    let server = Server::start();
+    let url = server.url(&unique_name("compact-procs"));
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_compactor", "--ignored", "--quiet", "--test-threads=1"])
+                .env("TM_COMPACTOR", format!("{url} {i}"))
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    check_compaction_race(&url);
+}
+
+/// After two `put_and_compact` writers: every last value is there, the log is gap-free from
+/// the shared earliest revision.
+fn check_compaction_race(url: &str) {
+    let c = Store::open(Some(url), None).unwrap();
     assert_eq!(c.current_revision(), 600);
     for i in 0..2 {
         for k in 0..7u64 {

@@ -153,9 +153,10 @@ pub trait Storage: Send + Sync {
 /// Waits for commits that other processes append to a shared log (see `Storage::tail`).
 pub trait Tail: Send + Sync {
     /// Returns when the log may hold revisions after `after`, after about a second without
-    /// news, or at once after `interrupt`. An error (the server is unreachable) is retried by
-    /// the caller, with backoff.
-    fn wait(&self, after: u64) -> Result<()>;
+    /// news, or at once after `interrupt`; with the revision the log reached when known (the
+    /// caller skips a catch-up for commits it wrote itself). An error (the server is
+    /// unreachable) is retried by the caller, with backoff.
+    fn wait(&self, after: u64) -> Result<Option<u64>>;
 
     /// Makes the current and every later `wait` return at once (the store is closing).
     fn interrupt(&self);

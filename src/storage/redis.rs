@@ -102,41 +102,92 @@ pub(crate) struct Location {
     /// The URL with any password hidden, for messages and `status`.
     pub shown: String,
     pub name: String,
+    /// `ca=PATH`: the CA certificate (PEM) that signed a `rediss://` server's, instead of the
+    /// system's trust store.
+    pub ca: Option<String>,
+    /// `replicas=N`: replicas that must acknowledge a commit (`WAIT`) before it returns.
+    pub replicas: u32,
+    /// `wait_ms=T`: how long a commit waits for them.
+    pub wait_ms: u64,
 }
+
+/// How long a commit waits for `replicas=N` without `wait_ms=`.
+const WAIT_MS: u64 = 1000;
 
 /// True when `path` names a Redis store rather than a directory.
 pub fn is_url(path: &str) -> bool {
     path.starts_with("redis://") || path.starts_with("rediss://")
 }
 
-/// Parses `redis://[user:password@]host[:port][/db]?store=NAME`.
+/// Parses `redis[s]://[user:password@]host[:port][/db]?store=NAME[&replicas=N][&wait_ms=T][&ca=PATH]`.
 pub(crate) fn parse_url(url: &str) -> Result<Location> {
     let bad =
         |why: &str| Error::InvalidArgument(format!("bad Redis store URL {}: {why}", hide_password(url)));
-    if url.starts_with("rediss://") {
-        return Err(bad("rediss:// (TLS) is not supported by this build"));
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| bad("it must start with redis:// or rediss://"))?;
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(bad("it must start with redis:// or rediss://"));
     }
-    let rest = url.strip_prefix("redis://").ok_or_else(|| bad("it must start with redis://"))?;
     let (server, query) = rest.split_once('?').ok_or_else(|| bad("it needs ?store=NAME"))?;
-    let mut name = None;
+    let (mut name, mut ca, mut replicas, mut wait_ms) = (None, None, None, None);
     for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("store", v)) if name.is_none() => name = Some(v),
-            Some(("store", _)) => return Err(bad("store= is given twice")),
-            _ => return Err(bad(&format!("unknown parameter {pair:?} (only store=NAME)"))),
+        let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("parameter {pair:?} has no value")))?;
+        let slot = match k {
+            "store" => &mut name,
+            "ca" => &mut ca,
+            "replicas" => &mut replicas,
+            "wait_ms" => &mut wait_ms,
+            _ => return Err(bad(&format!("unknown parameter {pair:?} (store=, replicas=, wait_ms=, ca=)"))),
+        };
+        if slot.replace(v).is_some() {
+            return Err(bad(&format!("{k}= is given twice")));
         }
     }
     let name = name.ok_or_else(|| bad("it needs ?store=NAME"))?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
         return Err(bad("the store name must be non-empty and use only A-Z a-z 0-9 - _ . :"));
     }
+    let number = |k: &str, v: Option<&str>| -> Result<Option<u64>> {
+        v.map(|v| v.parse::<u64>().map_err(|_| bad(&format!("{k}= must be a whole number")))).transpose()
+    };
+    let replicas = number("replicas", replicas)?.unwrap_or(0);
+    let replicas = u32::try_from(replicas).map_err(|_| bad("replicas= is too large"))?;
+    let wait_ms = number("wait_ms", wait_ms)?;
+    if wait_ms.is_some() && replicas == 0 {
+        return Err(bad("wait_ms= needs replicas=N"));
+    }
+    if ca.is_some() && scheme != "rediss" {
+        return Err(bad("ca= needs rediss://"));
+    }
     let host = server.rsplit('@').next().unwrap_or_default();
     if host.is_empty() || host.starts_with('/') {
         return Err(bad("it needs a host"));
     }
-    let server = format!("redis://{server}");
-    Client::open(server.as_str()).map_err(|e| bad(&e.to_string()))?;
-    Ok(Location { shown: hide_password(&server), server, name: name.to_string() })
+    let server = format!("{scheme}://{server}");
+    let loc = Location {
+        shown: hide_password(&server),
+        server,
+        name: name.to_string(),
+        ca: ca.map(str::to_string),
+        replicas,
+        wait_ms: wait_ms.unwrap_or(WAIT_MS),
+    };
+    loc.client().map_err(|e| bad(&e))?;
+    Ok(loc)
+}
+
+impl Location {
+    /// A client for the server: over TLS for `rediss://` (trusting `ca=` or the system's roots).
+    fn client(&self) -> std::result::Result<Client, String> {
+        match &self.ca {
+            None => Client::open(self.server.as_str()).map_err(|e| e.to_string()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("cannot read ca={path}: {e}"))?;
+                let certs = ::redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                Client::build_with_tls(self.server.as_str(), certs).map_err(|e| e.to_string())
+            }
+        }
+    }
 }
 
 /// A name for this open store among a log's readers: the host's process id and a counter.
@@ -186,7 +237,8 @@ struct Link {
 
 impl Link {
     fn new(loc: &Location) -> Result<Link> {
-        let client = Client::open(loc.server.as_str())
+        let client = loc
+            .client()
             .map_err(|e| Error::InvalidArgument(format!("bad Redis store URL {}: {e}", loc.shown)))?;
         Ok(Link { client, shown: loc.shown.clone(), conn: Mutex::new(None) })
     }
@@ -368,6 +420,23 @@ impl RedisLog {
         }
     }
 
+    /// `WAIT`s (on the connection that appended) for `replicas=N` to acknowledge the commit
+    /// ending at `rev`. When fewer do in time the commit is still in the primary's log: the call
+    /// fails with IO and the store finds the commit there later, like another process's.
+    fn wait_for_replicas(&self, rev: u64) -> Result<()> {
+        let (n, ms) = (self.loc.replicas, self.loc.wait_ms);
+        let acked: u64 =
+            self.link.with("wait for replicas", |c| ::redis::cmd("WAIT").arg(n).arg(ms).query(c))?;
+        if acked >= u64::from(n) {
+            return Ok(());
+        }
+        Err(Error::io_other(format!(
+            "Redis at {}: revision {rev} is in the primary's log but only {acked} of {n} replicas \
+             acknowledged it within {ms} ms",
+            self.loc.shown
+        )))
+    }
+
     fn refuse_writes(&self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);
@@ -412,6 +481,9 @@ impl Storage for RedisLog {
             script.key(&keys.log).key(&keys.meta).arg(last).arg(new_last).arg(record).invoke(c)
         })?;
         if ok == 1 {
+            if self.loc.replicas > 0 {
+                self.wait_for_replicas(new_last)?;
+            }
             self.cache.append(commit)?;
             self.appended_since_checkpoint += commit.len() as u64;
             return Ok(());
@@ -620,16 +692,18 @@ pub struct RedisTail {
 }
 
 impl Tail for RedisTail {
-    fn wait(&self, after: u64) -> Result<()> {
+    fn wait(&self, after: u64) -> Result<Option<u64>> {
         if self.stop.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(None);
         }
-        let _: ::redis::Value = self.link.with("wait for the log", |c| {
+        // The reply: [[log, [[id, fields]]]], or nil after the timeout.
+        type Reply = Option<Vec<(String, Vec<(String, ::redis::Value)>)>>;
+        let reply: Reply = self.link.with("wait for the log", |c| {
             let id: i64 = ::redis::cmd("CLIENT").arg("ID").query(c)?;
             *self.client_id.lock() = Some(id);
             // The interrupt may have come before the id was known.
             if self.stop.load(Ordering::Acquire) {
-                return Ok(::redis::Value::Nil);
+                return Ok(None);
             }
             ::redis::cmd("XREAD")
                 .arg("BLOCK")
@@ -641,7 +715,9 @@ impl Tail for RedisTail {
                 .arg(format!("{after}-0"))
                 .query(c)
         })?;
-        Ok(())
+        // An entry's id is `<the last revision of its commit>-0`.
+        let reached = reply.into_iter().flatten().flat_map(|(_, entries)| entries).last();
+        Ok(reached.and_then(|(id, _)| id.split_once('-').and_then(|(rev, _)| rev.parse().ok())))
     }
 
     fn interrupt(&self) {
@@ -672,8 +748,13 @@ mod tests {
             "redis://h:1?store=a&x=1",
             "redis://h:1?store={a}",
             "redis://?store=a",
-            "rediss://h:1?store=a",
             "redis://h:notaport?store=a",
+            "redis://h:1?store=a&replicas=x",
+            "redis://h:1?store=a&wait_ms=5",
+            "redis://h:1?store=a&replicas=1&replicas=2",
+            "redis://h:1?store=a&ca=/x.pem",
+            "rediss://h:1?store=a&ca=/nonexistent/ca.pem",
+            "http://h:1?store=a",
         ] {
             match parse_url(bad) {
                 Err(Error::InvalidArgument(m)) => assert!(m.contains("bad Redis store URL"), "{m}"),
@@ -681,5 +762,8 @@ mod tests {
             }
         }
         assert!(!parse_url("redis://:pw@h:1?x").unwrap_err().to_string().contains("pw"));
+        let loc = parse_url("rediss://h:1/0?store=a&replicas=2&wait_ms=50").unwrap();
+        assert_eq!((loc.server.as_str(), loc.replicas, loc.wait_ms, loc.ca), ("rediss://h:1/0", 2, 50, None));
+        assert_eq!(parse_url("redis://h:1?store=a&replicas=1").unwrap().wait_ms, WAIT_MS);
     }
 }

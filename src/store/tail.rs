@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -45,6 +45,9 @@ pub(super) struct Follower {
 /// is found again within about a second.
 const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+/// At least this often the tail catches up (which reports the store's position to the log's
+/// compactors) even when only the store's own commits woke it.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl Follower {
     /// Starts following `tail` for the store `inner` (held weakly: the store may go away).
@@ -74,13 +77,20 @@ impl Follower {
 
 fn follow(weak: &Weak<Inner>, tail: &dyn Tail, stop: &(Mutex<bool>, Condvar)) {
     let mut backoff = BACKOFF_FIRST;
+    let mut last_catch_up = Instant::now();
     loop {
         if *stop.0.lock() {
             return;
         }
         let Some(inner) = weak.upgrade() else { return };
         let after = inner.revision();
-        let result = tail.wait(after).and_then(|()| {
+        let result = tail.wait(after).and_then(|reached| {
+            // This store's own commit woke the tail: nothing to catch up on (but report the
+            // position now and then, which `catch_up` does).
+            if reached.is_some_and(|r| r <= inner.revision()) && last_catch_up.elapsed() < REPORT_EVERY {
+                return Ok(0);
+            }
+            last_catch_up = Instant::now();
             let mut st = inner.state.write();
             if inner.closed.load(Ordering::Acquire) {
                 return Ok(0);

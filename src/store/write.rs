@@ -104,7 +104,8 @@ impl Inner {
                     return Ok(first);
                 }
                 // A shared log refused the append (another process wrote first): catch up, plan again.
-                Err(e) if self.catch_up(st)? == 0 => return Err(e),
+                // Not after an I/O error: the commit may be in the log, and the tail finds it there.
+                Err(e) if matches!(e, Error::Io(_)) || self.catch_up(st)? == 0 => return Err(e),
                 Err(_) => {}
             }
         }

@@ -36,12 +36,23 @@ pub struct Server {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (TLS, replication).
+    extra: Vec<String>,
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Server {
     pub fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut s = Server { port, dir: tempfile::tempdir().unwrap(), child: None };
+        Server::start_with(Vec::new())
+    }
+
+    /// A server started with more arguments (it still answers plain PING on `port`).
+    pub fn start_with(extra: Vec<String>) -> Server {
+        let mut s = Server { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, extra };
         s.restart();
         s
     }
@@ -63,6 +74,7 @@ impl Server {
             .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
