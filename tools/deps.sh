@@ -35,6 +35,8 @@ $PY -c 'import hypothesis' 2>/dev/null || missing_py+=(hypothesis)
 # `pip wheel --no-build-isolation` (the wheel test builds offline) needs setuptools and wheel.
 $PY -c 'import setuptools' 2>/dev/null || missing_py+=(setuptools)
 $PY -c 'import wheel' 2>/dev/null || missing_py+=(wheel)
+# The metrics tests parse /metrics with Prometheus's own text parser.
+$PY -c 'import prometheus_client' 2>/dev/null || missing_py+=(prometheus-client)
 if [ ${#missing_py[@]} -gt 0 ]; then
   echo "deps: installing ${missing_py[*]} (pip)"
   $PY -m pip install -q "${missing_py[@]}" || $PY -m pip install -q --break-system-packages "${missing_py[@]}"
