@@ -10,7 +10,7 @@ void test_redis(void) {
       "redis://127.0.0.1:1?store=",    /* empty name */
       "redis://127.0.0.1:1?store={x}", /* would break the hash tag */
       "redis://127.0.0.1:1?store=a&db=2",
-      "rediss://127.0.0.1:1?store=a", /* no TLS in this build */
+      "rediss://127.0.0.1:1?store=a&ca=/nonexistent/ca.pem", /* an unreadable CA file */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     tidemark_store *s = SENTINEL;

@@ -11,7 +11,7 @@ bad_urls_test() ->
     [begin
          {error, {invalid_argument, Msg}} = tidemark:open(U, #{}),
          ?assertNotEqual(nomatch, binary:match(Msg, <<"bad Redis store URL">>))
-     end || U <- ["redis://127.0.0.1:1", "redis://127.0.0.1:1?store=", <<"rediss://h?store=a">>]].
+     end || U <- ["redis://127.0.0.1:1", "redis://127.0.0.1:1?store=", <<"rediss://h?store=a&ca=/nonexistent/ca.pem">>]].
 
 unreachable_test() ->
     {error, {io, Msg}} = tidemark:open("redis://127.0.0.1:1/0?store=a", #{}),

@@ -46,7 +46,7 @@ with tidemark.Store(url) as s:
 """
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:1", "redis://127.0.0.1:1?store=", "rediss://h?store=a"])
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1", "redis://127.0.0.1:1?store=", "rediss://h?store=a&ca=/nonexistent/ca.pem"])
 def test_bad_urls_are_invalid_arguments(url: str) -> None:
     with pytest.raises(InvalidArgumentError, match="bad Redis store URL"):
         tidemark.Store(url)
