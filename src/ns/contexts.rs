@@ -840,7 +840,11 @@ impl Store {
                     // Exported outside every lock (the exporter may call into the store).
                     (Some(Err(c)), Some(export)) => match export(&c) {
                         Ok(()) => exported = c.revision,
-                        Err(_) => break Cleaned::default(),
+                        Err(_) => {
+                            let failures = &self.contexts().cleaner.export_failures;
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            break Cleaned::default();
+                        }
                     },
                     (Some(Ok(done)), _) => break done,
                     _ => break Cleaned::default(),
@@ -885,6 +889,8 @@ pub(crate) struct Cleaner {
     state: Mutex<CleanerState>,
     wake: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Exports that failed in cleanup passes (each kept its context), by any caller.
+    export_failures: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -920,10 +926,12 @@ impl Cleaner {
         }
     }
 
-    /// `{running, interval_ms, limit, passes}` for the store's status.
+    /// `{running, interval_ms, limit, passes, export_failures}` for the store's status.
     pub(crate) fn status(&self) -> Value {
         let st = self.state.lock();
-        serde_json::json!({"running": st.running, "interval_ms": st.interval_ms, "limit": st.limit, "passes": st.passes})
+        let export_failures = self.export_failures.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({"running": st.running, "interval_ms": st.interval_ms, "limit": st.limit,
+            "passes": st.passes, "export_failures": export_failures})
     }
 
     fn run(store: Store) {
