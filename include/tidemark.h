@@ -483,8 +483,10 @@ typedef struct tidemark_sub_events tidemark_sub_events;
 typedef struct tidemark_sub_feed tidemark_sub_feed;
 
 /**
- * A consumer of a persistent subscription (opaque). Thread-safe to share between threads
- * only if calls on it are serialized; close with `tidemark_subscription_close`.
+ * A consumer of a persistent subscription (opaque). `tidemark_subscription_next` runs on one
+ * thread at a time; `_ack` and `_nack` may run on other threads meanwhile (the Erlang binding
+ * acks from the consumer process while its thread waits in `next`). Close with
+ * `tidemark_subscription_close`, after every other call on it has returned.
  */
 typedef struct tidemark_subscription tidemark_subscription;
 
@@ -1157,7 +1159,7 @@ tidemark_status tidemark_subscription_connect(const struct tidemark_store *store
  * `max_in_flight` leaves) and writes them to `*out` (free with `tidemark_deliveries_free`;
  * independent of the consumer). `TIDEMARK_ERR_TIMEOUT` when none came,
  * `TIDEMARK_ERR_NOT_FOUND` once the subscription was deleted, `TIDEMARK_ERR_CLOSED` once
- * the store closed. One thread at a time per consumer.
+ * the store closed. One thread at a time per consumer (acks and nacks may run meanwhile).
  */
 tidemark_status tidemark_subscription_next(const struct tidemark_subscription *sub, uint32_t timeout_ms, struct tidemark_deliveries **out);
 

@@ -15,6 +15,7 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v rebar3 >/dev/null 2>&1 || need_apt+=(rebar3)
 command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || need_apt+=(elixir)
+command -v dialyzer >/dev/null 2>&1 || need_apt+=(erlang-dialyzer)  # make dialyzer-elixir
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)

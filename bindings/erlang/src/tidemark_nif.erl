@@ -20,7 +20,10 @@
          delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
          snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
          registered_stores_nif/0,
-         join_nif/4, leave_nif/3, members_nif/2, notify_nif/5
+         join_nif/4, leave_nif/3, members_nif/2, notify_nif/5,
+         subscription_create_nif/9, subscription_delete_nif/2, subscription_list_nif/1,
+         subscription_parked_nif/3, subscription_replay_parked_nif/2, subscription_connect_nif/5,
+         subscription_activate_nif/2, ack_nif/2, nack_nif/3, subscription_disconnect_nif/1
         ]).
 
 -on_load(init/0).
@@ -104,3 +107,14 @@ join_nif(_Store, _Feature, _Pids, _StartRevision) -> ?NIF.
 leave_nif(_Store, _Feature, _Pids) -> ?NIF.
 members_nif(_Store, _Feature) -> ?NIF.
 notify_nif(_Store, _Feature, _Action, _Id, _DataJson) -> ?NIF.
+subscription_create_nif(_Store, _Name, _Selector, _Start, _StartRevision, _MaxInFlight, _MessageTimeoutMs,
+                        _MaxRetry, _Pinned) -> ?NIF.
+subscription_delete_nif(_Store, _Name) -> ?NIF.
+subscription_list_nif(_Store) -> ?NIF.
+subscription_parked_nif(_Store, _Name, _Limit) -> ?NIF.
+subscription_replay_parked_nif(_Store, _Name) -> ?NIF.
+subscription_connect_nif(_Store, _Name, _Pid, _Credit, _Struct) -> ?NIF.
+subscription_activate_nif(_SubRef, _N) -> ?NIF.
+ack_nif(_SubRef, _Revisions) -> ?NIF.
+nack_nif(_SubRef, _Revision, _Action) -> ?NIF.
+subscription_disconnect_nif(_SubRef) -> ?NIF.
