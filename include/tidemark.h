@@ -483,8 +483,10 @@ typedef struct tidemark_sub_events tidemark_sub_events;
 typedef struct tidemark_sub_feed tidemark_sub_feed;
 
 /**
- * A consumer of a persistent subscription (opaque). Thread-safe to share between threads
- * only if calls on it are serialized; close with `tidemark_subscription_close`.
+ * A consumer of a persistent subscription (opaque). `tidemark_subscription_next` runs on one
+ * thread at a time; `_ack` and `_nack` may run on other threads meanwhile (the Erlang binding
+ * acks from the consumer process while its thread waits in `next`). Close with
+ * `tidemark_subscription_close`, after every other call on it has returned.
  */
 typedef struct tidemark_subscription tidemark_subscription;
 
@@ -1157,7 +1159,7 @@ tidemark_status tidemark_subscription_connect(const struct tidemark_store *store
  * `max_in_flight` leaves) and writes them to `*out` (free with `tidemark_deliveries_free`;
  * independent of the consumer). `TIDEMARK_ERR_TIMEOUT` when none came,
  * `TIDEMARK_ERR_NOT_FOUND` once the subscription was deleted, `TIDEMARK_ERR_CLOSED` once
- * the store closed. One thread at a time per consumer.
+ * the store closed. One thread at a time per consumer (acks and nacks may run meanwhile).
  */
 tidemark_status tidemark_subscription_next(const struct tidemark_subscription *sub, uint32_t timeout_ms, struct tidemark_deliveries **out);
 
@@ -1386,6 +1388,22 @@ tidemark_status tidemark_store_tail_repair(const struct tidemark_store *store, u
  * `durable`, ...), written to `*out`; free it with `tidemark_string_free`.
  */
 tidemark_status tidemark_store_status_json(const struct tidemark_store *store, char **out);
+
+/**
+ * The store's metrics in the Prometheus text exposition format (version 0.0.4; see
+ * docs/operations.md for the families), written to `*out`; free it with
+ * `tidemark_string_free`. Any thread; it takes the store's read lock briefly and scans the
+ * persistent subscriptions' matching events for their lag.
+ */
+tidemark_status tidemark_store_metrics_text(const struct tidemark_store *store, char **out);
+
+/**
+ * The same metrics as `tidemark_store_metrics_text`, as one JSON object by family name: an
+ * unlabeled number is a number, a histogram `{"count", "sum", "buckets": {"<le>": n}}`, a
+ * labeled family a list of `{"labels": {...}, "value": v}`. Free it with
+ * `tidemark_string_free`. Any thread.
+ */
+tidemark_status tidemark_store_metrics_json(const struct tidemark_store *store, char **out);
 
 /**
  * Replaces the store's clock, from which every timestamp and TTL of the store's features

@@ -67,11 +67,19 @@ pub struct tidemark_delivery {
     pub delivery_count: u32,
 }
 
-/// A consumer of a persistent subscription (opaque). Thread-safe to share between threads
-/// only if calls on it are serialized; close with `tidemark_subscription_close`.
+/// A consumer of a persistent subscription (opaque). `tidemark_subscription_next` runs on one
+/// thread at a time; `_ack` and `_nack` may run on other threads meanwhile (the Erlang binding
+/// acks from the consumer process while its thread waits in `next`). Close with
+/// `tidemark_subscription_close`, after every other call on it has returned.
 pub struct tidemark_subscription {
     _private: [u8; 0],
 }
+
+/// What the doc above promises: a consumer may be used from several threads at once.
+const _: fn() = || {
+    fn shared<T: Sync + Send>() {}
+    shared::<Consumer>();
+};
 impl Castable for tidemark_subscription {
     type RustType = Consumer;
 }
@@ -234,7 +242,7 @@ pub unsafe extern "C" fn tidemark_subscription_connect(
 /// `max_in_flight` leaves) and writes them to `*out` (free with `tidemark_deliveries_free`;
 /// independent of the consumer). `TIDEMARK_ERR_TIMEOUT` when none came,
 /// `TIDEMARK_ERR_NOT_FOUND` once the subscription was deleted, `TIDEMARK_ERR_CLOSED` once
-/// the store closed. One thread at a time per consumer.
+/// the store closed. One thread at a time per consumer (acks and nacks may run meanwhile).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_subscription_next(
     sub: *const tidemark_subscription,

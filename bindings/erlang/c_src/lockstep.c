@@ -102,6 +102,8 @@ static void ls_stop_now(ls_kind kind, void *handle, tm_store_res *store)
 
 typedef struct tm_reap {
     struct tm_reap *next;
+    void (*fn)(void *); /* reap_call's work (then the fields below are unused), or NULL */
+    void *arg;
     ls_kind kind;
     void *handle;
     tm_store_res *store;
@@ -128,7 +130,10 @@ static void *reaper_main(void *arg)
         if (reap_head == NULL)
             reap_tail = NULL;
         enif_mutex_unlock(reap_lock);
-        ls_stop_now(it->kind, it->handle, it->store);
+        if (it->fn != NULL)
+            it->fn(it->arg);
+        else
+            ls_stop_now(it->kind, it->handle, it->store);
         enif_free(it);
         enif_mutex_lock(reap_lock);
     }
@@ -136,30 +141,54 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
+/* Queues `it' for the reaper (starting it if needed); 0 if there is none (out of threads, or
+ * unloading): the caller then does the work itself. */
+static int reap_queue(tm_reap *it)
+{
+    it->next = NULL;
+    enif_mutex_lock(reap_lock);
+    if (!reap_started && !reap_quit
+        && enif_thread_create("tidemark_reaper", &reap_tid, reaper_main, NULL, NULL) == 0)
+        reap_started = 1;
+    if (reap_started && !reap_quit) {
+        if (reap_tail != NULL)
+            reap_tail->next = it;
+        else
+            reap_head = it;
+        reap_tail = it;
+        enif_cond_signal(reap_cond);
+        enif_mutex_unlock(reap_lock);
+        return 1;
+    }
+    enif_mutex_unlock(reap_lock);
+    return 0;
+}
+
+int reap_call(void (*fn)(void *), void *arg)
+{
+    tm_reap *it = enif_alloc(sizeof *it);
+    if (it == NULL)
+        return 0;
+    memset(it, 0, sizeof *it);
+    it->fn = fn;
+    it->arg = arg;
+    if (reap_queue(it))
+        return 1;
+    enif_free(it);
+    return 0;
+}
+
 /* Called from destructors, on whatever thread dropped the last reference: never blocks. */
 static void reap_later(ls_kind kind, void *handle, tm_store_res *store)
 {
     tm_reap *it = enif_alloc(sizeof *it);
     if (it != NULL) {
-        it->next = NULL;
+        memset(it, 0, sizeof *it);
         it->kind = kind;
         it->handle = handle;
         it->store = store;
-        enif_mutex_lock(reap_lock);
-        if (!reap_started && !reap_quit
-            && enif_thread_create("tidemark_reaper", &reap_tid, reaper_main, NULL, NULL) == 0)
-            reap_started = 1;
-        if (reap_started && !reap_quit) {
-            if (reap_tail != NULL)
-                reap_tail->next = it;
-            else
-                reap_head = it;
-            reap_tail = it;
-            enif_cond_signal(reap_cond);
-            enif_mutex_unlock(reap_lock);
+        if (reap_queue(it))
             return;
-        }
-        enif_mutex_unlock(reap_lock);
         enif_free(it);
     }
     /* No reaper (out of memory or threads, or unloading): stop on this thread. */

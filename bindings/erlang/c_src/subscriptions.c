@@ -7,7 +7,7 @@
 
 /* all | {stream, S} | {prefix, P} | {event_type, T} | {stream, S, T} | {prefix, P, T}
  * (names checked by tidemark: empty or too long is {error, {invalid_argument | too_large, _}}) */
-static int get_stream_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_stream_selector *sel)
+int get_stream_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_stream_selector *sel)
 {
     const ERL_NIF_TERM *el;
     int arity;

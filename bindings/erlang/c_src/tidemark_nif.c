@@ -18,7 +18,7 @@ static int load_all(ErlNifEnv *env, ErlNifResourceFlags flags)
 {
     init_atoms(env);
     return store_load(env, flags) && watch_load(env, flags) && lockstep_load(env, flags) && streams_load(env, flags)
-                   && trackers_load(env, flags)
+                   && trackers_load(env, flags) && persistent_load(env, flags)
                ? 0
                : 1;
 }
@@ -53,6 +53,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open_nif", 2, open_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"close_nif", 1, close_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"status_nif", 1, status_nif, 0},
+    {"metrics_nif", 2, metrics_nif, 0}, /* scans subscriptions' events for their lag */
     {"tail_repair_nif", 1, tail_repair_nif, 0},
     {"current_revision_nif", 1, current_revision_nif, 0},
     {"earliest_revision_nif", 1, earliest_revision_nif, 0},
@@ -119,6 +120,18 @@ static ErlNifFunc nif_funcs[] = {
     {"leave_nif", 3, leave_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"members_nif", 2, members_nif, 0},
     {"notify_nif", 5, notify_nif, 0},
+    /* persistent.c: the writes move to a dirty I/O scheduler on a durable store; connect
+     * opens a feed (it may read the log), disconnect joins the consumer's thread */
+    {"subscription_create_nif", 9, subscription_create_nif, 0},
+    {"subscription_delete_nif", 2, subscription_delete_nif, 0},
+    {"subscription_list_nif", 1, subscription_list_nif, 0},
+    {"subscription_parked_nif", 3, subscription_parked_nif, 0},
+    {"subscription_replay_parked_nif", 2, subscription_replay_parked_nif, 0},
+    {"subscription_connect_nif", 5, subscription_connect_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"subscription_activate_nif", 2, subscription_activate_nif, 0},
+    {"ack_nif", 2, ack_nif, 0},
+    {"nack_nif", 3, nack_nif, 0},
+    {"subscription_disconnect_nif", 1, subscription_disconnect_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
 };
 
 ERL_NIF_INIT(tidemark_nif, nif_funcs, load, NULL, upgrade, unload)

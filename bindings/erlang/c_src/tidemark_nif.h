@@ -1,7 +1,7 @@
 /*
  * tidemark_nif.h: what the files of the Erlang NIF over the tidemark C API (include/tidemark.h)
  * share. One file per resource (store.c, watch.c, lockstep.c) or feature (streams.c: streams,
- * snapshots, named stores; contexts.c), terms.c for converting terms, tidemark_nif.c for the
+ * snapshots, named stores; contexts.c; persistent.c: persistent subscriptions), terms.c for converting terms, tidemark_nif.c for the
  * atoms, the function table and load/upgrade/unload. A new resource or feature is one new file:
  * its struct and destructor there (if any), its load function and NIFs declared here, its rows
  * in nif_funcs (tidemark_nif.c) and its stubs in src/tidemark_nif.erl.
@@ -163,6 +163,13 @@ ERL_NIF_TERM watch_start(ErlNifEnv *env, const ERL_NIF_TERM argv[], const void *
 void watch_send(void *w, ERL_NIF_TERM tag, const void *items, size_t count, tm_body_fn body);
 void watch_drop(void *w);
 
+/* subscriptions.c: all | {stream, S} | {prefix, P} | {event_type, T} | {stream | prefix, _, T} */
+int get_stream_selector(ErlNifEnv *env, ERL_NIF_TERM t, tidemark_stream_selector *sel);
+
+/* lockstep.c: runs fn(arg) on the reaper thread (for work a destructor must not do where it
+ * runs); 0 if there is no reaper (out of memory or threads, or unloading). */
+int reap_call(void (*fn)(void *), void *arg);
+
 /* streams.c: #{stream, id, type, data, metadata, version, revision, timestamp_ms} */
 ERL_NIF_TERM stream_event_map(ErlNifEnv *env, const tidemark_stream_event *e);
 
@@ -173,6 +180,7 @@ int watch_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int lockstep_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int streams_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 int trackers_load(ErlNifEnv *env, ErlNifResourceFlags flags);
+int persistent_load(ErlNifEnv *env, ErlNifResourceFlags flags);
 /* Unload: stop what collected lockstep handles still run, then close every open store. */
 void lockstep_unload(void);
 void store_unload(void);
@@ -186,6 +194,7 @@ TM_NIF(open_nif) TM_NIF(close_nif) TM_NIF(status_nif) TM_NIF(current_revision_ni
 TM_NIF(earliest_revision_nif) TM_NIF(watcher_count_nif) TM_NIF(version_nif) TM_NIF(put_nif)
 TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(changes_nif)
 TM_NIF(compact_nif) TM_NIF(status_reason_nif) TM_NIF(tail_repair_nif)
+TM_NIF(metrics_nif)
 /* watch.c */
 TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
 /* subscriptions.c */
@@ -206,6 +215,10 @@ TM_NIF(snapshot_list_nif) TM_NIF(register_store_nif) TM_NIF(whereis_store_nif) T
 TM_NIF(registered_stores_nif)
 /* trackers.c */
 TM_NIF(join_nif) TM_NIF(leave_nif) TM_NIF(members_nif) TM_NIF(notify_nif)
+/* persistent.c */
+TM_NIF(subscription_create_nif) TM_NIF(subscription_delete_nif) TM_NIF(subscription_list_nif)
+TM_NIF(subscription_parked_nif) TM_NIF(subscription_replay_parked_nif) TM_NIF(subscription_connect_nif)
+TM_NIF(subscription_activate_nif) TM_NIF(ack_nif) TM_NIF(nack_nif) TM_NIF(subscription_disconnect_nif)
 
 #undef TM_NIF
 

@@ -39,6 +39,7 @@
          put/3, put/4, get/2, delete/2, batch/2,
          range/3, changes/3, changes/4,
          compact/2, earliest_revision/1, current_revision/1, status/1, tail_repair/1,
+         metrics/1, metrics_text/1,
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
          subscribe/2, subscribe/3, unsubscribe/2,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
@@ -51,11 +52,16 @@
          record_snapshot/5, read_snapshot/4, delete_snapshot/4, list_snapshots/3,
          open_named/3, whereis_store/1, stores/0, close_named/1,
          join/3, join/4, leave/3, members/2, notify/5,
-         notify_created/4, notify_updated/4, notify_deleted/4]).
+         notify_created/4, notify_updated/4, notify_deleted/4,
+         subscription_create/3, subscription_delete/2, subscription_list/1,
+         subscription_parked/3, subscription_replay_parked/2,
+         subscription_connect/3, subscription_activate/2, ack/2, nack/3,
+         subscription_disconnect/1]).
 
 -export_type([store/0, watch_ref/0, key/0, selector/0, revision/0, event/0, error/0,
               server/0, follower/0, lockstep_event/0, expected_version/0, stream_event/0,
-              snapshot/0, document/0, json_patch/0, stream_selector/0]).
+              snapshot/0, document/0, json_patch/0, stream_selector/0, sub_ref/0,
+              delivery/0]).
 
 -opaque store() :: reference().
 -type watch_ref() :: reference().
@@ -96,6 +102,12 @@
 -type stream_event() :: #{stream := binary(), id := <<_:128>>, type := binary(), data := binary(),
                           metadata := binary(), version := non_neg_integer(),
                           revision := revision(), timestamp_ms := non_neg_integer()}.
+%% A consumer of a persistent subscription (see {@link subscription_connect/3}).
+-opaque sub_ref() :: reference().
+%% An event of a persistent subscription: the stream event and its delivery count.
+-type delivery() :: #{stream := binary(), id := <<_:128>>, type := binary(), data := binary(),
+                      metadata := binary(), version := non_neg_integer(), revision := revision(),
+                      timestamp_ms := non_neg_integer(), delivery_count := pos_integer()}.
 -type snapshot() :: #{source := binary(), stream := binary(), version := non_neg_integer(),
                       revision := revision(), timestamp_ms := non_neg_integer(), data := binary()}.
 
@@ -133,6 +145,20 @@ status(Store) ->
         {ok, Json} -> {ok, tidemark_json:decode(Json)};
         Error -> Error
     end.
+
+%% @doc The store's metrics as a map by family name (see docs/operations.md): a number, a
+%% histogram `#{<<"count">>, <<"sum">>, <<"buckets">>}', or a list of
+%% `#{<<"labels">> => #{...}, <<"value">> => V}' for a labeled family.
+-spec metrics(store()) -> {ok, map()} | error().
+metrics(Store) ->
+    case tidemark_nif:metrics_nif(Store, json) of
+        {ok, Json} -> {ok, tidemark_json:decode(Json)};
+        Error -> Error
+    end.
+
+%% @doc The store's metrics in the Prometheus text exposition format.
+-spec metrics_text(store()) -> {ok, binary()} | error().
+metrics_text(Store) -> tidemark_nif:metrics_nif(Store, text).
 
 %% @doc What opening a directory store cut off the end of its log (a torn tail, see
 %% docs/durability.md "Tail repairs"): `none', or the bytes, commits and revisions cut and
@@ -857,3 +883,156 @@ notify_created(Store, Feature, Id, Data) -> notify(Store, Feature, created, Id, 
 notify_updated(Store, Feature, Id, Data) -> notify(Store, Feature, updated, Id, Data).
 %% @equiv notify(Store, Feature, deleted, Id, Data)
 notify_deleted(Store, Feature, Id, Data) -> notify(Store, Feature, deleted, Id, Data).
+
+%%% Persistent subscriptions (docs/subscriptions.md): the C API's tidemark_store_subscription_*
+%%% and tidemark_subscription_*; delivery, timeouts, retries and parking are the core's.
+
+%% @doc Creates the durable subscription `Name' (1 to 1024 bytes) in one commit. `Opts':
+%% `selector' (as for {@link subscribe/3}, default `all'), `start' (`beginning' (default),
+%% `end' or a revision >= 1), `max_in_flight' (events one consumer may hold unacked, default
+%% 100), `message_timeout_ms' (default 30000; by the store clock, see {@link set_clock/2}),
+%% `max_retry' (deliveries before an event is parked, default 10), `pinned' (each stream's
+%% events go to one consumer, in order; default false). A name in use is
+%% `{error, {conflict, _}}'; bad options are `{error, {invalid_argument, Msg}}' or `badarg'.
+-spec subscription_create(store(), iodata(),
+                          #{selector => stream_selector(), start => beginning | 'end' | revision(),
+                            max_in_flight => pos_integer(), message_timeout_ms => pos_integer(),
+                            max_retry => pos_integer(), pinned => boolean()}) -> ok | error().
+subscription_create(Store, Name, Opts) when is_map(Opts) ->
+    check_keys(Opts, [selector, start, max_in_flight, message_timeout_ms, max_retry, pinned]),
+    {Start, StartRev} = case maps:get(start, Opts, beginning) of
+                            beginning -> {0, 0};
+                            'end' -> {1, 0};
+                            R when is_integer(R), R >= 0 -> {2, R};
+                            _ -> erlang:error(badarg)
+                        end,
+    Opt = fun(K) -> maps:get(K, Opts, undefined) end,
+    Pinned = case Opt(pinned) of
+                 P when is_boolean(P); P =:= undefined -> P;
+                 _ -> erlang:error(badarg)
+             end,
+    case tidemark_nif:subscription_create_nif(Store, Name, maps:get(selector, Opts, all), Start, StartRev,
+                                              Opt(max_in_flight), Opt(message_timeout_ms),
+                                              Opt(max_retry), Pinned) of
+        {ok, _Revision} -> ok;
+        Error -> Error
+    end;
+subscription_create(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Deletes the subscription (definition, checkpoint, parked events); its consumers then
+%% get `{tidemark_sub_event, SubRef, deleted}' and end. Unknown: `{error, not_found}'.
+-spec subscription_delete(store(), iodata()) -> ok | error().
+subscription_delete(Store, Name) ->
+    case tidemark_nif:subscription_delete_nif(Store, Name) of
+        {ok, _Revision} -> ok;
+        Error -> Error
+    end.
+
+%% @doc Every subscription, in name order: `#{name, selector, max_in_flight,
+%% message_timeout_ms, max_retry, pinned, checkpoint (the highest revision below which every
+%% event is acked), lag (matching events after the checkpoint), in_flight, parked,
+%% consumers}'.
+-spec subscription_list(store()) -> {ok, [map()]} | error().
+subscription_list(Store) ->
+    case tidemark_nif:subscription_list_nif(Store) of
+        {ok, Json} -> {ok, [subscription_info(I) || I <- tidemark_json:decode(Json)]};
+        Error -> Error
+    end.
+
+subscription_info(#{streams := Kind, stream := Stream, event_type := Type} = I) ->
+    Streams = case Kind of
+                  <<"all">> -> all;
+                  <<"one">> -> {stream, Stream};
+                  <<"prefix">> -> {prefix, Stream}
+              end,
+    Selector = case {Streams, Type} of
+                   {_, null} -> Streams;
+                   {all, _} -> {event_type, Type};
+                   {{K, S}, _} -> {K, S, Type}
+               end,
+    (maps:without([streams, stream, event_type], I))#{selector => Selector}.
+
+%% @doc Up to `Limit' (0 = all) parked events of the subscription, in revision order, each
+%% with the `delivery_count' it had when it was parked.
+-spec subscription_parked(store(), iodata(), non_neg_integer()) -> {ok, [delivery()]} | error().
+subscription_parked(Store, Name, Limit) when is_integer(Limit), Limit >= 0 ->
+    tidemark_nif:subscription_parked_nif(Store, Name, Limit);
+subscription_parked(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Delivers every parked event again (delivery counts start over); each leaves the parked
+%% list when it is acked or skipped. Returns how many were queued.
+-spec subscription_replay_parked(store(), iodata()) -> {ok, non_neg_integer()} | error().
+subscription_replay_parked(Store, Name) ->
+    tidemark_nif:subscription_replay_parked_nif(Store, Name).
+
+%% @doc Connects a consumer to the subscription `Name'. The consumer process (`pid', default
+%% the caller) receives `{tidemark_sub_event, SubRef, Delivery}' for each event delivered to
+%% it (at most `max_in_flight' unacked at once) and must {@link ack/2} or {@link nack/3} each.
+%% Consumers of one subscription share its events (round robin, or by stream when pinned).
+%% Flow control: `active => N' (a positive integer, `once' = 1, `false' = 0: nothing until
+%% {@link subscription_activate/2}) sends `{tidemark_sub_passive, SubRef}' when N deliveries
+%% are used up; `true' (default) is limited only by `max_in_flight'. `struct => Module' puts
+%% `'__struct__' => Module' in each delivery (Elixir). The process is monitored: when it
+%% dies the consumer is disconnected and its unacked events go to other consumers. The last
+%% message, when the subscription ends by itself, is `{tidemark_sub_event, SubRef, deleted |
+%% closed | {compacted, Earliest} | {error, Reason}}'. Unknown name: `{error, not_found}'.
+-spec subscription_connect(store(), iodata(),
+                           #{pid => pid(), active => boolean() | once | pos_integer(),
+                             struct => module()}) -> {ok, sub_ref()} | error().
+subscription_connect(Store, Name, Opts) when is_map(Opts) ->
+    check_keys(Opts, [pid, active, struct]),
+    Pid = maps:get(pid, Opts, self()),
+    Credit = case maps:get(active, Opts, true) of
+                 true -> ?U64_MAX;
+                 false -> 0;
+                 once -> 1;
+                 N when is_integer(N), N > 0, N < ?U64_MAX -> N;
+                 _ -> erlang:error(badarg)
+             end,
+    Struct = maps:get(struct, Opts, undefined),
+    is_pid(Pid) andalso is_atom(Struct) orelse erlang:error(badarg),
+    tidemark_nif:subscription_connect_nif(Store, Name, Pid, Credit, Struct);
+subscription_connect(_, _, _) ->
+    erlang:error(badarg).
+
+%% @doc Lets the consumer send `N' more deliveries (`once' = 1, `true' = no limit from now on).
+-spec subscription_activate(sub_ref(), true | once | pos_integer()) -> ok.
+subscription_activate(SubRef, once) -> tidemark_nif:subscription_activate_nif(SubRef, 1);
+subscription_activate(SubRef, true) -> tidemark_nif:subscription_activate_nif(SubRef, ?U64_MAX);
+subscription_activate(SubRef, N) when is_integer(N), N > 0, N < ?U64_MAX ->
+    tidemark_nif:subscription_activate_nif(SubRef, N);
+subscription_activate(_, _) -> erlang:error(badarg).
+
+%% @doc Acks deliveries (a delivery map or its revision, or a list of them) in one commit
+%% that moves the checkpoint as far as every event below it is done. One that is not in flight
+%% to this consumer (never delivered to it, acked already, timed out and redelivered) is
+%% `{error, {invalid_argument, Msg}}' and nothing is acked; after disconnect,
+%% `{error, closed}'.
+-spec ack(sub_ref(), delivery() | revision() | [delivery() | revision()]) -> ok | error().
+ack(SubRef, Events) when is_list(Events) ->
+    tidemark_nif:ack_nif(SubRef, [delivery_revision(E) || E <- Events]);
+ack(SubRef, Event) ->
+    ack(SubRef, [Event]).
+
+%% @doc Gives a delivery back: `retry' (deliver it again; parked after `max_retry'
+%% deliveries), `park' (now) or `skip' (done, as an ack).
+-spec nack(sub_ref(), delivery() | revision(), retry | park | skip) -> ok | error().
+nack(SubRef, Event, Action) ->
+    Code = case Action of
+               retry -> 0;
+               park -> 1;
+               skip -> 2;
+               _ -> erlang:error(badarg)
+           end,
+    tidemark_nif:nack_nif(SubRef, delivery_revision(Event), Code).
+
+delivery_revision(#{revision := R}) -> R;
+delivery_revision(R) when is_integer(R) -> R;
+delivery_revision(_) -> erlang:error(badarg).
+
+%% @doc Disconnects the consumer: no message for `SubRef' is sent after this returns, and its
+%% unacked events go to the other consumers. Idempotent.
+-spec subscription_disconnect(sub_ref()) -> ok.
+subscription_disconnect(SubRef) -> tidemark_nif:subscription_disconnect_nif(SubRef).

@@ -3,7 +3,7 @@
 %% the documented API, with its argument checks and defaults, is the `tidemark' module.
 -module(tidemark_nif).
 
--export([open_nif/2, close_nif/1, status_nif/1, tail_repair_nif/1, current_revision_nif/1,
+-export([open_nif/2, close_nif/1, status_nif/1, metrics_nif/2, tail_repair_nif/1, current_revision_nif/1,
          earliest_revision_nif/1, watcher_count_nif/1, version_nif/0, put_nif/4,
          get_nif/2, delete_nif/2, batch_nif/2, range_nif/3,
          changes_nif/5, compact_nif/2, status_reason_nif/1,
@@ -20,7 +20,10 @@
          delete_stream_nif/2, snapshot_record_nif/5, snapshot_read_nif/4, snapshot_delete_nif/4,
          snapshot_list_nif/3, register_store_nif/2, whereis_store_nif/1, unregister_store_nif/1,
          registered_stores_nif/0,
-         join_nif/4, leave_nif/3, members_nif/2, notify_nif/5
+         join_nif/4, leave_nif/3, members_nif/2, notify_nif/5,
+         subscription_create_nif/9, subscription_delete_nif/2, subscription_list_nif/1,
+         subscription_parked_nif/3, subscription_replay_parked_nif/2, subscription_connect_nif/5,
+         subscription_activate_nif/2, ack_nif/2, nack_nif/3, subscription_disconnect_nif/1
         ]).
 
 -on_load(init/0).
@@ -39,6 +42,7 @@ init() ->
 open_nif(_Path, _OptsJson) -> ?NIF.
 close_nif(_Store) -> ?NIF.
 status_nif(_Store) -> ?NIF.
+metrics_nif(_Store, _Format) -> ?NIF.
 tail_repair_nif(_Store) -> ?NIF.
 current_revision_nif(_Store) -> ?NIF.
 earliest_revision_nif(_Store) -> ?NIF.
@@ -103,3 +107,14 @@ join_nif(_Store, _Feature, _Pids, _StartRevision) -> ?NIF.
 leave_nif(_Store, _Feature, _Pids) -> ?NIF.
 members_nif(_Store, _Feature) -> ?NIF.
 notify_nif(_Store, _Feature, _Action, _Id, _DataJson) -> ?NIF.
+subscription_create_nif(_Store, _Name, _Selector, _Start, _StartRevision, _MaxInFlight, _MessageTimeoutMs,
+                        _MaxRetry, _Pinned) -> ?NIF.
+subscription_delete_nif(_Store, _Name) -> ?NIF.
+subscription_list_nif(_Store) -> ?NIF.
+subscription_parked_nif(_Store, _Name, _Limit) -> ?NIF.
+subscription_replay_parked_nif(_Store, _Name) -> ?NIF.
+subscription_connect_nif(_Store, _Name, _Pid, _Credit, _Struct) -> ?NIF.
+subscription_activate_nif(_SubRef, _N) -> ?NIF.
+ack_nif(_SubRef, _Revisions) -> ?NIF.
+nack_nif(_SubRef, _Revision, _Action) -> ?NIF.
+subscription_disconnect_nif(_SubRef) -> ?NIF.

@@ -182,3 +182,45 @@ def test_bad_input(store: Store) -> None:
     with pytest.raises(tidemark.ClosedError):
         c.next(0)
     other.close()
+
+
+def test_acks_twice_after_disconnect_and_on_a_closed_store() -> None:
+    s = Store()
+    s.subscription_create("x")
+    _fill(s, 2)
+    c = s.subscription_connect("x")
+    first, second = _take(c, 2)
+    first.ack()
+    with pytest.raises(tidemark.InvalidArgumentError):  # acked already
+        first.ack()
+    with pytest.raises(tidemark.InvalidArgumentError):
+        c.ack([second, first])  # all or nothing: second stays in flight
+    with pytest.raises(tidemark.InvalidArgumentError):
+        c.ack(12345)  # never delivered
+    with pytest.raises(TypeError):
+        c.ack("x")  # type: ignore[arg-type]
+    c.ack([])
+    c.close()
+    with pytest.raises(tidemark.ClosedError):  # after disconnect
+        second.ack()
+    with pytest.raises(tidemark.ClosedError):
+        second.nack(SKIP)
+    parked_like = tidemark.persistent.Delivery.__new__(tidemark.persistent.Delivery)
+    parked_like._consumer = None
+    with pytest.raises(TypeError):
+        parked_like.ack()
+    c2 = s.subscription_connect("x")
+    again = _take(c2, 1)[0]
+    assert (again.revision, again.delivery_count) == (second.revision, 2)
+    s.close()
+    with pytest.raises(tidemark.ClosedError):  # the store closed under a connected consumer
+        c2.next(0)
+    with pytest.raises(tidemark.ClosedError):
+        again.ack()
+    for call in (lambda: s.subscription_create("y"), lambda: s.subscription_list(),
+                 lambda: s.subscription_connect("x"), lambda: s.subscription_parked("x"),
+                 lambda: s.subscription_replay_parked("x"), lambda: s.subscription_delete("x")):
+        with pytest.raises(tidemark.ClosedError):
+            call()
+    c2.close()
+    assert list(c2) == []  # a closed consumer's iterator ends

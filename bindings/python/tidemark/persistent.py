@@ -77,7 +77,11 @@ def _take(handle: Optional[int], consumer: Optional["Consumer"]) -> List[Deliver
 
 
 def _revision(e: Union[Delivery, int]) -> int:
-    return e if type(e) is int else e.revision  # type: ignore[union-attr]
+    if type(e) is int:
+        return e
+    if isinstance(e, Delivery):
+        return e.revision
+    raise TypeError(f"a Delivery or a revision, not {type(e).__name__}")
 
 
 class Consumer:

@@ -323,8 +323,9 @@ fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
 }
 
-/// One consumer of a persistent subscription. Use it from one thread at a time (it is
-/// `Send`); dropping it (or `close`) hands the events it holds to the other consumers.
+/// One consumer of a persistent subscription. `next` runs on one thread at a time; `ack` and
+/// `nack` may run on others meanwhile (it is `Sync`). Dropping it (or `close`) hands the
+/// events it holds to the other consumers.
 pub struct Consumer {
     group: Arc<Group>,
     id: u64,
