@@ -9,6 +9,7 @@ defmodule Tidemark do
   | `Tidemark.Sync` | `Concord.Sync`: `changes/4`, `compact/2`, `watch/4`, `watch_stream/3` |
   | `Tidemark.Streams` | `ExESDBGater.API`: append with expected version, read, snapshots |
   | `Tidemark.Context` | `Chord`: versioned contexts, `sync/3` → full / delta / no change |
+  | `Tidemark.Tracker` | `reckon_db_tracker_group`: join/leave/members, `{:feature_created, f, data}` |
   | `Tidemark.Lockstep` | lockstep: serve a store over HTTP, follow such a feed |
 
   Every call is a translation of the Erlang application `:tidemark` (`bindings/erlang`),
