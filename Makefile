@@ -43,6 +43,7 @@ demo: deps build
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
+	escript examples/erlang/persistent.escript
 	./tools/with-redis.sh examples/redis/two_processes.sh
 	$(MIX) run ../../examples/elixir/quickstart.exs
 
