@@ -6,6 +6,7 @@ export TIDEMARK_LIBRARY := $(CURDIR)/target/release/libtidemark.so
 
 .PHONY: all build deps demo test lint test-rust test-c test-python test-erlang test-elixir test-install check-header bench bench-peers clean
 .PHONY: test-redis
+.PHONY: dialyzer-elixir
 .PHONY: dist dist-files install uninstall
 
 # `make install PREFIX=/usr/local DESTDIR=` (see docs/abi.md for the layout and the versioning).
@@ -92,6 +93,18 @@ MIX = cd bindings/elixir && HOME="$${HOME:-$(CURDIR)/bindings/elixir/_build/home
 test-elixir: build
 	$(MIX) format --check-formatted
 	$(MIX) test --warnings-as-errors
+
+# Dialyzer over the Elixir package and the Erlang application. Not in `make test`: the PLT
+# (erts, kernel, stdlib, elixir) takes ~5 min to build on the shared 2-core machine; it is
+# kept under _build, and later runs take seconds.
+DIALYZER_PLT = $(CURDIR)/bindings/elixir/_build/dialyzer.plt
+ELIXIR_EBIN = $$(elixir -e 'IO.puts(:code.lib_dir(:elixir, :ebin))')
+dialyzer-elixir: deps build
+	$(MIX) compile --warnings-as-errors
+	test -f $(DIALYZER_PLT) || dialyzer -pa $(ELIXIR_EBIN) --build_plt --output_plt $(DIALYZER_PLT) \
+		--apps erts kernel stdlib $(ELIXIR_EBIN)
+	cd bindings/elixir && dialyzer -pa $(ELIXIR_EBIN) --plt $(DIALYZER_PLT) --no_check_plt \
+		_build/dev/lib/tidemark_ex/ebin _build/dev/lib/tidemark/ebin
 
 # Installs into a temporary prefix and builds the C and C++ quickstarts against it.
 test-install: dist

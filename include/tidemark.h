@@ -1390,6 +1390,22 @@ tidemark_status tidemark_store_tail_repair(const struct tidemark_store *store, u
 tidemark_status tidemark_store_status_json(const struct tidemark_store *store, char **out);
 
 /**
+ * The store's metrics in the Prometheus text exposition format (version 0.0.4; see
+ * docs/operations.md for the families), written to `*out`; free it with
+ * `tidemark_string_free`. Any thread; it takes the store's read lock briefly and scans the
+ * persistent subscriptions' matching events for their lag.
+ */
+tidemark_status tidemark_store_metrics_text(const struct tidemark_store *store, char **out);
+
+/**
+ * The same metrics as `tidemark_store_metrics_text`, as one JSON object by family name: an
+ * unlabeled number is a number, a histogram `{"count", "sum", "buckets": {"<le>": n}}`, a
+ * labeled family a list of `{"labels": {...}, "value": v}`. Free it with
+ * `tidemark_string_free`. Any thread.
+ */
+tidemark_status tidemark_store_metrics_json(const struct tidemark_store *store, char **out);
+
+/**
  * Replaces the store's clock, from which every timestamp and TTL of the store's features
  * (stream events, snapshots, contexts) is taken, with `callback(userdata)` (ms since the
  * epoch); NULL `callback` goes back to the system clock. The store owns `userdata` from here

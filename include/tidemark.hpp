@@ -588,6 +588,19 @@ class store {
     return owned_string(raw);
   }
 
+  /// The metrics in the Prometheus text exposition format, and the same as a JSON object
+  /// (docs/operations.md).
+  std::string metrics_text() const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_metrics_text(p_.get(), &raw));
+    return owned_string(raw);
+  }
+  std::string metrics_json() const {
+    char *raw = nullptr;
+    detail::check(tidemark_store_metrics_json(p_.get(), &raw));
+    return owned_string(raw);
+  }
+
   /// Contexts (docs/contexts.md): JSON documents in and out as strings. set/update return
   /// {"document", "version", "delta", "revision"}; an invalid or non-object JSON throws
   /// TIDEMARK_ERR_INVALID_ARGUMENT, an absent context TIDEMARK_ERR_NOT_FOUND.

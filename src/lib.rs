@@ -10,6 +10,7 @@ pub mod ffi;
 mod kv;
 #[cfg(feature = "http")]
 pub mod lockstep;
+mod metrics;
 mod ns;
 mod op;
 mod options;

@@ -66,6 +66,8 @@ pub struct Options {
     pub delta_ttl_ms: Option<u64>,
     /// Contexts: whether `cleanup` deletes expired contexts (false = it only drops deltas).
     pub context_auto_delete: bool,
+    /// Whether the write path counts commits, errors and latencies (`Store::metrics`).
+    pub metrics: bool,
 }
 
 pub(crate) const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -88,6 +90,7 @@ impl Default for Options {
             context_ttl_ms: None,
             delta_ttl_ms: None,
             context_auto_delete: false,
+            metrics: true,
         }
     }
 }
@@ -126,6 +129,8 @@ struct Given {
     delta_ttl_ms: Option<u64>,
     #[serde(default, deserialize_with = "boolean")]
     context_auto_delete: Option<bool>,
+    #[serde(default, deserialize_with = "boolean")]
+    metrics: Option<bool>,
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
@@ -208,6 +213,7 @@ impl Options {
         opts.context_ttl_ms = given.context_ttl_ms;
         opts.delta_ttl_ms = given.delta_ttl_ms;
         opts.context_auto_delete = given.context_auto_delete.unwrap_or(opts.context_auto_delete);
+        opts.metrics = given.metrics.unwrap_or(opts.metrics);
         Ok(opts)
     }
 }

@@ -15,6 +15,7 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v rebar3 >/dev/null 2>&1 || need_apt+=(rebar3)
 command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 || need_apt+=(elixir)
+command -v dialyzer >/dev/null 2>&1 || need_apt+=(erlang-dialyzer)  # make dialyzer-elixir
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v readelf >/dev/null 2>&1 && command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
@@ -34,6 +35,8 @@ $PY -c 'import hypothesis' 2>/dev/null || missing_py+=(hypothesis)
 # `pip wheel --no-build-isolation` (the wheel test builds offline) needs setuptools and wheel.
 $PY -c 'import setuptools' 2>/dev/null || missing_py+=(setuptools)
 $PY -c 'import wheel' 2>/dev/null || missing_py+=(wheel)
+# The metrics tests parse /metrics with Prometheus's own text parser.
+$PY -c 'import prometheus_client' 2>/dev/null || missing_py+=(prometheus-client)
 if [ ${#missing_py[@]} -gt 0 ]; then
   echo "deps: installing ${missing_py[*]} (pip)"
   $PY -m pip install -q "${missing_py[@]}" || $PY -m pip install -q --break-system-packages "${missing_py[@]}"

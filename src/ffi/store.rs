@@ -320,6 +320,42 @@ pub unsafe extern "C" fn tidemark_store_status_json(
     })
 }
 
+/// The store's metrics in the Prometheus text exposition format (version 0.0.4; see
+/// docs/operations.md for the families), written to `*out`; free it with
+/// `tidemark_string_free`. Any thread; it takes the store's read lock briefly and scans the
+/// persistent subscriptions' matching events for their lag.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_metrics_text(
+    store: *const tidemark_store,
+    out: *mut *mut c_char,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        need(out, "out")?;
+        let text = s.metrics_text()?;
+        put_out(out, CString::new(text).unwrap_or_default().into_raw());
+        Ok(())
+    })
+}
+
+/// The same metrics as `tidemark_store_metrics_text`, as one JSON object by family name: an
+/// unlabeled number is a number, a histogram `{"count", "sum", "buckets": {"<le>": n}}`, a
+/// labeled family a list of `{"labels": {...}, "value": v}`. Free it with
+/// `tidemark_string_free`. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_metrics_json(
+    store: *const tidemark_store,
+    out: *mut *mut c_char,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        need(out, "out")?;
+        let json = s.metrics_json()?.to_string();
+        put_out(out, CString::new(json).unwrap_or_default().into_raw());
+        Ok(())
+    })
+}
+
 /// A store clock: returns the time in ms since the Unix epoch. It may be called from any
 /// thread, also from several at once, while `tidemark_store_set_clock` has it installed.
 pub type tidemark_clock_callback = Option<unsafe extern "C" fn(userdata: *mut c_void) -> u64>;

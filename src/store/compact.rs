@@ -31,6 +31,7 @@ impl Inner {
         if keep <= earliest {
             return Ok(0);
         }
+        self.metrics.add(&self.metrics.compactions, 1);
         // Watchers behind `keep` lose nothing unless a dropped entry matches them.
         for w in st.watches.iter() {
             let mut s = w.state.lock();

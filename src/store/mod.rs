@@ -7,6 +7,7 @@
 //! watch layer sees the store only through `watch::Feed`.
 
 mod compact;
+mod metrics;
 mod read;
 mod tail;
 mod write;
@@ -21,6 +22,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::kv::Kv;
+use crate::metrics::Metrics;
 use crate::ns;
 use crate::options::Options;
 use crate::selector::Selector;
@@ -61,6 +63,8 @@ pub(crate) struct Inner {
     follower: parking_lot::Mutex<Option<tail::Follower>>,
     /// The open persistent subscription groups, ended by close.
     persistent: ns::persistent::Groups,
+    /// What the write path counts (see `metrics`).
+    metrics: Metrics,
 }
 
 /// A store clock: returns the time in ms since the Unix epoch.
@@ -125,6 +129,7 @@ impl Store {
         let inner = Inner {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             dispatcher: Dispatcher::new(opts.dispatch_threads),
+            metrics: Metrics::new(opts.metrics),
             opts,
             state: RwLock::new(State {
                 kv,
@@ -456,6 +461,7 @@ impl Feed for Inner {
     }
 
     fn read_log(&self, read: &mut dyn FnMut(&dyn Storage)) {
+        self.metrics.add(&self.metrics.catch_up_reads, 1);
         read(&*self.state.read().log);
     }
 

@@ -23,6 +23,7 @@ impl Inner {
         loop {
             let more = st.log.pull(&mut commits)?;
             n += commits.len();
+            self.metrics.add(&self.metrics.tail_commits, commits.len() as u64);
             for commit in commits.drain(..) {
                 self.publish(st, &commit, true);
             }

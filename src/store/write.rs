@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::event::{Bytes, Event, EventKind};
 use crate::kv::Entry;
+use crate::metrics::Metrics;
 use crate::ns;
 use crate::op::Op;
 use crate::selector::Selector;
@@ -46,6 +47,16 @@ impl Store {
 
 impl Inner {
     fn write(&self, ops: &[Op<'_>]) -> Result<u64> {
+        let started = self.metrics.start();
+        let result = self.write_timed(ops);
+        Metrics::elapsed(&self.metrics.commit_seconds, started);
+        if let Err(e) = &result {
+            self.metrics.error(e);
+        }
+        result
+    }
+
+    fn write_timed(&self, ops: &[Op<'_>]) -> Result<u64> {
         for op in ops {
             self.check_limits(op)?;
         }
@@ -141,6 +152,8 @@ impl Inner {
             }
         }
         st.watches.dispatch(commit, &self.dispatcher);
+        self.metrics.add(&self.metrics.commits, 1);
+        self.metrics.add(&self.metrics.events, commit.len() as u64);
         self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
     }
 
@@ -189,7 +202,13 @@ impl Inner {
             results.push(result);
         }
         if !commits.is_empty() {
-            match st.log.flush() {
+            if self.metrics.enabled {
+                self.metrics.group_size.observe(commits.len() as u64);
+            }
+            let started = self.metrics.start();
+            let flushed = st.log.flush();
+            Metrics::elapsed(&self.metrics.sync_seconds, started);
+            match flushed {
                 Err(e) => {
                     undo_group(st, undo);
                     for r in results.iter_mut().filter(|r| r.is_ok()) {

@@ -130,6 +130,7 @@ void test_kv(void);
 void test_put_if(void);
 void test_sizes(void);
 void test_status_json(void);
+void test_metrics(void);
 /* test_batch.c */
 void test_batch(void);
 /* test_changes.c */

@@ -29,6 +29,7 @@ int main(void) {
   test_put_if();
   test_sizes();
   test_status_json();
+  test_metrics();
   test_batch();
   test_changes();
   test_range();

@@ -125,6 +125,8 @@ int main() {
   CHECK(s.range({}, 1).has_more());
   EXPECT_ERROR(s.range(tidemark::selector::range("b", "a")), TIDEMARK_ERR_INVALID_ARGUMENT);
   CHECK(s.status_json().find("\"revision\":6") != std::string::npos);
+  CHECK(s.metrics_text().find("\ntidemark_revision 6\n") != std::string::npos);
+  CHECK(s.metrics_json().find("\"tidemark_revision\":6") != std::string::npos);
   CHECK(s.tail_repair().commits == 0 && s.tail_repair().first_revision == 0);
 
   // Contexts: JSON strings in and out, sync results, errors as exceptions.

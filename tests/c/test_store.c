@@ -376,3 +376,27 @@ void test_status_json(void) {
   tidemark_string_free(NULL);
   tidemark_store_close(s);
 }
+
+void test_metrics(void) {
+  section("store_metrics_text / store_metrics_json");
+  tidemark_store *s = open_store(NULL);
+  put(s, "a", "1");
+  char *text = SENTINEL;
+  CHECK_NULL_ARG(tidemark_store_metrics_text(NULL, &text));
+  CHECK(text == (char *)SENTINEL);
+  CHECK_NULL_ARG(tidemark_store_metrics_text(s, NULL));
+  CHECK_NULL_ARG(tidemark_store_metrics_json(NULL, &text));
+  CHECK_NULL_ARG(tidemark_store_metrics_json(s, NULL));
+  CHECK(text == (char *)SENTINEL);
+  text = NULL;
+  if (CHECK_OK(tidemark_store_metrics_text(s, &text))) {
+    CHECK(strstr(text, "# TYPE tidemark_commits_total counter\ntidemark_commits_total 1\n") != NULL);
+    CHECK(strstr(text, "tidemark_revision 1\n") != NULL);
+    CHECK(strstr(text, "tidemark_commit_duration_seconds_bucket{le=\"+Inf\"} 1\n") != NULL);
+  }
+  tidemark_string_free(text);
+  char *json = NULL;
+  if (CHECK_OK(tidemark_store_metrics_json(s, &json))) CHECK(strstr(json, "\"tidemark_commits_total\":1") != NULL);
+  tidemark_string_free(json);
+  tidemark_store_close(s);
+}

@@ -7,7 +7,7 @@ defmodule Tidemark do
   |---|---|
   | `Tidemark.Store` | stores (in memory or a directory), named stores, keys, batches |
   | `Tidemark.Sync` | `Concord.Sync`: `changes/4`, `compact/2`, `watch/4`, `watch_stream/3` |
-  | `Tidemark.Streams` | `ExESDBGater.API`: append with expected version, read, snapshots |
+  | `Tidemark.Streams` | `ExESDBGater.API`: append with expected version, read, snapshots, subscriptions |
   | `Tidemark.Context` | `Chord`: versioned contexts, `sync/3` → full / delta / no change |
   | `Tidemark.Tracker` | `reckon_db_tracker_group`: join/leave/members, `{:feature_created, f, data}` |
   | `Tidemark.Lockstep` | lockstep: serve a store over HTTP, follow such a feed |

@@ -235,9 +235,7 @@ defmodule Tidemark.SyncTest do
       assert s |> Sync.watch_stream(:all, start_revision: 1, active: 3) |> Enum.take(4) |> revs() ==
                [1, 2, 3, 4]
 
-      assert Sync.watcher_count(s) == 0
-      refute_received {:tidemark_event, _, _}
-      refute_received {:tidemark_passive, _}
+      nothing_left(s, :tidemark_event)
     end
 
     test "compaction overtaking the stream raises, or is its last element with end_notice" do

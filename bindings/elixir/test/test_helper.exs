@@ -30,6 +30,13 @@ defmodule TidemarkTest.Helpers do
     refute_received {:tidemark_passive, ^ref}
   end
 
+  @doc "A stream that halted early left no watch and no message (tag: its event tag) behind."
+  def nothing_left(store, tag) do
+    assert Tidemark.Sync.watcher_count(store) == 0
+    refute_received {^tag, _, _}
+    refute_received {:tidemark_passive, _}
+  end
+
   @doc "Polls fun until it returns expected (for things another thread finishes)."
   def wait_until(fun, expected, left \\ 1000) do
     case fun.() do

@@ -152,23 +152,44 @@ ERL_NIF_TERM close_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return am_ok;
 }
 
-ERL_NIF_TERM status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+/* {ok, Binary} from a call that writes a string the caller frees (status, metrics). */
+static ERL_NIF_TERM string_call(ErlNifEnv *env, ERL_NIF_TERM store,
+                                tidemark_status (*call)(const tidemark_store *, char **))
 {
     tm_store_res *r;
     tidemark_store *s;
     char *json = NULL;
     tidemark_status st;
     ERL_NIF_TERM result;
-    (void)argc;
-    if (!get_store(env, argv[0], &r))
+    if (!get_store(env, store, &r))
         return enif_make_badarg(env);
     if ((s = core_use(r->core)) == NULL)
         return closed_error(env);
-    st = tidemark_store_status_json(s, &json);
+    st = call(s, &json);
     result = st == TIDEMARK_OK ? make_ok(env, make_string_bin(env, json)) : status_error(env, st);
     core_done(r->core);
     tidemark_string_free(json);
     return result;
+}
+
+ERL_NIF_TERM status_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    return string_call(env, argv[0], tidemark_store_status_json);
+}
+
+/* metrics_nif(Store, text | json): the metrics as Prometheus text or as JSON. */
+ERL_NIF_TERM metrics_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    char format[8];
+    (void)argc;
+    if (!enif_get_atom(env, argv[1], format, sizeof format, ERL_NIF_LATIN1))
+        return enif_make_badarg(env);
+    if (strcmp(format, "text") == 0)
+        return string_call(env, argv[0], tidemark_store_metrics_text);
+    if (strcmp(format, "json") == 0)
+        return string_call(env, argv[0], tidemark_store_metrics_json);
+    return enif_make_badarg(env);
 }
 
 /* {Bytes, Commits, Revisions, FirstRevision} cut off the log's end on open (all 0: none). */

@@ -53,6 +53,7 @@ static ErlNifFunc nif_funcs[] = {
     {"open_nif", 2, open_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"close_nif", 1, close_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"status_nif", 1, status_nif, 0},
+    {"metrics_nif", 2, metrics_nif, 0}, /* scans subscriptions' events for their lag */
     {"tail_repair_nif", 1, tail_repair_nif, 0},
     {"current_revision_nif", 1, current_revision_nif, 0},
     {"earliest_revision_nif", 1, earliest_revision_nif, 0},

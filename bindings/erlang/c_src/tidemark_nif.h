@@ -194,6 +194,7 @@ TM_NIF(open_nif) TM_NIF(close_nif) TM_NIF(status_nif) TM_NIF(current_revision_ni
 TM_NIF(earliest_revision_nif) TM_NIF(watcher_count_nif) TM_NIF(version_nif) TM_NIF(put_nif)
 TM_NIF(get_nif) TM_NIF(delete_nif) TM_NIF(batch_nif) TM_NIF(range_nif) TM_NIF(changes_nif)
 TM_NIF(compact_nif) TM_NIF(status_reason_nif) TM_NIF(tail_repair_nif)
+TM_NIF(metrics_nif)
 /* watch.c */
 TM_NIF(watch_nif) TM_NIF(unwatch_nif) TM_NIF(activate_nif) TM_NIF(watch_ended_nif)
 /* subscriptions.c */

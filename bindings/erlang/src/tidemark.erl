@@ -39,6 +39,7 @@
          put/3, put/4, get/2, delete/2, batch/2,
          range/3, changes/3, changes/4,
          compact/2, earliest_revision/1, current_revision/1, status/1, tail_repair/1,
+         metrics/1, metrics_text/1,
          watch/2, watch/3, unwatch/2, activate/2, watcher_count/1,
          subscribe/2, subscribe/3, unsubscribe/2,
          serve/3, server_addr/1, server_port/1, server_status/1, stop_server/1,
@@ -144,6 +145,20 @@ status(Store) ->
         {ok, Json} -> {ok, tidemark_json:decode(Json)};
         Error -> Error
     end.
+
+%% @doc The store's metrics as a map by family name (see docs/operations.md): a number, a
+%% histogram `#{<<"count">>, <<"sum">>, <<"buckets">>}', or a list of
+%% `#{<<"labels">> => #{...}, <<"value">> => V}' for a labeled family.
+-spec metrics(store()) -> {ok, map()} | error().
+metrics(Store) ->
+    case tidemark_nif:metrics_nif(Store, json) of
+        {ok, Json} -> {ok, tidemark_json:decode(Json)};
+        Error -> Error
+    end.
+
+%% @doc The store's metrics in the Prometheus text exposition format.
+-spec metrics_text(store()) -> {ok, binary()} | error().
+metrics_text(Store) -> tidemark_nif:metrics_nif(Store, text).
 
 %% @doc What opening a directory store cut off the end of its log (a torn tail, see
 %% docs/durability.md "Tail repairs"): `none', or the bytes, commits and revisions cut and

@@ -3,7 +3,7 @@
 %% the documented API, with its argument checks and defaults, is the `tidemark' module.
 -module(tidemark_nif).
 
--export([open_nif/2, close_nif/1, status_nif/1, tail_repair_nif/1, current_revision_nif/1,
+-export([open_nif/2, close_nif/1, status_nif/1, metrics_nif/2, tail_repair_nif/1, current_revision_nif/1,
          earliest_revision_nif/1, watcher_count_nif/1, version_nif/0, put_nif/4,
          get_nif/2, delete_nif/2, batch_nif/2, range_nif/3,
          changes_nif/5, compact_nif/2, status_reason_nif/1,
@@ -42,6 +42,7 @@ init() ->
 open_nif(_Path, _OptsJson) -> ?NIF.
 close_nif(_Store) -> ?NIF.
 status_nif(_Store) -> ?NIF.
+metrics_nif(_Store, _Format) -> ?NIF.
 tail_repair_nif(_Store) -> ?NIF.
 current_revision_nif(_Store) -> ?NIF.
 earliest_revision_nif(_Store) -> ?NIF.

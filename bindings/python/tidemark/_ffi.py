@@ -335,6 +335,8 @@ store_changes = declare(
 )
 store_compact = declare("tidemark_store_compact", None, [_p, ("keep_revision", c_uint64), _u64p], status=True)
 store_status_json = declare("tidemark_store_status_json", None, [_p, _pp], status=True)
+store_metrics_text = declare("tidemark_store_metrics_text", None, [_p, _pp], status=True)
+store_metrics_json = declare("tidemark_store_metrics_json", None, [_p, _pp], status=True)
 store_tail_repair = declare("tidemark_store_tail_repair", None, [_p, _u64p, _u64p, _u64p, _u64p], status=True)
 store_watcher_count = declare("tidemark_store_watcher_count", c_size_t, [_p])
 

@@ -94,16 +94,21 @@ def make_selector(
     return sel
 
 
-def take_json_string(ptr: Optional[int], null_message: str) -> Dict[str, Any]:
-    """Parses and frees a JSON string the library returned (``RuntimeError(null_message)``
+def take_string(ptr: Optional[int], null_message: str) -> str:
+    """Decodes and frees a UTF-8 string the library returned (``RuntimeError(null_message)``
     for NULL)."""
     if not ptr:  # pragma: no cover - the library always writes it on success
         raise RuntimeError(null_message)
     try:
-        text = string_at(ptr)
+        return string_at(ptr).decode()
     finally:
         _ffi.string_free(ptr)
-    result: Dict[str, Any] = json.loads(text)
+
+
+def take_json_string(ptr: Optional[int], null_message: str) -> Dict[str, Any]:
+    """Parses and frees a JSON string the library returned (``RuntimeError(null_message)``
+    for NULL)."""
+    result: Dict[str, Any] = json.loads(take_string(ptr, null_message))
     return result
 
 

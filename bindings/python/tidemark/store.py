@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Union, overload
 from . import _ffi
 from ._events import Entry, Event, Page, take_page
 from ._handle import StoreHandle, ended_at_exit
-from ._util import Key, in_callback, make_selector, selector_keywords, take_json_string, to_bytes
+from ._util import Key, in_callback, make_selector, selector_keywords, take_json_string, take_string, to_bytes
 from .errors import ClosedError, NotFoundError
 from .contexts import ContextsMixin
 from .lockstep import Address, FollowEvent, Follower, Server
@@ -331,6 +331,21 @@ class Store(StreamsMixin, SubscriptionsMixin, PersistentMixin, ContextsMixin, Tr
         out = c_void_p()
         self._call(_ffi.store_status_json, byref(out))
         return take_json_string(out.value, "tidemark_store_status_json returned NULL")
+
+    def metrics(self) -> Dict[str, Any]:
+        """The store's metrics by family name (``tidemark_store_metrics_json``, see
+        docs/operations.md): a number, a histogram ``{"count", "sum", "buckets"}``, or for a
+        labeled family a list of ``{"labels": {...}, "value": v}``."""
+        out = c_void_p()
+        self._call(_ffi.store_metrics_json, byref(out))
+        return take_json_string(out.value, "tidemark_store_metrics_json returned NULL")
+
+    def metrics_text(self) -> str:
+        """The store's metrics in the Prometheus text exposition format
+        (``tidemark_store_metrics_text``)."""
+        out = c_void_p()
+        self._call(_ffi.store_metrics_text, byref(out))
+        return take_string(out.value, "tidemark_store_metrics_text returned NULL")
 
     @property
     def options(self) -> Dict[str, Any]:

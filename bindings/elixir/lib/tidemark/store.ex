@@ -19,7 +19,7 @@ defmodule Tidemark.Store do
   """
 
   @typedoc "A store handle."
-  @opaque t :: :tidemark.store()
+  @type t :: :tidemark.store()
   @typedoc "The name of a named store."
   @type name :: atom() | String.t()
   @type batch_op ::

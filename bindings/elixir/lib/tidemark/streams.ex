@@ -7,6 +7,16 @@ defmodule Tidemark.Streams do
       {:ok, [%Tidemark.StreamEvent{version: 0}, _]} = Tidemark.Streams.read_forward(store, "order-7")
       {:error, {:wrong_expected_version, 1}} = Tidemark.Streams.append(store, "order-7", events, 0)
 
+  Transient subscriptions push the events of matching streams as they are appended (or
+  replay them from a revision), in global revision order, gap-free:
+
+      {:ok, ref} = Tidemark.Streams.subscribe(store, {:prefix, "order-"}, self(), start_revision: 1)
+
+      receive do
+        {:tidemark_sub_event, ^ref, %Tidemark.StreamEvent{stream: s, version: v}} -> {s, v}
+        {:tidemark_passive, ^ref} -> :ok = Tidemark.Streams.activate(ref, 100)
+      end
+
   An append is one commit: all its events or none (ExESDB's are not atomic). Appending
   events whose ids all equal those of the stream's previous append returns that append's
   version and writes nothing, so a retry after a lost reply duplicates nothing. Stream
@@ -14,6 +24,25 @@ defmodule Tidemark.Streams do
   """
 
   alias Tidemark.Store
+
+  @typedoc """
+  Which stream events a subscription delivers: every stream's, one stream's, those of the
+  streams under a prefix, or those of one event type (`{:stream, name, type}` and
+  `{:prefix, p, type}`: of that type only).
+  """
+  @type stream_selector ::
+          :all
+          | {:stream, iodata()}
+          | {:prefix, iodata()}
+          | {:event_type, iodata()}
+          | {:stream, iodata(), iodata()}
+          | {:prefix, iodata(), iodata()}
+  @typedoc "Options of `subscribe/4`, as for `Tidemark.Sync.watch/4`."
+  @type subscribe_option ::
+          {:start_revision, Tidemark.revision()}
+          | {:active, true | :once | pos_integer()}
+          | {:max_queue, pos_integer()}
+          | {:progress_interval_ms, non_neg_integer()}
 
   @typedoc "`:any`, `:no_stream`, `:stream_exists` or the exact current version."
   @type expected_version :: :any | :no_stream | :stream_exists | non_neg_integer()
@@ -127,10 +156,62 @@ defmodule Tidemark.Streams do
       {:ok, Enum.map(snaps, &struct!(Tidemark.Snapshot, &1))}
     end
   end
+
+  @doc """
+  Sends the stream events `selector` matches to `pid` (monitored: the subscription ends
+  when it exits) as `{:tidemark_sub_event, ref, body}`, in global revision order,
+  gap-free. `body` is a `%Tidemark.StreamEvent{}` (as `read/5` returns it), `{:progress,
+  revision}` (with `:progress_interval_ms`), or, last, `{:compacted, earliest}` or
+  `:closed`.
+
+  Options as for `Tidemark.Sync.watch/4`: `:start_revision` (0, the default: appended from
+  now on; 1: from the beginning; `n`: from revision `n`), `:active` (`true` or `n` /
+  `:once`: flow control counted in stream events; `{:tidemark_passive, ref}` then
+  `activate/2`), `:max_queue` (past it the subscription reads from the log: a slow
+  subscriber loses nothing), `:progress_interval_ms`. A stream name that is empty is
+  `{:error, {:invalid_argument, _}}`, one over 1024 bytes `{:error, {:too_large, _}}`; a
+  malformed selector raises `ArgumentError`.
+  """
+  @spec subscribe(Tidemark.store(), stream_selector, pid(), [subscribe_option]) ::
+          {:ok, reference()} | Tidemark.error()
+  def subscribe(store, selector, pid \\ self(), opts \\ []) when is_pid(pid) and is_list(opts) do
+    opts = opts |> Map.new() |> Map.merge(%{pid: pid, struct: Tidemark.StreamEvent})
+    :tidemark.subscribe(Store.handle(store), selector, opts)
+  end
+
+  @doc """
+  Ends a subscription. Once it returns no further message for `ref` is sent (messages
+  already in the mailbox stay). `{:error, :not_found}` if it had already ended.
+  """
+  @spec unsubscribe(Tidemark.store(), reference()) :: :ok | Tidemark.error()
+  def unsubscribe(store, ref), do: :tidemark.unsubscribe(Store.handle(store), ref)
+
+  @doc """
+  Lets a subscription opened with `active: n` deliver `n` more events (`:once` = 1, `true`
+  = no limit from now on): call it when `{:tidemark_passive, ref}` arrives.
+  """
+  @spec activate(reference(), pos_integer() | :once | true) :: :ok | Tidemark.error()
+  def activate(ref, n), do: :tidemark.activate(ref, n)
+
+  @doc """
+  A `Stream` of the `%Tidemark.StreamEvent{}`s `selector` matches, subscribed by the
+  process that runs it; it behaves as `Tidemark.Sync.watch_stream/3`: paced (`:active`,
+  default 100 per grant), it halts when the store is closed and raises
+  `Tidemark.CompactedError` when compaction overtakes it (with `end_notice: true` it yields
+  `:closed` / `{:compacted, earliest}` last instead); halting it early unsubscribes.
+
+  Options: those of `subscribe/4`, `:end_notice`.
+  """
+  @spec subscribe_stream(Tidemark.store(), stream_selector, keyword()) :: Enumerable.t()
+  def subscribe_stream(store, selector, opts \\ []) when is_list(opts) do
+    handle = Store.handle(store)
+    open = &subscribe(handle, selector, self(), &1)
+    Tidemark.Feed.stream(handle, open, :tidemark_sub_event, Tidemark.StreamEvent, opts)
+  end
 end
 
 defmodule Tidemark.StreamEvent do
-  @moduledoc "An event read from a stream (`Tidemark.Streams.read/5`)."
+  @moduledoc "An event of a stream, as `Tidemark.Streams.read/5` returns it and a subscription pushes it."
   @enforce_keys [:stream, :id, :type, :data, :metadata, :version, :revision, :timestamp_ms]
   defstruct @enforce_keys
 

@@ -128,59 +128,8 @@ defmodule Tidemark.Sync do
   """
   @spec watch_stream(Tidemark.store(), Tidemark.selector(), keyword()) :: Enumerable.t()
   def watch_stream(store, selector, opts \\ []) when is_list(opts) do
-    {credit, opts} = Keyword.pop(opts, :active, 100)
-    {end_notice, opts} = Keyword.pop(opts, :end_notice, false)
     handle = Store.handle(store)
-
-    Stream.resource(
-      fn ->
-        case watch(handle, selector, self(), [{:active, credit} | opts]) do
-          {:ok, ref} -> ref
-          {:error, {:compacted, e}} when end_notice -> {:notice, {:compacted, e}}
-          {:error, {:compacted, e}} -> raise Tidemark.CompactedError, earliest: e
-          {:error, reason} -> raise ArgumentError, "watch_stream: #{inspect(reason)}"
-        end
-      end,
-      fn
-        {:notice, notice} ->
-          {[notice], {:ended, nil}}
-
-        {:ended, ref} ->
-          {:halt, {:ended, ref}}
-
-        ref ->
-          receive do
-            {:tidemark_event, ^ref, %Tidemark.Event{} = event} -> {[event], ref}
-            {:tidemark_event, ^ref, {:progress, _}} -> {[], ref}
-            {:tidemark_event, ^ref, notice} when end_notice -> {[notice], {:ended, ref}}
-            {:tidemark_event, ^ref, :closed} -> {:halt, {:ended, ref}}
-            {:tidemark_event, ^ref, {:compacted, e}} -> raise Tidemark.CompactedError, earliest: e
-            {:tidemark_passive, ^ref} -> {[], activated(ref, credit)}
-          end
-      end,
-      fn
-        {tag, _} when tag in [:ended, :notice] ->
-          :ok
-
-        ref ->
-          _ = :tidemark.unwatch(handle, ref)
-          flush(ref)
-      end
-    )
-  end
-
-  defp activated(ref, credit) do
-    # A watch that has just ended answers not_found; its terminal notice is on the way.
-    _ = activate(ref, credit)
-    ref
-  end
-
-  defp flush(ref) do
-    receive do
-      {:tidemark_event, ^ref, _} -> flush(ref)
-      {:tidemark_passive, ^ref} -> flush(ref)
-    after
-      0 -> :ok
-    end
+    open = &watch(handle, selector, self(), &1)
+    Tidemark.Feed.stream(handle, open, :tidemark_event, Tidemark.Event, opts)
   end
 end
