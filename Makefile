@@ -46,6 +46,7 @@ demo: deps build
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
 	escript examples/erlang/contexts.escript
+	escript examples/erlang/persistent.escript
 	./tools/with-redis.sh examples/redis/two_processes.sh
 	$(MIX) run ../../examples/elixir/quickstart.exs
 
