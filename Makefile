@@ -42,8 +42,11 @@ demo: deps build
 	$(MAKE) -C examples/cpp run
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/quickstart.py
 	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/streams.py
+	PYTHONPATH=$(CURDIR)/bindings/python $(PYTHON) examples/python/contexts.py
 	$(MAKE) -C bindings/erlang
 	escript examples/erlang/quickstart.escript
+	escript examples/erlang/contexts.escript
+	escript examples/erlang/persistent.escript
 	./tools/with-redis.sh examples/redis/two_processes.sh
 	$(MIX) run ../../examples/elixir/quickstart.exs
 

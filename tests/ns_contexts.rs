@@ -268,6 +268,39 @@ fn contexts_survive_compaction_and_reopen() {
     assert_eq!(apply(&json!({"v": 1}), &patch), json!({"v": 4}));
 }
 
+/// A threshold lowered across a reopen: the next write drops every delta the new threshold
+/// no longer keeps (oldest first), and sync answers exactly from what is left.
+#[test]
+fn a_threshold_lowered_across_reopen_prunes_the_older_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let mut docs = vec![Value::Null];
+    {
+        let s = Store::open(Some(path), Some(r#"{"delta_threshold":10}"#)).unwrap();
+        for i in 1..=15 {
+            docs.push(s.context_update(b"a", &json!({ format!("f{}", i % 4): i })).unwrap().document);
+        }
+        let kept: Vec<u64> =
+            s.context_deltas(b"a", 0, 0, Order::Asc).unwrap().iter().map(|d| d.version).collect();
+        assert_eq!(kept, (6..=15).collect::<Vec<_>>());
+    }
+    let s = Store::open(Some(path), Some(r#"{"delta_threshold":3}"#)).unwrap();
+    docs.push(s.context_update(b"a", &json!({"f0": "last"})).unwrap().document);
+    let kept: Vec<u64> =
+        s.context_deltas(b"a", 0, 0, Order::Asc).unwrap().iter().map(|d| d.version).collect();
+    assert_eq!(kept, [14, 15, 16]);
+    for client in 1..=16i64 {
+        match s.context_sync(b"a", Some(client)).unwrap() {
+            ContextSync::Delta { patch, version: 16 } if client >= 13 => {
+                assert_eq!(apply(&docs[client as usize], &patch), docs[16], "client {client}")
+            }
+            ContextSync::Full { document, version: 16 } if client < 13 => assert_eq!(document, docs[16]),
+            ContextSync::NoChange { version: 16 } if client == 16 => {}
+            other => panic!("client {client}: {other:?}"),
+        }
+    }
+}
+
 // ---- kill -9 during updates of a durable store ----
 
 /// The child: updaters that print each acknowledged version, until killed.
@@ -497,8 +530,11 @@ fn export_on_demand_and_before_a_ttl_delete() {
     s.context_set(b"b", &json!({"z": 1})).unwrap();
     now.fetch_add(100, Ordering::SeqCst);
     fail.store(true, Ordering::SeqCst);
+    let export_failures = |s: &Store| s.status().unwrap()["context_cleaner"]["export_failures"].as_u64();
+    assert_eq!(export_failures(&s), Some(0));
     assert_eq!(s.context_cleanup(0).unwrap(), Cleaned::default());
     assert!(s.context_get(b"a").is_ok() && s.context_get(b"b").is_ok(), "nothing lost");
+    assert_eq!(export_failures(&s), Some(2), "each failed export is counted");
     let e = s.context_export(b"a").unwrap_err();
     assert!(matches!(e, Error::Io(_)) && e.to_string().contains("the archive is down"), "{e}");
     fail.store(false, Ordering::SeqCst);

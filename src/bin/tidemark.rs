@@ -221,6 +221,10 @@ struct ServeArgs {
     /// Require Authorization: Bearer T (or set TIDEMARK_TOKEN)
     #[arg(long, value_name = "T")]
     token: Option<String>,
+    /// Turn on the admin actions (POST /admin/...: compact, replay parked, reset a
+    /// subscription) for requests with Authorization: Bearer T (or set TIDEMARK_ADMIN_TOKEN)
+    #[arg(long, value_name = "T")]
+    admin_token: Option<String>,
     /// Heartbeat after N ms of silence in follow mode (default 10000)
     #[arg(long, value_name = "N")]
     heartbeat_ms: Option<u64>,
@@ -294,7 +298,12 @@ impl From<Error> for Fail {
 }
 
 fn token(flag: &Option<String>) -> Option<String> {
-    flag.clone().or_else(|| std::env::var("TIDEMARK_TOKEN").ok()).filter(|t| !t.is_empty())
+    token_from(flag, "TIDEMARK_TOKEN")
+}
+
+/// The flag's value, else the environment variable's (an empty one is none).
+fn token_from(flag: &Option<String>, var: &str) -> Option<String> {
+    flag.clone().or_else(|| std::env::var(var).ok()).filter(|t| !t.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +604,9 @@ fn serve(a: &ServeArgs) -> Result<(), Fail> {
     if let Some(t) = token(&a.token) {
         o.token = Some(t);
     }
+    if let Some(t) = token_from(&a.admin_token, "TIDEMARK_ADMIN_TOKEN") {
+        o.admin_token = Some(t);
+    }
     if let Some(h) = a.heartbeat_ms {
         o.heartbeat_ms = h.max(1);
     }
@@ -613,6 +625,11 @@ fn serve(a: &ServeArgs) -> Result<(), Fail> {
     catch_signals();
     let server = Server::start(store.clone(), &a.addr, o)?;
     out_line(&format!("listening on {scheme}://{}", server.addr()))?;
+    eprintln!(
+        "tidemark: status page {scheme}://{}/ui, metrics {scheme}://{}/metrics",
+        server.addr(),
+        server.addr()
+    );
     while !interrupted() {
         std::thread::sleep(Duration::from_millis(50));
     }

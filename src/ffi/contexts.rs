@@ -2,6 +2,7 @@
 //! UTF-8 strings and comes out as strings the caller frees with `tidemark_string_free`.
 
 use std::ffi::{c_char, c_void, CString};
+use std::io::Write as _;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -77,10 +78,10 @@ unsafe fn written_out(out: *mut *mut c_char, w: &Outcome<'_>) {
     }
     let mut json = Vec::with_capacity(w.text.len() + 96);
     json.extend_from_slice(b"{\"delta\":");
-    serde_json::to_writer(&mut json, w.delta).expect("a patch serializes");
+    json.extend_from_slice(w.delta);
     json.extend_from_slice(b",\"document\":");
     json.extend_from_slice(w.text);
-    json.extend_from_slice(format!(",\"revision\":{},\"version\":{}}}", w.revision, w.version).as_bytes());
+    write!(json, ",\"revision\":{},\"version\":{}}}", w.revision, w.version).expect("a Vec takes writes");
     // SAFETY: JSON text written by serde_json holds no NUL byte (it escapes U+0000), and the
     // stored text is such text; `out` is not NULL and writable for a pointer (header rule).
     unsafe { put_out(out, CString::from_vec_unchecked(json).into_raw()) };

@@ -218,14 +218,15 @@ pub(crate) struct Outcome<'a> {
     /// The document as stored (JSON text).
     pub text: &'a [u8],
     pub version: u64,
-    pub delta: &'a Value,
+    /// The delta as JSON text (an array).
+    pub delta: &'a [u8],
     pub revision: u64,
 }
 
 impl Outcome<'_> {
     fn written(&self) -> Written {
-        let (document, delta) = (self.document.clone(), self.delta.clone());
-        Written { document, version: self.version, delta, revision: self.revision }
+        let delta = serde_json::from_slice(self.delta).expect("a delta is JSON text");
+        Written { document: self.document.clone(), version: self.version, delta, revision: self.revision }
     }
 }
 
@@ -237,13 +238,14 @@ pub(crate) enum Change<'a> {
 }
 
 /// Applies the RFC 7386 merge `patch` (an object) to `doc` in place and appends to `ops` the
-/// RFC 6902 operations that make the same change, so an update needs no diff of whole
-/// documents. `path` is the JSON Pointer of `doc`.
+/// RFC 6902 operations that make the same change, as the JSON text of an array begun with
+/// `[` (the caller ends it), so an update neither diffs whole documents nor builds the ops as `Value`s. `path` is the
+/// JSON Pointer of `doc`.
 fn merge_recording(
     doc: &mut Map<String, Value>,
     patch: &Map<String, Value>,
     path: &mut String,
-    ops: &mut Vec<Value>,
+    ops: &mut Vec<u8>,
 ) {
     for (k, v) in patch {
         let at = path.len();
@@ -253,24 +255,41 @@ fn merge_recording(
             (Value::Null, None) => {}
             (Value::Null, Some(_)) => {
                 doc.remove(k);
-                ops.push(serde_json::json!({"op": "remove", "path": path}));
+                push_op(ops, "remove", path, None);
             }
             (Value::Object(p), Some(Value::Object(d))) => merge_recording(d, p, path, ops),
             (_, Some(old)) => {
                 let new = merged(v);
                 if *old != new {
-                    ops.push(serde_json::json!({"op": "replace", "path": path, "value": new}));
+                    push_op(ops, "replace", path, Some(&new));
                     *old = new;
                 }
             }
             (_, None) => {
                 let new = merged(v);
-                ops.push(serde_json::json!({"op": "add", "path": path, "value": new}));
+                push_op(ops, "add", path, Some(&new));
                 doc.insert(k.clone(), new);
             }
         }
         path.truncate(at);
     }
+}
+
+/// Appends `{"op":…,"path":…,"value":…}` (after a comma unless it is the first): the text
+/// `serde_json` writes for the op as a `Value` (keys in order).
+fn push_op(ops: &mut Vec<u8>, op: &str, path: &str, value: Option<&Value>) {
+    if ops.len() > 1 {
+        ops.push(b',');
+    }
+    ops.extend_from_slice(b"{\"op\":\"");
+    ops.extend_from_slice(op.as_bytes());
+    ops.extend_from_slice(b"\",\"path\":");
+    serde_json::to_writer(&mut *ops, path).expect("a path serializes");
+    if let Some(v) = value {
+        ops.extend_from_slice(b",\"value\":");
+        serde_json::to_writer(&mut *ops, v).expect("a value serializes");
+    }
+    ops.push(b'}');
 }
 
 /// A merge patch's value as it lands where there was no object: objects lose their nulls.
@@ -496,7 +515,7 @@ impl Store {
             doc: Doc,
             text: Vec<u8>,
             version: u64,
-            delta: Value,
+            delta: Vec<u8>,
             at: u64,
         }
         let (p, revision) = transact(self, || {
@@ -510,30 +529,27 @@ impl Store {
                     },
                     None => Doc::new(Value::Object(Map::new())),
                 };
-                let ops = match change {
+                let mut delta = Vec::with_capacity(128);
+                match change {
                     Change::Replace(new) => {
                         let patch = json_patch::diff(&doc.value, new);
                         doc = Doc::new(new.clone());
-                        match serde_json::to_value(&patch).expect("a patch serializes") {
-                            Value::Array(ops) => ops,
-                            _ => unreachable!("a patch is an array"),
-                        }
+                        serde_json::to_writer(&mut delta, &patch).expect("a patch serializes");
                     }
                     Change::Merge(patch) => {
-                        let mut ops = Vec::new();
                         let (Value::Object(d), Value::Object(p)) = (&mut doc.value, patch) else {
                             unreachable!("documents and patches are checked to be objects")
                         };
-                        merge_recording(d, p, &mut String::new(), &mut ops);
+                        delta.push(b'[');
+                        merge_recording(d, p, &mut String::new(), &mut delta);
+                        delta.push(b']');
                         doc.refresh(p.keys());
-                        ops
                     }
-                };
-                if let Some((h, text)) = current.filter(|_| ops.is_empty()) {
-                    let (version, at, text) = (h.version, h.mod_revision, text.to_vec());
-                    return Ok(Plan::Done((Planned { doc, text, version, delta: Value::Array(ops), at }, 0)));
                 }
-                let delta = Value::Array(ops);
+                if let Some((h, text)) = current.filter(|_| delta == b"[]") {
+                    let (version, at, text) = (h.version, h.mod_revision, text.to_vec());
+                    return Ok(Plan::Done((Planned { doc, text, version, delta, at }, 0)));
+                }
                 let text = doc.text();
                 let mut txn = Txn::with_capacity(3 * dkey.len() + HEAD + text.len() + 256, 6);
                 let (version, created_ms, tombstone) = match current {
@@ -554,7 +570,7 @@ impl Store {
                 if current.is_some() && threshold > 0 {
                     txn.put_with(delta_key(id, version), |d| {
                         d.extend_from_slice(&now.to_be_bytes());
-                        serde_json::to_writer(d, &delta).expect("a patch serializes");
+                        d.extend_from_slice(&delta);
                     });
                 }
                 prune(kv, id, version, threshold, &mut txn);
@@ -824,7 +840,11 @@ impl Store {
                     // Exported outside every lock (the exporter may call into the store).
                     (Some(Err(c)), Some(export)) => match export(&c) {
                         Ok(()) => exported = c.revision,
-                        Err(_) => break Cleaned::default(),
+                        Err(_) => {
+                            let failures = &self.contexts().cleaner.export_failures;
+                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            break Cleaned::default();
+                        }
                     },
                     (Some(Ok(done)), _) => break done,
                     _ => break Cleaned::default(),
@@ -869,6 +889,8 @@ pub(crate) struct Cleaner {
     state: Mutex<CleanerState>,
     wake: Condvar,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Exports that failed in cleanup passes (each kept its context), by any caller.
+    export_failures: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -904,10 +926,12 @@ impl Cleaner {
         }
     }
 
-    /// `{running, interval_ms, limit, passes}` for the store's status.
+    /// `{running, interval_ms, limit, passes, export_failures}` for the store's status.
     pub(crate) fn status(&self) -> Value {
         let st = self.state.lock();
-        serde_json::json!({"running": st.running, "interval_ms": st.interval_ms, "limit": st.limit, "passes": st.passes})
+        let export_failures = self.export_failures.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({"running": st.running, "interval_ms": st.interval_ms, "limit": st.limit,
+            "passes": st.passes, "export_failures": export_failures})
     }
 
     fn run(store: Store) {

@@ -9,13 +9,14 @@ defmodule Tidemark do
   | `Tidemark.Sync` | `Concord.Sync`: `changes/4`, `compact/2`, `watch/4`, `watch_stream/3` |
   | `Tidemark.Streams` | `ExESDBGater.API`: append with expected version, read, snapshots, subscriptions |
   | `Tidemark.Context` | `Chord`: versioned contexts, `sync/3` → full / delta / no change |
+  | `Tidemark.Subscription` | ExESDB persistent subscriptions: competing consumers, ack, nack, parking |
   | `Tidemark.Tracker` | `reckon_db_tracker_group`: join/leave/members, `{:feature_created, f, data}` |
   | `Tidemark.Lockstep` | lockstep: serve a store over HTTP, follow such a feed |
 
   Every call is a translation of the Erlang application `:tidemark` (`bindings/erlang`),
   which is a NIF over the C API: keyword options become the Erlang maps, results become
   structs (`Tidemark.Event`, `Tidemark.KV`, `Tidemark.Changes`, `Tidemark.StreamEvent`,
-  `Tidemark.Snapshot`), and errors are `{:error, reason}` exactly as the Erlang API returns
+  `Tidemark.Snapshot`, `Tidemark.Delivery`, `Tidemark.SubscriptionInfo`), and errors are `{:error, reason}` exactly as the Erlang API returns
   them (see `t:reason/0`). Wrong argument types raise `ArgumentError`.
 
   Wherever a function takes a `t:store/0`, a store handle or the name of a store opened with

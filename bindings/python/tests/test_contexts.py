@@ -227,6 +227,7 @@ def test_exporter_on_demand_and_before_a_ttl_delete() -> None:
         failing[0] = True
         assert s.context_cleanup() == (0, 0), "a failed export keeps the context"
         assert s.context_get("a") is not None
+        assert s.status()["context_cleaner"]["export_failures"] == 1
         with pytest.raises(tidemark.TidemarkIOError):
             s.context_export("a")
         failing[0] = False

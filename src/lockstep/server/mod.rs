@@ -13,6 +13,7 @@
 
 mod body;
 mod feed;
+mod ops;
 mod options;
 mod write;
 
@@ -157,20 +158,9 @@ impl Server {
     /// Counters: open connections, connections accepted in all, follow responses, requests, records served, refused
     /// connections (over `max_sockets`, or 503 for want of a slot).
     pub fn status(&self) -> Value {
-        let sh = &self.shared;
-        json!({
-            "addr": self.addr.to_string(),
-            "connections": sh.sockets.load(Ordering::Relaxed),
-            "accepted_connections": sh.accepted.load(Ordering::Relaxed),
-            "following": sh.following.load(Ordering::Relaxed),
-            "requests": sh.requests.load(Ordering::Relaxed),
-            "records_served": sh.records.load(Ordering::Relaxed),
-            "refused_connections": sh.refused.load(Ordering::Relaxed),
-            "writable": sh.opts.writable,
-            "auth": sh.opts.token.is_some(),
-            "tls": sh.tls.is_some(),
-            "heartbeat_ms": sh.opts.heartbeat_ms,
-        })
+        let mut v = self.shared.counters();
+        v["addr"] = json!(self.addr.to_string());
+        v
     }
 
     /// Stops accepting, ends every response (follow responses get their final chunk), and
@@ -202,6 +192,25 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+impl Shared {
+    /// The server's counters (`Server::status` without the address).
+    fn counters(&self) -> Value {
+        let sh = self;
+        json!({
+            "connections": sh.sockets.load(Ordering::Relaxed),
+            "accepted_connections": sh.accepted.load(Ordering::Relaxed),
+            "following": sh.following.load(Ordering::Relaxed),
+            "requests": sh.requests.load(Ordering::Relaxed),
+            "records_served": sh.records.load(Ordering::Relaxed),
+            "refused_connections": sh.refused.load(Ordering::Relaxed),
+            "writable": sh.opts.writable,
+            "auth": sh.opts.token.is_some(),
+            "tls": sh.tls.is_some(),
+            "heartbeat_ms": sh.opts.heartbeat_ms,
+        })
     }
 }
 
@@ -292,23 +301,29 @@ async fn serve_socket(sh: &Arc<Shared>, tcp: tokio::net::TcpStream) {
 }
 
 fn authorized(sh: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(token) = &sh.opts.token else { return true };
-    let Some(h) = req.headers().get(hyper::header::AUTHORIZATION).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Some((scheme, given)) = h.split_once(' ') else { return false };
+    sh.opts.token.as_ref().is_none_or(|token| bearer(req, token) == Some(true))
+}
+
+/// Whether the request's `Authorization: Bearer` token is `token` (`None`: no such header).
+fn bearer(req: &Request<Incoming>, token: &str) -> Option<bool> {
+    let h = req.headers().get(hyper::header::AUTHORIZATION)?;
+    let Some((scheme, given)) = h.to_str().ok().and_then(|h| h.split_once(' ')) else { return Some(false) };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
+        return Some(false);
     }
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     // Constant time in the token's content.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Some(a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0)
 }
 
 async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Payload> {
     sh.requests.fetch_add(1, Ordering::Relaxed);
     if req.version() == Version::HTTP_11 && !req.headers().contains_key(hyper::header::HOST) {
         return error_response(400, "HTTP/1.1 requests need a Host header", None);
+    }
+    // Admin actions are authorized by the admin token alone (see `ops`).
+    if req.uri().path().starts_with("/admin/") {
+        return ops::route(sh, &req).await.expect("an admin path");
     }
     if !authorized(sh, &req) {
         return error_response(
@@ -322,6 +337,9 @@ async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<Payload> {
     }
     if *sh.stopping.borrow() {
         return error_response(503, "the server is stopping", None);
+    }
+    if let Some(r) = ops::route(sh, &req).await {
+        return r;
     }
     match *req.method() {
         Method::GET | Method::HEAD => feed(sh, req).await,

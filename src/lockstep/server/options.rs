@@ -15,6 +15,9 @@ pub struct ServerOptions {
     pub writable: bool,
     /// When set, every request needs `Authorization: Bearer <token>` (else 401).
     pub token: Option<String>,
+    /// When set, the admin actions (`POST /admin/...`, see `ops`) are on and need
+    /// `Authorization: Bearer <admin_token>`; when not, they answer 403.
+    pub admin_token: Option<String>,
     /// Follow mode: a `{"heartbeat":true}` chunk after this many ms without data.
     pub heartbeat_ms: u64,
     /// Finite responses served at once (counted after authorization); more get 503.
@@ -50,6 +53,7 @@ impl Default for ServerOptions {
         ServerOptions {
             writable: false,
             token: None,
+            admin_token: None,
             heartbeat_ms: 10_000,
             max_connections: 64,
             max_follows: 10_000,
@@ -86,17 +90,22 @@ impl ServerOptions {
             match key.as_str() {
                 "writable" => o.writable = boolean(&v)?,
                 "allow_remote" => o.allow_remote = boolean(&v)?,
-                "token" => {
-                    o.token = match &v {
+                "token" | "admin_token" => {
+                    let t = match &v {
                         Value::Null => None,
                         Value::String(s) if !s.is_empty() && s.bytes().all(|b| (0x21..0x7f).contains(&b)) => {
                             Some(s.clone())
                         }
                         _ => {
-                            return Err(Error::InvalidArgument(
-                                "option \"token\" must be a non-empty string of visible ASCII characters".into(),
-                            ))
+                            return Err(Error::InvalidArgument(format!(
+                                "option \"{key}\" must be a non-empty string of visible ASCII characters"
+                            )))
                         }
+                    };
+                    if key == "token" {
+                        o.token = t;
+                    } else {
+                        o.admin_token = t;
                     }
                 }
                 "heartbeat_ms" => o.heartbeat_ms = pos(&v)?,
@@ -122,7 +131,7 @@ impl ServerOptions {
                 "write_timeout_ms" => o.write_timeout_ms = pos(&v)?,
                 _ => {
                     return Err(Error::InvalidArgument(format!(
-                        "unknown server option \"{key}\" (known: writable, token, heartbeat_ms, max_connections, \
+                        "unknown server option \"{key}\" (known: writable, token, admin_token, heartbeat_ms, max_connections, \
                          max_follows, max_sockets, threads, tls_cert, tls_key, max_header_bytes, max_body_bytes, \
                          allow_remote, max_queue, idle_timeout_ms, request_timeout_ms, write_timeout_ms)"
                     )))

@@ -124,6 +124,23 @@ impl Group {
         self.cond.notify_all();
     }
 
+    /// Runs `commit` under the group's lock and, if it succeeds, ends the group with
+    /// `why(revision)`: no checkpoint of the group's own can land after it.
+    pub(crate) fn end_with(
+        &self,
+        commit: impl FnOnce() -> Result<u64>,
+        why: impl FnOnce(u64) -> Error,
+    ) -> Result<u64> {
+        let mut s = self.state.lock();
+        let r = commit();
+        if let Ok(rev) = r {
+            s.ended.get_or_insert(why(rev));
+        }
+        drop(s);
+        self.cond.notify_all();
+        r
+    }
+
     /// In flight, consumers, parked.
     pub(crate) fn counts(&self) -> (u64, u64, u64) {
         let s = self.state.lock();

@@ -261,6 +261,42 @@ impl Store {
         Ok(self.group(name)?.replay(parked))
     }
 
+    /// Moves the subscription's checkpoint so that delivery starts again at `revision`
+    /// (1 ..= current + 1; earlier to deliver events again, later to skip them), in one
+    /// commit; parked events stay parked. An open delivery group ends under its lock (no
+    /// checkpoint of its own lands after the reset): its consumers get `Conflict` and
+    /// connect again, at the new checkpoint. Returns the commit's revision.
+    pub fn subscription_reset(&self, name: &[u8], revision: u64) -> Result<u64> {
+        check_name(name, "subscription")?;
+        let (dkey, ckey) = (definition_key(name), checkpoint_key(name));
+        let mut groups = self.groups().0.lock();
+        let commit = || {
+            transact(self, || {
+                let current = self.current_revision();
+                if revision == 0 || revision > current + 1 {
+                    return Err(Error::InvalidArgument(format!(
+                        "a reset revision is between 1 and the current revision + 1 ({})",
+                        current + 1
+                    )));
+                }
+                let Some(rev) = self.read_kv(|kv| kv.get(&dkey).map(|e| e.mod_revision))? else {
+                    return Err(unknown(name));
+                };
+                let mut txn = Txn::default();
+                txn.require(&dkey, rev);
+                txn.put(&ckey, (revision - 1).to_be_bytes());
+                Ok(Plan::Commit(txn, Box::new(|first| first)))
+            })
+        };
+        let Some(g) = groups.get(name).cloned() else { return commit() };
+        let reset = |at| Error::Conflict { key: name.to_vec(), expected: 0, current: at };
+        let r = g.end_with(commit, reset);
+        if r.is_ok() {
+            groups.remove(name);
+        }
+        r
+    }
+
     fn parked_count(&self, name: &[u8]) -> Result<u64> {
         let mut n = 0;
         self.range_reserved(&Selector::Prefix(parked_prefix(name)), 0, &mut |_| n += 1)?;

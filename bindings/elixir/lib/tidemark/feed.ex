@@ -47,6 +47,12 @@ defmodule Tidemark.Feed do
           end
       end,
       fn
+        # After its terminal notice the watch is being removed by the store; unwatch waits
+        # for that, so the watcher count is exact when the stream returns.
+        {:ended, ref} when is_reference(ref) ->
+          _ = :tidemark.unwatch(handle, ref)
+          :ok
+
         {state, _} when state in [:ended, :notice] ->
           :ok
 

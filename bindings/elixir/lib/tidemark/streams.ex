@@ -208,6 +208,67 @@ defmodule Tidemark.Streams do
     open = &subscribe(handle, selector, self(), &1)
     Tidemark.Feed.stream(handle, open, :tidemark_sub_event, Tidemark.StreamEvent, opts)
   end
+
+  @doc """
+  ExESDB's `save_subscription/6`: creates the persistent subscription `name` over `selector`
+  as `type` says (`:by_stream` with a stream name, or `"$all"` for every stream;
+  `:by_event_type` with a type), from revision `start_from` (0: from the beginning), and
+  connects `subscriber` when one is given (then `{:ok, sub}`, see
+  `Tidemark.Subscription.connect/4`). ExESDB's transient name `"transient"` has no meaning
+  here: use `subscribe/4`. Other types raise `ArgumentError`.
+  """
+  @spec save_subscription(
+          Tidemark.store(),
+          :by_stream | :by_event_type,
+          String.t(),
+          Tidemark.key(),
+          Tidemark.revision(),
+          pid() | nil
+        ) :: :ok | {:ok, Tidemark.Subscription.t()} | Tidemark.error()
+  def save_subscription(store, type, selector, name, start_from \\ 0, subscriber \\ nil) do
+    start = if start_from == 0, do: :beginning, else: start_from
+    opts = [selector: exesdb_selector(type, selector), start: start]
+
+    with :ok <- Tidemark.Subscription.create(store, name, opts) do
+      if subscriber, do: Tidemark.Subscription.connect(store, name, subscriber), else: :ok
+    end
+  end
+
+  @doc """
+  ExESDB's `remove_subscription/4`: deletes the persistent subscription `name` (`type` and
+  `selector` are checked for shape only; the name alone identifies it here).
+  """
+  @spec remove_subscription(
+          Tidemark.store(),
+          :by_stream | :by_event_type,
+          String.t(),
+          Tidemark.key()
+        ) ::
+          :ok | Tidemark.error()
+  def remove_subscription(store, type, selector, name) do
+    _ = exesdb_selector(type, selector)
+    Tidemark.Subscription.delete(store, name)
+  end
+
+  @doc "ExESDB's `get_subscriptions/1`: `Tidemark.Subscription.list/1`."
+  @spec get_subscriptions(Tidemark.store()) ::
+          {:ok, [Tidemark.SubscriptionInfo.t()]} | Tidemark.error()
+  def get_subscriptions(store), do: Tidemark.Subscription.list(store)
+
+  @doc """
+  Acks deliveries (`Tidemark.Subscription.ack/2`). ExESDB's `ack_event(store, name, pid,
+  event)` names the consumer by subscription and pid; here the consumer's handle does.
+  """
+  @spec ack_event(Tidemark.Subscription.t(), Tidemark.Delivery.t() | [Tidemark.Delivery.t()]) ::
+          :ok | Tidemark.error()
+  def ack_event(sub, deliveries), do: Tidemark.Subscription.ack(sub, deliveries)
+
+  defp exesdb_selector(:by_stream, "$all"), do: :all
+  defp exesdb_selector(:by_stream, stream) when is_binary(stream), do: {:stream, stream}
+  defp exesdb_selector(:by_event_type, type) when is_binary(type), do: {:event_type, type}
+
+  defp exesdb_selector(type, selector),
+    do: raise(ArgumentError, "unsupported subscription #{inspect(type)} #{inspect(selector)}")
 end
 
 defmodule Tidemark.StreamEvent do
