@@ -104,10 +104,15 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::io(format!("{what} {}", path.display()), e)
 }
 
-/// Zeroes a segment file from `off` on, keeping its length `len` (whole blocks).
-fn cut_after(file: &dyn FsFile, off: u64, len: u64) -> io::Result<()> {
-    file.set_len(off)?;
-    file.set_len(len)
+/// Zeroes `[off, end)` of a segment file in place, with one write: its length stays whole
+/// blocks at every moment. (Shortening it and growing it back left, when the machine stopped
+/// between the two, a file of part of a block, which recovery must refuse as cut by someone.)
+/// A write torn by a power loss leaves damage after `off` again, which the next recovery cuts.
+fn cut_after(file: &dyn FsFile, off: u64, end: u64) -> io::Result<()> {
+    if end <= off {
+        return Ok(());
+    }
+    file.write_all_at(&vec![0; (end - off) as usize], off)
 }
 
 /// Creates `dir` and its missing ancestors, syncing each new directory's parent so that the
@@ -430,7 +435,7 @@ impl Storage for FileLog {
         }
         if let Err(e) = file.write_all_at(&self.staged, base_off) {
             // Nothing of a failed write may stay behind, or the next write would follow garbage.
-            if let Err(e2) = cut_after(&*file, base_off, self.active_file_len) {
+            if let Err(e2) = cut_after(&*file, base_off, base_off + self.staged.len() as u64) {
                 self.failed = Some(format!("cannot cut a failed write of {}: {e2}", seg.path.display()));
             }
             let err = io_err("cannot write", &seg.path, e);
@@ -441,7 +446,7 @@ impl Storage for FileLog {
             SyncPolicy::Always => {
                 if let Err(e) = file.sync() {
                     // What reached the disk is unknown: refuse further writes (reads go on).
-                    let _ = cut_after(&*file, base_off, self.active_file_len);
+                    let _ = cut_after(&*file, base_off, base_off + self.staged.len() as u64);
                     self.failed = Some(format!("cannot sync {}: {e}", seg.path.display()));
                     let err = io_err("cannot sync", &seg.path, e);
                     self.discard_staged();

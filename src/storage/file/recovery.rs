@@ -405,8 +405,11 @@ impl FileLog {
                     if !self.read_only {
                         let f =
                             self.fs.open(&path, Mode::Write).map_err(|e| io_err("cannot open", &path, e))?;
-                        let cut =
-                            if blocks { cut_after(&*f, valid_len, file_len) } else { f.set_len(valid_len) };
+                        let cut = if blocks {
+                            cut_after(&*f, valid_len, nonzero_end)
+                        } else {
+                            f.set_len(valid_len)
+                        };
                         cut.and_then(|()| f.sync())
                             .map_err(|e| io_err("cannot cut the torn tail of", &path, e))?;
                     }
