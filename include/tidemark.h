@@ -1195,6 +1195,15 @@ tidemark_status tidemark_store_subscription_parked(const struct tidemark_store *
 tidemark_status tidemark_store_subscription_replay_parked(const struct tidemark_store *store, const uint8_t *name, size_t name_len, size_t *count_out);
 
 /**
+ * Moves the subscription's checkpoint to `revision - 1` in one commit whose revision goes to
+ * `*revision_out`: delivery starts again at `revision` (1 to the current revision + 1, else
+ * `TIDEMARK_ERR_INVALID_ARGUMENT`); earlier delivers events again, later skips them. Parked
+ * events stay parked. Connected consumers get `TIDEMARK_ERR_CONFLICT` from their next call and
+ * connect again at the new checkpoint. An unknown name is `TIDEMARK_ERR_NOT_FOUND`. Any thread.
+ */
+tidemark_status tidemark_store_subscription_reset(const struct tidemark_store *store, const uint8_t *name, size_t name_len, uint64_t revision, uint64_t *revision_out);
+
+/**
  * The number of deliveries (0 for NULL).
  */
 size_t tidemark_deliveries_len(const struct tidemark_deliveries *list);

@@ -878,6 +878,12 @@ class store {
     detail::check(tidemark_store_subscription_replay_parked(p_.get(), detail::bytes(name), name.size(), &n));
     return n;
   }
+  /// Delivery starts again at `revision` (see tidemark_store_subscription_reset).
+  std::uint64_t subscription_reset(std::string_view name, std::uint64_t revision) {
+    std::uint64_t rev = 0;
+    detail::check(tidemark_store_subscription_reset(p_.get(), detail::bytes(name), name.size(), revision, &rev));
+    return rev;
+  }
   /// -1 when the stream does not exist.
   std::int64_t stream_version(std::string_view stream) const {
     std::int64_t v = -1;

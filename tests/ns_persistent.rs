@@ -408,3 +408,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reset_redelivers_backwards_skips_forwards_and_ends_open_consumers() {
+    let s = Store::open(None, None).unwrap();
+    let all = append(&s, "orders", 6);
+    s.subscription_create(b"r", &StreamSelector::all(), Start::Beginning, &opts()).unwrap();
+    let c = s.subscription_connect(b"r").unwrap();
+    c.ack(&revs(&take(&c, 6))).unwrap();
+    assert_eq!(checkpoint(&s, "r"), all[5]);
+    // Bad input changes nothing.
+    let current = s.current_revision();
+    for bad in [0, current + 2] {
+        assert!(matches!(s.subscription_reset(b"r", bad), Err(Error::InvalidArgument(_))));
+    }
+    assert!(matches!(s.subscription_reset(b"nope", 1), Err(Error::NotFound(_))));
+    assert_eq!(s.current_revision(), current);
+    // Backwards: one commit; the open consumer is told; the next one gets the events again.
+    assert_eq!(s.subscription_reset(b"r", all[1]).unwrap(), current + 1);
+    assert_eq!(checkpoint(&s, "r"), all[0]);
+    assert!(matches!(c.next(Duration::ZERO), Err(Error::Conflict { .. })));
+    drop(c);
+    let c = s.subscription_connect(b"r").unwrap();
+    let again = take(&c, 5);
+    assert_eq!(revs(&again), all[1..]);
+    c.ack(&revs(&again)).unwrap();
+    drop(c);
+    // Forwards, past the last event: nothing until a new one.
+    s.subscription_reset(b"r", s.current_revision() + 1).unwrap();
+    let c = s.subscription_connect(b"r").unwrap();
+    assert!(matches!(c.next(Duration::ZERO), Err(Error::Timeout)));
+    let new = append(&s, "orders", 1);
+    assert_eq!(revs(&take(&c, 1)), new);
+}

@@ -346,6 +346,27 @@ pub unsafe extern "C" fn tidemark_store_subscription_replay_parked(
     })
 }
 
+/// Moves the subscription's checkpoint to `revision - 1` in one commit whose revision goes to
+/// `*revision_out`: delivery starts again at `revision` (1 to the current revision + 1, else
+/// `TIDEMARK_ERR_INVALID_ARGUMENT`); earlier delivers events again, later skips them. Parked
+/// events stay parked. Connected consumers get `TIDEMARK_ERR_CONFLICT` from their next call and
+/// connect again at the new checkpoint. An unknown name is `TIDEMARK_ERR_NOT_FOUND`. Any thread.
+#[no_mangle]
+pub unsafe extern "C" fn tidemark_store_subscription_reset(
+    store: *const tidemark_store,
+    name: *const u8,
+    name_len: usize,
+    revision: u64,
+    revision_out: *mut u64,
+) -> tidemark_status {
+    guard(|| {
+        let s = try_ref(store, "store")?;
+        need(revision_out, "revision_out")?;
+        put_out(revision_out, s.subscription_reset(name_in(name, name_len)?, revision)?);
+        Ok(())
+    })
+}
+
 /// The number of deliveries (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn tidemark_deliveries_len(list: *const tidemark_deliveries) -> usize {

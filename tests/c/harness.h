@@ -168,6 +168,7 @@ void test_subscriptions_pull(void);
 void test_subscriptions_bad_input(void);
 /* test_persistent.c */
 void test_persistent(void);
+void test_persistent_reset(void);
 /* test_contexts.c */
 void test_contexts(void);
 void test_contexts_clock(void);

@@ -54,6 +54,7 @@ int main(void) {
   test_subscriptions_pull();
   test_subscriptions_bad_input();
   test_persistent();
+  test_persistent_reset();
   test_contexts();
   test_contexts_clock();
   test_trackers();

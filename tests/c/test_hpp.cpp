@@ -393,8 +393,8 @@ int main() {
   }
   CHECK(tracked::alive == 0);
 
-  // Persistent subscriptions: a consumer (RAII) acks and nacks, parked events replay, and
-  // a consumer that goes out of scope hands its events to another.
+  // Persistent subscriptions: a consumer (RAII) acks and nacks, parked events replay, a
+  // consumer that goes out of scope hands its events to another, and a reset redelivers.
   {
     auto st = tidemark::store::open();
     st.append("order-1", {{"created", "1"}, {"paid", "2"}});
@@ -419,6 +419,17 @@ int main() {
     other.ack(std::vector<std::uint64_t>{revs[1]});
     CHECK(st.subscription_parked("sub").empty());
     CHECK(st.subscription_list().find("\"parked\":0") != std::string::npos);
+    // Reset to the first event: delivered again to the next consumer.
+    std::uint64_t at = st.subscription_reset("sub", revs[0]);
+    CHECK(at == st.current_revision());
+    EXPECT_ERROR(other.next(0ms), TIDEMARK_ERR_CONFLICT);
+    EXPECT_ERROR(st.subscription_reset("sub", 0), TIDEMARK_ERR_INVALID_ARGUMENT);
+    EXPECT_ERROR(st.subscription_reset("nope", 1), TIDEMARK_ERR_NOT_FOUND);
+    {
+      auto c = st.subscription_connect("sub");
+      auto d = c.next(60000ms);
+      CHECK(d && (*d)[0].event.revision == revs[0]);
+    }
     EXPECT_ERROR(st.subscription_create("sub", tidemark::stream_selector::all(), TIDEMARK_START_END),
                  TIDEMARK_ERR_CONFLICT);
     st.subscription_delete("sub");

@@ -1,7 +1,8 @@
 /*
  * tests/c/test_persistent.c: persistent subscriptions through the C API: create from the
  * beginning (history replays), ack / nack retry, park, skip, parked list and replay, a
- * timeout redelivery by an injected clock, two competing consumers, list JSON, delete, and
+ * timeout redelivery by an injected clock, two competing consumers, list JSON, delete, reset
+ * (backwards redelivers, forwards skips, a connected consumer gets CONFLICT), and
  * every bad input (NULLs, unknown names, duplicate, bad options, ack of an event not
  * delivered to the consumer).
  */
@@ -162,5 +163,48 @@ void test_persistent(void) {
   tidemark_string_free(json);
   CHECK_OK(tidemark_store_subscription_create(s, S("sub"), NULL, TIDEMARK_START_END, 0, NULL, &rev));
   tidemark_subscription_close(c2);
+  tidemark_store_close(s);
+}
+
+/* Reset: backwards delivers acked events again, forwards skips; a connected consumer gets
+ * CONFLICT and connects again at the new checkpoint. */
+void test_persistent_reset(void) {
+  section("persistent subscription reset");
+  tidemark_store *s = open_store(NULL);
+  append_n(s, "orders", 4);
+  uint64_t rev = UNTOUCHED, revs[8];
+  CHECK_OK(tidemark_store_subscription_create(s, S("sub"), NULL, TIDEMARK_START_BEGINNING, 0, NULL, &rev));
+  tidemark_subscription *c = NULL;
+  CHECK_OK(tidemark_subscription_connect(s, S("sub"), &c));
+  REQUIRE(take(c, 4, revs, NULL) == 4);
+  CHECK_OK(tidemark_subscription_ack(c, revs, 4));
+  const uint64_t first = revs[0], third = revs[2];
+  /* Bad input changes nothing. */
+  const uint64_t before = tidemark_store_current_revision(s);
+  rev = UNTOUCHED;
+  CHECK_ST(tidemark_store_subscription_reset(s, S("sub"), 0, &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK_ST(tidemark_store_subscription_reset(s, S("sub"), before + 2, &rev), TIDEMARK_ERR_INVALID_ARGUMENT);
+  CHECK_ST(tidemark_store_subscription_reset(s, S("nope"), 1, &rev), TIDEMARK_ERR_NOT_FOUND);
+  CHECK_NULL_ARG(tidemark_store_subscription_reset(NULL, S("sub"), 1, &rev));
+  CHECK_NULL_ARG(tidemark_store_subscription_reset(s, NULL, 3, 1, &rev));
+  CHECK_NULL_ARG(tidemark_store_subscription_reset(s, S("sub"), 1, NULL));
+  CHECK(rev == UNTOUCHED && tidemark_store_current_revision(s) == before);
+  /* Backwards: the open consumer is told, a new one gets every event again. */
+  CHECK_OK(tidemark_store_subscription_reset(s, S("sub"), first, &rev));
+  CHECK(rev == before + 1 && tidemark_store_current_revision(s) == rev);
+  tidemark_deliveries *d = NULL;
+  CHECK_ST(tidemark_subscription_next(c, 0, &d), TIDEMARK_ERR_CONFLICT);
+  tidemark_subscription_close(c);
+  CHECK_OK(tidemark_subscription_connect(s, S("sub"), &c));
+  REQUIRE(take(c, 4, revs, NULL) == 4);
+  CHECK(revs[0] == first && revs[2] == third);
+  CHECK_OK(tidemark_subscription_ack(c, revs, 4));
+  tidemark_subscription_close(c);
+  /* Forwards: delivery starts at the third event. */
+  CHECK_OK(tidemark_store_subscription_reset(s, S("sub"), third, &rev));
+  CHECK_OK(tidemark_subscription_connect(s, S("sub"), &c));
+  REQUIRE(take(c, 2, revs, NULL) == 2);
+  CHECK(revs[0] == third);
+  tidemark_subscription_close(c);
   tidemark_store_close(s);
 }

@@ -265,4 +265,27 @@ defmodule Tidemark.PersistentSubscriptionTest do
       Streams.save_subscription(s, :by_event_pattern, %{}, "p")
     end
   end
+
+  test "reset backwards redelivers, forwards skips; bad input changes nothing" do
+    s = store()
+    :ok = append(s, "s", 3)
+    :ok = Subscription.create(s, "r", start: :beginning)
+    {:ok, sub} = Subscription.connect(s, "r")
+    [d1, d2, d3] = recv(sub, 3)
+    :ok = Subscription.ack(sub, [d1, d2, d3])
+    current = Store.current_revision(s)
+    assert {:error, {:invalid_argument, _}} = Subscription.reset(s, "r", 0)
+    assert {:error, :not_found} = Subscription.reset(s, "none", 1)
+    assert Store.current_revision(s) == current
+    next = current + 1
+    assert {:ok, ^next} = Subscription.reset(s, "r", d2.revision)
+    assert_receive {:tidemark_sub_event, ^sub, {:error, {:conflict, _}}}, 20_000
+    {:ok, again} = Subscription.connect(s, "r")
+    assert Enum.map(recv(again, 2), & &1.revision) == [d2.revision, d3.revision]
+    :ok = Subscription.disconnect(again)
+    assert {:ok, _} = Subscription.reset(s, "r", d3.revision)
+    {:ok, fwd} = Subscription.connect(s, "r")
+    assert [%Delivery{revision: r}] = recv(fwd, 1)
+    assert r == d3.revision
+  end
 end

@@ -278,6 +278,27 @@ ERL_NIF_TERM subscription_delete_nif(ErlNifEnv *env, int argc, const ERL_NIF_TER
     return result;
 }
 
+/* subscription_reset_nif(Store, Name, Revision) -> {ok, CommitRevision} */
+ERL_NIF_TERM subscription_reset_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    tm_store_res *r;
+    tidemark_store *s;
+    ErlNifBinary name;
+    uint64_t revision, rev = 0;
+    tidemark_status st;
+    ERL_NIF_TERM result;
+    (void)argc;
+    if (!get_store(env, argv[0], &r) || !get_name(env, argv[1], &name) || !get_u64(env, argv[2], &revision))
+        return enif_make_badarg(env);
+    DIRTY_IF_DURABLE(r, "subscription_reset_nif", subscription_reset_nif);
+    if ((s = core_use(r->core)) == NULL)
+        return closed_error(env);
+    st = tidemark_store_subscription_reset(s, name.data, name.size, revision, &rev);
+    result = st == TIDEMARK_OK ? make_ok(env, make_u64(env, rev)) : status_error(env, st);
+    core_done(r->core);
+    return result;
+}
+
 /* subscription_list_nif(Store) -> {ok, Json} */
 ERL_NIF_TERM subscription_list_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {

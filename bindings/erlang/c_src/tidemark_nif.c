@@ -127,6 +127,7 @@ static ErlNifFunc nif_funcs[] = {
     {"subscription_list_nif", 1, subscription_list_nif, 0},
     {"subscription_parked_nif", 3, subscription_parked_nif, 0},
     {"subscription_replay_parked_nif", 2, subscription_replay_parked_nif, 0},
+    {"subscription_reset_nif", 3, subscription_reset_nif, 0},
     {"subscription_connect_nif", 5, subscription_connect_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"subscription_activate_nif", 2, subscription_activate_nif, 0},
     {"ack_nif", 2, ack_nif, 0},

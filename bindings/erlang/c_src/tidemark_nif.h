@@ -217,7 +217,7 @@ TM_NIF(registered_stores_nif)
 TM_NIF(join_nif) TM_NIF(leave_nif) TM_NIF(members_nif) TM_NIF(notify_nif)
 /* persistent.c */
 TM_NIF(subscription_create_nif) TM_NIF(subscription_delete_nif) TM_NIF(subscription_list_nif)
-TM_NIF(subscription_parked_nif) TM_NIF(subscription_replay_parked_nif) TM_NIF(subscription_connect_nif)
+TM_NIF(subscription_parked_nif) TM_NIF(subscription_replay_parked_nif) TM_NIF(subscription_reset_nif) TM_NIF(subscription_connect_nif)
 TM_NIF(subscription_activate_nif) TM_NIF(ack_nif) TM_NIF(nack_nif) TM_NIF(subscription_disconnect_nif)
 
 #undef TM_NIF

@@ -54,7 +54,7 @@
          join/3, join/4, leave/3, members/2, notify/5,
          notify_created/4, notify_updated/4, notify_deleted/4,
          subscription_create/3, subscription_delete/2, subscription_list/1,
-         subscription_parked/3, subscription_replay_parked/2,
+         subscription_parked/3, subscription_replay_parked/2, subscription_reset/3,
          subscription_connect/3, subscription_activate/2, ack/2, nack/3,
          subscription_disconnect/1]).
 
@@ -966,6 +966,16 @@ subscription_parked(_, _, _) ->
 -spec subscription_replay_parked(store(), iodata()) -> {ok, non_neg_integer()} | error().
 subscription_replay_parked(Store, Name) ->
     tidemark_nif:subscription_replay_parked_nif(Store, Name).
+
+%% @doc Delivery starts again at `Revision' (1 to the current revision + 1, else
+%% `{error, invalid_argument}'): earlier delivers events again, later skips them; parked
+%% events stay parked. Connected consumers get `{tidemark_sub_event, SubRef, {error,
+%% {conflict, _}}}' (their subscription ended) and connect again. Returns the revision of the commit that moved the checkpoint.
+-spec subscription_reset(store(), iodata(), non_neg_integer()) -> {ok, revision()} | error().
+subscription_reset(Store, Name, Revision) when is_integer(Revision), Revision >= 0 ->
+    tidemark_nif:subscription_reset_nif(Store, Name, Revision);
+subscription_reset(_, _, _) ->
+    erlang:error(badarg).
 
 %% @doc Connects a consumer to the subscription `Name'. The consumer process (`pid', default
 %% the caller) receives `{tidemark_sub_event, SubRef, Delivery}' for each event delivered to

@@ -22,7 +22,7 @@
          registered_stores_nif/0,
          join_nif/4, leave_nif/3, members_nif/2, notify_nif/5,
          subscription_create_nif/9, subscription_delete_nif/2, subscription_list_nif/1,
-         subscription_parked_nif/3, subscription_replay_parked_nif/2, subscription_connect_nif/5,
+         subscription_parked_nif/3, subscription_replay_parked_nif/2, subscription_reset_nif/3, subscription_connect_nif/5,
          subscription_activate_nif/2, ack_nif/2, nack_nif/3, subscription_disconnect_nif/1
         ]).
 
@@ -113,6 +113,7 @@ subscription_delete_nif(_Store, _Name) -> ?NIF.
 subscription_list_nif(_Store) -> ?NIF.
 subscription_parked_nif(_Store, _Name, _Limit) -> ?NIF.
 subscription_replay_parked_nif(_Store, _Name) -> ?NIF.
+subscription_reset_nif(_Store, _Name, _Revision) -> ?NIF.
 subscription_connect_nif(_Store, _Name, _Pid, _Credit, _Struct) -> ?NIF.
 subscription_activate_nif(_SubRef, _N) -> ?NIF.
 ack_nif(_SubRef, _Revisions) -> ?NIF.

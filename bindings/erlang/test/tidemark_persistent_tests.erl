@@ -296,3 +296,31 @@ bad_input_test() ->
         ?assertEqual({error, closed}, tidemark:nack(Sub, D, skip)),
         ok = tidemark:subscription_activate(Sub, 1) % harmless after disconnect
     end).
+
+%% A reset backwards delivers acked events again (an open consumer is told and ends), forwards
+%% skips them; bad input changes nothing.
+reset_test() ->
+    with_store(fun(S) ->
+        ok = append(S, <<"s">>, 4),
+        ok = tidemark:subscription_create(S, <<"r">>, #{start => beginning}),
+        {ok, Sub} = tidemark:subscription_connect(S, <<"r">>, #{}),
+        [D1, D2, D3, D4] = recv(Sub, 4),
+        ok = tidemark:ack(Sub, [D1, D2, D3, D4]),
+        Current = tidemark:current_revision(S),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:subscription_reset(S, <<"r">>, 0)),
+        ?assertMatch({error, {invalid_argument, _}}, tidemark:subscription_reset(S, <<"r">>, Current + 2)),
+        ?assertEqual({error, not_found}, tidemark:subscription_reset(S, <<"none">>, 1)),
+        ?assertError(badarg, tidemark:subscription_reset(S, <<"r">>, -1)),
+        ?assertEqual(Current, tidemark:current_revision(S)),
+        Next = Current + 1,
+        {ok, Next} = tidemark:subscription_reset(S, <<"r">>, maps:get(revision, D2)),
+        receive {tidemark_sub_event, Sub, {error, {conflict, _}}} -> ok after ?WAIT -> error(no_end) end,
+        ok = tidemark:subscription_disconnect(Sub),
+        {ok, Again} = tidemark:subscription_connect(S, <<"r">>, #{}),
+        ?assertEqual(revs([D2, D3, D4]), revs(recv(Again, 3))),
+        ok = tidemark:subscription_disconnect(Again),
+        {ok, _} = tidemark:subscription_reset(S, <<"r">>, maps:get(revision, D4)),
+        {ok, Fwd} = tidemark:subscription_connect(S, <<"r">>, #{}),
+        ?assertEqual(revs([D4]), revs(recv(Fwd, 1))),
+        nothing(Fwd)
+    end).

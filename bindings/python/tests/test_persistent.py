@@ -224,3 +224,37 @@ def test_acks_twice_after_disconnect_and_on_a_closed_store() -> None:
             call()
     c2.close()
     assert list(c2) == []  # a closed consumer's iterator ends
+
+
+def test_reset_redelivers_backwards_skips_forwards(store: Store) -> None:
+    _fill(store, 4)
+    store.subscription_create("r", start="beginning", max_in_flight=10)
+    c = store.subscription_connect("r")
+    first = _take(c, 4)
+    c.ack(first)
+    current = store.revision
+    for bad in (0, current + 2):
+        with pytest.raises(tidemark.InvalidArgumentError):
+            store.subscription_reset("r", bad)
+    with pytest.raises(tidemark.NotFoundError):
+        store.subscription_reset("nope", 1)
+    for wrong in (-1, 1.5, "1", None):
+        with pytest.raises(TypeError):
+            store.subscription_reset("r", wrong)  # type: ignore[arg-type]
+    assert store.revision == current
+    # Backwards: one commit; the open consumer is told; a new one gets the events again.
+    assert store.subscription_reset("r", first[1].revision) == current + 1
+    assert store.subscription_list()[0]["checkpoint"] == first[1].revision - 1
+    with pytest.raises(tidemark.ConflictError):
+        c.next(0)
+    c.close()
+    with store.subscription_connect("r") as c:
+        again = _take(c, 3)
+        assert [d.revision for d in again] == [d.revision for d in first[1:]]
+        c.ack(again)
+    # Forwards, past the end: only new events.
+    store.subscription_reset("r", store.revision + 1)
+    with store.subscription_connect("r") as c:
+        assert c.next(0) == []
+        _fill(store, 1, "later")
+        assert [d.stream for d in _take(c, 1)] == [b"later"]

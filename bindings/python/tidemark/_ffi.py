@@ -512,6 +512,9 @@ store_subscription_create = declare(
     status=True,
 )
 store_subscription_delete = declare("tidemark_store_subscription_delete", None, [_p, c_char_p, c_size_t, _u64p], status=True)
+store_subscription_reset = declare(
+    "tidemark_store_subscription_reset", None, [_p, c_char_p, c_size_t, c_uint64, _u64p], status=True
+)
 store_subscription_list = declare("tidemark_store_subscription_list", None, [_p, _pp], status=True)
 subscription_connect = declare("tidemark_subscription_connect", None, [_p, c_char_p, c_size_t, _pp], status=True)
 subscription_next = declare("tidemark_subscription_next", None, [_p, c_uint32, _pp], status=True)

@@ -1,7 +1,7 @@
 """Persistent subscriptions: :class:`PersistentMixin` gives :class:`~tidemark.Store` its
 ``subscription_create``, ``subscription_delete``, ``subscription_list``,
-``subscription_connect``, ``subscription_consume``, ``subscription_parked`` and
-``subscription_replay_parked`` over ``tidemark_store_subscription_*`` and
+``subscription_connect``, ``subscription_consume``, ``subscription_parked``,
+``subscription_replay_parked`` and ``subscription_reset`` over ``tidemark_store_subscription_*`` and
 ``tidemark_subscription_*``.
 
 A :class:`Consumer` is consumed as an iterator (``for d in consumer``), with ``async for``,
@@ -270,4 +270,16 @@ class PersistentMixin:
         n = to_bytes(name, "name")
         out = c_size_t()
         self._call(_ffi.store_subscription_replay_parked, n, len(n), byref(out))
+        return out.value
+
+    def subscription_reset(self, name: Key, revision: int) -> int:
+        """Delivery starts again at ``revision`` (1 to the current revision + 1): earlier
+        delivers events again, later skips them; parked events stay parked. Connected
+        consumers get :class:`~tidemark.ConflictError` and connect again. Returns the
+        revision of the commit that moved the checkpoint."""
+        if type(revision) is not int or revision < 0:
+            raise TypeError("revision must be an int >= 1")
+        n = to_bytes(name, "name")
+        out = c_uint64()
+        self._call(_ffi.store_subscription_reset, n, len(n), revision, byref(out))
         return out.value

@@ -79,6 +79,17 @@ defmodule Tidemark.Subscription do
     do: :tidemark.subscription_replay_parked(Store.handle(store), name)
 
   @doc """
+  Delivery starts again at `revision` (1 to the current revision + 1): earlier delivers
+  events again, later skips them; parked events stay parked. Connected consumers get
+  `{:tidemark_sub_event, sub, {:error, {:conflict, _}}}` (their subscription ended) and
+  connect again. Returns the revision of the commit that moved the checkpoint.
+  """
+  @spec reset(Tidemark.store(), Tidemark.key(), pos_integer()) ::
+          {:ok, non_neg_integer()} | Tidemark.error()
+  def reset(store, name, revision),
+    do: :tidemark.subscription_reset(Store.handle(store), name, revision)
+
+  @doc """
   Connects `pid` (monitored) as a consumer of `name`: it receives `{:tidemark_sub_event,
   sub, %Tidemark.Delivery{}}` (at most `:max_in_flight` unacked) and acks or nacks each.
   Option `:active`: `true` (default: limited by `:max_in_flight` only), `n` / `:once`, or
