@@ -137,3 +137,73 @@ fn admin_actions_with_the_token() {
     assert_eq!(store.earliest_revision(), 3);
     assert_eq!(get(&url(&s, "/ui/status")).json()["admin"], true);
 }
+
+/// The value of the metric line `family{follower="name",...} v`, if there is one.
+fn follower_metric(s: &Server, family: &str, name: &str) -> Option<u64> {
+    let text = get(&url(s, "/metrics")).text();
+    let start = format!("{family}{{follower=\"{name}\",");
+    text.lines().find(|l| l.starts_with(&start))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn followers_are_listed_with_their_lag_while_connected() {
+    use std::io::Write;
+    use tidemark::lockstep::{FollowOptions, Follower};
+    let store = Arc::new(Store::memory(None).unwrap());
+    store.put(b"/s/a", b"{}").unwrap();
+    let s = serve(&store, r#"{"heartbeat_ms": 50}"#);
+    let m = get(&url(&s, "/metrics")).text();
+    assert!(m.contains("\ntidemark_followers 0\n"), "{m}");
+    // A named follower catches up: lag 0, also after writes elsewhere in the store.
+    let dst = Arc::new(Store::memory(None).unwrap());
+    let opts = FollowOptions::from_json(Some(r#"{"name": "eu-1", "poll_ms": 50}"#)).unwrap();
+    let f = Follower::start(dst.clone(), &url(&s, "/s/"), opts, None).unwrap();
+    wait_until("eu-1 listed at lag 0", || {
+        follower_metric(&s, "tidemark_follower_lag_revisions", "eu-1") == Some(0)
+    });
+    store.put(b"/other", b"{}").unwrap();
+    store.put(b"/s/b", b"{}").unwrap();
+    let current = store.current_revision();
+    wait_until("eu-1 at the current revision", || {
+        follower_metric(&s, "tidemark_follower_position_revision", "eu-1") == Some(current)
+    });
+    // A follower that stops reading falls behind, and its lag shows it.
+    let mut stuck = std::net::TcpStream::connect(s.addr()).unwrap();
+    write!(stuck, "GET /s/0?follow=true&follower=stuck HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    wait_until("stuck listed", || follower_metric(&s, "tidemark_follower_lag_revisions", "stuck").is_some());
+    let pad = format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024));
+    for i in 0..400 {
+        store.put(format!("/s/big{i}").as_bytes(), pad.as_bytes()).unwrap();
+    }
+    wait_until("stuck behind, eu-1 caught up", || {
+        follower_metric(&s, "tidemark_follower_lag_revisions", "stuck").is_some_and(|lag| lag > 100)
+            && follower_metric(&s, "tidemark_follower_lag_revisions", "eu-1") == Some(0)
+    });
+    let st = get(&url(&s, "/ui/status")).json();
+    let names: Vec<&str> =
+        st["followers"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["eu-1", "stuck"]);
+    assert_eq!(st["followers"][0]["prefix"], "/s/");
+    assert_eq!(st["followers"][0]["lag"], 0);
+    assert!(get(&url(&s, "/metrics")).text().contains("\ntidemark_followers 2\n"));
+    // Gone when their connections are.
+    drop(stuck);
+    f.stop();
+    wait_until("no followers", || {
+        let m = get(&url(&s, "/metrics")).text();
+        m.contains("\ntidemark_followers 0\n") && !m.contains("tidemark_follower_lag_revisions{")
+    });
+    assert_eq!(get(&url(&s, "/ui/status")).json()["followers"], Value::Array(vec![]));
+}
+
+#[test]
+fn an_unnamed_follower_is_named_by_its_address() {
+    let store = Arc::new(Store::memory(None).unwrap());
+    let s = serve(&store, "{}");
+    let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+    std::io::Write::write_all(&mut c, b"GET /s/0?follow=true HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let me = c.local_addr().unwrap().to_string();
+    wait_until("listed by address", || {
+        get(&url(&s, "/ui/status")).json()["followers"][0]["name"].as_str() == Some(me.as_str())
+    });
+}

@@ -404,7 +404,8 @@ stop_server(Server) -> tidemark_nif:stop_server_nif(Server).
 %% `cursor_param', `cursor_key', `poll_ms', `connect_timeout_ms', `idle_timeout_ms',
 %% `backoff_initial_ms', `backoff_max_ms', `batch_records', `max_line_bytes', `adopt' (a
 %% first sync into a prefix that holds keys is refused without it), `allow_root_prefix',
-%% `tls_ca_file' (PEM roots trusted for `https://' URLs).
+%% `tls_ca_file' (PEM roots trusted for `https://' URLs), `name' (how a tidemark server's
+%% metrics and status page name this follower).
 %%
 %% `pid' receives `{tidemark_lockstep, Follower, Event}' (`Event' is a `lockstep_event()');
 %% it is monitored, and messages stop when it dies. The follower runs until

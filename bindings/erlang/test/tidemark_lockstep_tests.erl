@@ -622,3 +622,26 @@ drain(N) ->
         {count, From} -> From ! {count, N}, drain(N);
         {tidemark_lockstep, _, _} -> erlang:garbage_collect(), drain(N + 1)
     end.
+
+%% The follower option `name' names it in the server's /metrics, with its lag, while it is
+%% connected.
+follower_name_in_server_metrics_test_() ->
+    {timeout, 30, fun() ->
+        {S, Srv} = served(#{heartbeat_ms => 50}),
+        {ok, _} = tidemark:put(S, <<"/servers/1">>, <<"{}">>),
+        M = store(),
+        {ok, F} = tidemark:follow(M, url(Srv, <<"/servers/">>), #{name => <<"erl-1">>, pid => none}),
+        Lag = fun() ->
+                  {200, _, Body} = http(Srv, "GET", "/metrics"),
+                  Lines = binary:split(Body, <<"\n">>, [global]),
+                  Mine = [L || L <- Lines,
+                               binary:match(L, <<"tidemark_follower_lag_revisions{follower=\"erl-1\",">>) =:= {0, 49}],
+                  [binary_to_integer(lists:last(binary:split(L, <<" ">>, [global]))) || L <- Mine]
+              end,
+        wait_until(Lag, [0]),
+        {ok, _} = tidemark:put(S, <<"/servers/2">>, <<"{}">>),
+        wait_until(fun() -> record(M, <<"/servers/2">>) =/= not_found end, true),
+        wait_until(Lag, [0]),
+        ok = tidemark:stop_follower(F),
+        wait_until(Lag, [])
+    end}.

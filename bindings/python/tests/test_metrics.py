@@ -1,7 +1,9 @@
 """Store metrics from Python: the dict form, and the Prometheus text form read back by
-Prometheus's own parser (prometheus_client)."""
+Prometheus's own parser (prometheus_client); a server's /metrics with its followers' lag."""
 
 from __future__ import annotations
+
+import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -9,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import tidemark
 from tidemark import Store
 from tidemark.persistent import PARK
+
+from conftest import wait_until
 
 
 def _samples(text: str) -> dict:
@@ -53,3 +57,36 @@ def test_closed_store_raises() -> None:
     s.close()
     with pytest.raises(tidemark.ClosedError):
         s.metrics_text()
+
+
+def _scrape(server) -> dict:  # type: ignore[no-untyped-def]
+    with urllib.request.urlopen(server.url("/metrics"), timeout=10) as r:
+        return _samples(r.read().decode())
+
+
+def _value(store: Store, key: str) -> bytes:
+    try:
+        return store.get(key).value
+    except tidemark.NotFoundError:
+        return b""
+
+
+def test_server_metrics_list_each_follower_with_its_lag(store: Store) -> None:
+    store.put("/s/a", "{}")
+    with store.serve(heartbeat_ms=50) as server, Store() as mirror:
+        assert _scrape(server)[("tidemark_followers", ())] == 0
+        follower = mirror.follow(server.url("/s/"), name="py-1", poll_ms=50)
+        lag = lambda: {k[1]: v for k, v in _scrape(server).items() if k[0] == "tidemark_follower_lag_revisions"}  # noqa: E731
+        mine = lambda: [dict(k) for k in lag() if dict(k).get("follower") == "py-1"]  # noqa: E731
+        wait_until(lambda: bool(mine()), "py-1 in /metrics")
+        labels = mine()
+        assert set(labels[0]) == {"follower", "id"}
+        for i in range(50):
+            store.put(f"/s/{i}", "{}")
+        store.put("/elsewhere", "{}")
+        wait_until(lambda: [v for k, v in lag().items() if dict(k)["follower"] == "py-1"] == [0.0], "py-1 at lag 0")
+        pos = _scrape(server)[("tidemark_follower_position_revision", tuple(sorted(labels[0].items())))]
+        assert pos == store.revision
+        wait_until(lambda: b'"id":"49"' in _value(mirror, "/s/49"), "the mirror to apply what it was sent")
+        follower.stop()
+        wait_until(lambda: _scrape(server)[("tidemark_followers", ())] == 0 and not lag(), "py-1 gone")

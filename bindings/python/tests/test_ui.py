@@ -1,8 +1,8 @@
 """The status page (GET /ui) in a real browser: headless Debian Chromium driven through
 chromedriver's WebDriver HTTP API (no Python driver package). A writer thread feeds the
 store; the page must show the revision advancing and a parked event, which a click on
-"Replay parked" with the admin token (and the consumer's ack) makes disappear, and the page
-must load nothing but from the server: every other host name is unresolvable in the
+"Replay parked" with the admin token (and the consumer's ack) makes disappear, a named
+follower's row with its lag while it is connected, and the page must load nothing but from the server: every other host name is unresolvable in the
 browser. Waits are polls with a generous deadline, never timed assertions.
 
 Set TIDEMARK_UI_SCREENSHOT=path to save a screenshot (docs/ui.png was made so)."""
@@ -117,7 +117,7 @@ def browser() -> Iterator[WebDriver]:
 
 
 def test_status_page_in_chromium(browser: WebDriver) -> None:
-    with Store() as store, store.serve(admin_token=TOKEN) as server:
+    with Store() as store, store.serve(admin_token=TOKEN, heartbeat_ms=100) as server, Store() as mirror:
         stop = threading.Event()
 
         def writer() -> None:
@@ -142,6 +142,9 @@ def test_status_page_in_chromium(browser: WebDriver) -> None:
                 row = "tr[data-subscription='orders']"
                 browser.until(f"const r = document.querySelector(\"{row}\"); return r && r.querySelector('.parked').textContent === '1';", "the parked event")
                 assert "orders-1@" in browser.js(f"return document.querySelector(\"{row} .parked-events\").textContent;")
+                # A follower shows up with its position and lag.
+                follower = mirror.follow(server.url("/w/"), name="mirror", poll_ms=50)
+                browser.until("const r = document.querySelector(\"tr[data-follower='mirror']\"); return r && r.querySelector('.prefix').textContent === '/w/' && /^[0-9]+$/.test(r.querySelector('.lag').textContent);", "the follower's row")
                 if os.environ.get("TIDEMARK_UI_SCREENSHOT"):
                     with open(os.environ["TIDEMARK_UI_SCREENSHOT"], "wb") as f:
                         f.write(base64.b64decode(browser.s("GET", "/screenshot")))
@@ -167,6 +170,8 @@ def test_status_page_in_chromium(browser: WebDriver) -> None:
                 # Every request the page made went to the server.
                 urls = browser.js("return [location.href].concat(performance.getEntriesByType('resource').map(e => e.name));")
                 assert urls and all(u.startswith(origin + "/") for u in urls), urls
+                follower.stop()
+                browser.until("return !document.querySelector(\"tr[data-follower='mirror']\");", "the follower's row to go")
         finally:
             stop.set()
             t.join()

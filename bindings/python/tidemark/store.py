@@ -486,7 +486,8 @@ class Store(StreamsMixin, SubscriptionsMixin, PersistentMixin, ContextsMixin, Tr
         ``poll_ms``, ``connect_timeout_ms``, ``idle_timeout_ms``, ``backoff_initial_ms``,
         ``backoff_max_ms``, ``batch_records``, ``max_line_bytes``, ``adopt`` (without it a
         first sync into a prefix that already holds keys is refused), ``allow_root_prefix``,
-        ``tls_ca_file``. A bad URL or option raises :class:`InvalidArgumentError`."""
+        ``tls_ca_file``, ``name`` (how a tidemark server's metrics and status page name this
+        follower). A bad URL or option raises :class:`InvalidArgumentError`."""
         return Follower(self, url, callback, options)
 
 

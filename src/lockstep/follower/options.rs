@@ -41,6 +41,9 @@ pub struct FollowOptions {
     pub allow_root_prefix: bool,
     /// PEM file of the certificates trusted for `https://` URLs (default: the Mozilla roots).
     pub tls_ca_file: Option<String>,
+    /// Sent as the `follower=` query parameter: a tidemark server names this follower so in
+    /// its metrics and status page (else it shows the peer address).
+    pub name: Option<String>,
 }
 
 impl Default for FollowOptions {
@@ -63,6 +66,7 @@ impl Default for FollowOptions {
             adopt: false,
             allow_root_prefix: false,
             tls_ca_file: None,
+            name: None,
         }
     }
 }
@@ -88,6 +92,7 @@ impl FollowOptions {
                 "token" => o.token = Some(string(&v)?),
                 "cursor_param" => o.cursor_param = Some(string(&v)?),
                 "tls_ca_file" => o.tls_ca_file = Some(string(&v)?),
+                "name" => o.name = Some(string(&v)?),
                 "cursor_key" => o.cursor_key = Some(string(&v)?.into_bytes()),
                 "follow" => o.follow = v.as_bool().ok_or_else(|| bad("true or false"))?,
                 "adopt" => o.adopt = v.as_bool().ok_or_else(|| bad("true or false"))?,
@@ -108,7 +113,7 @@ impl FollowOptions {
                     "unknown follower option \"{key}\" (known: prefix, id_field, order_by, token, follow, \
                          cursor_param, cursor_key, poll_ms, connect_timeout_ms, idle_timeout_ms, \
                          backoff_initial_ms, backoff_max_ms, batch_records, max_line_bytes, adopt, \
-                         allow_root_prefix, tls_ca_file)"
+                         allow_root_prefix, tls_ca_file, name)"
                 )))
                 }
             }

@@ -141,6 +141,9 @@ impl Runner {
         if self.opts.follow && !resync && !has_follow {
             params.push("follow=true".into());
         }
+        if let Some(name) = &self.opts.name {
+            params.push(format!("follower={}", http::encode_component(name)));
+        }
         for p in params {
             if !u.query.is_empty() {
                 u.query.push('&');

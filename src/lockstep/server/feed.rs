@@ -2,6 +2,7 @@
 //! producer that sends the catch-up then, for a follow stream, live changes and heartbeats.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::body::{core_error, error_response, Payload};
+use super::followers::Registered;
 use super::{stopped, Shared};
 use crate::error::{Error, Result};
 use crate::event::{Bytes as StoreBytes, EventKind};
@@ -29,12 +31,15 @@ pub(crate) struct FeedQuery {
     pub prefix: Vec<u8>,
     pub since: u64,
     pub follow: bool,
+    /// `follower=NAME`: how the server's metrics and status page name this stream.
+    pub name: Option<String>,
 }
 
 pub(crate) fn parse_feed(target: &str) -> std::result::Result<FeedQuery, String> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut since_q = None;
     let mut follow = false;
+    let mut name = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -45,6 +50,11 @@ pub(crate) fn parse_feed(target: &str) -> std::result::Result<FeedQuery, String>
                     "false" | "0" => false,
                     _ => return Err(format!("malformed follow {v:?}: expected true or false")),
                 }
+            }
+            "follower" => {
+                let n =
+                    decode_component(v).ok_or_else(|| "malformed percent-escape in follower".to_string())?;
+                name = Some(String::from_utf8_lossy(&n).into_owned()).filter(|n| !n.is_empty());
             }
             _ => {}
         }
@@ -71,7 +81,7 @@ pub(crate) fn parse_feed(target: &str) -> std::result::Result<FeedQuery, String>
         .ok_or_else(|| {
             format!("malformed since {since_text:?}: expected a revision number (GET /<path>/<since> or /<path>/?since=N)")
         })?;
-    Ok(FeedQuery { prefix, since, follow })
+    Ok(FeedQuery { prefix, since, follow, name })
 }
 
 fn gone(store: &Store, since: u64) -> Response<Payload> {
@@ -181,9 +191,15 @@ pub(super) async fn feed(sh: &Arc<Shared>, req: Request<Incoming>) -> Response<P
     } else {
         None
     };
+    let follower = watch.map(|w| {
+        let peer = req.extensions().get::<SocketAddr>().map(SocketAddr::to_string);
+        let name = q.name.or(peer).unwrap_or_else(|| "unknown".into());
+        (w, name)
+    });
     let (tx, rx) = mpsc::channel(2);
-    let out = Out { tx, buf: Vec::with_capacity(CHUNK), records: 0 };
-    tokio::spawn(produce(sh.clone(), out, index, q.prefix.len(), watch, permit));
+    let out = Out { tx, buf: Vec::with_capacity(CHUNK), records: 0, sent: 0 };
+    let stream = Stream { prefix: q.prefix, since: q.since, at, index };
+    tokio::spawn(produce(sh.clone(), out, stream, follower, permit));
     let mut r = Response::new(Payload::Stream(rx));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -204,6 +220,16 @@ struct Out {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
     records: u64,
+    /// The revision of the last record rendered.
+    sent: u64,
+}
+
+/// What a response serves: its prefix, the request's cursor, and the catch-up at `at`.
+struct Stream {
+    prefix: Vec<u8>,
+    since: u64,
+    at: u64,
+    index: Vec<Indexed>,
 }
 
 /// The client went away (or stopped reading and was dropped).
@@ -240,6 +266,7 @@ impl Out {
             self.buf.extend_from_slice(RECORD_END);
         }
         self.records += 1;
+        self.sent = revision;
         if self.buf.len() >= CHUNK {
             self.flush().await?;
         }
@@ -250,15 +277,18 @@ impl Out {
 /// Produces a feed response: the catch-up (each record read from the store as it is sent),
 /// then, for a follow stream, live changes and heartbeats until the server stops, the store
 /// closes, the watch ends or the client goes away. Ending drops the channel: the final chunk.
+/// A follow stream is in the server's followers from its first record to its end.
 async fn produce(
     sh: Arc<Shared>,
     mut out: Out,
-    index: Vec<Indexed>,
-    plen: usize,
-    watch: Option<PullWatch>,
+    stream: Stream,
+    follower: Option<(PullWatch, String)>,
     _slot: OwnedSemaphorePermit,
 ) {
-    for (revision, key, deleted) in index {
+    let plen = stream.prefix.len();
+    let registered =
+        follower.as_ref().map(|(_, name)| sh.followers.register(name, &stream.prefix, stream.since));
+    for (revision, key, deleted) in stream.index {
         let value = if deleted {
             None
         } else {
@@ -278,15 +308,22 @@ async fn produce(
         return;
     }
     sh.records.fetch_add(std::mem::take(&mut out.records), Ordering::Relaxed);
-    if let Some(watch) = watch {
+    if let (Some((watch, _)), Some(me)) = (follower, registered) {
+        me.sent_up_to(stream.at);
         sh.following.fetch_add(1, Ordering::AcqRel);
-        let _ = live(&sh, &mut out, &watch, plen).await;
+        let _ = live(&sh, &mut out, &watch, plen, &me).await;
         sh.following.fetch_sub(1, Ordering::AcqRel);
         sh.records.fetch_add(out.records, Ordering::Relaxed);
     }
 }
 
-async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std::result::Result<(), Gone> {
+async fn live(
+    sh: &Shared,
+    out: &mut Out,
+    watch: &PullWatch,
+    plen: usize,
+    me: &Registered<'_>,
+) -> std::result::Result<(), Gone> {
     let mut revision = sh.revision.clone();
     let client = out.tx.clone();
     let heartbeat = Duration::from_millis(sh.opts.heartbeat_ms);
@@ -313,6 +350,8 @@ async fn live(sh: &Shared, out: &mut Out, watch: &PullWatch, plen: usize) -> std
             out.flush().await?;
             last_write = tokio::time::Instant::now();
         }
+        // Everything committed up to `notified` was in the watch and is now sent.
+        me.sent_up_to(notified.max(out.sent));
         tokio::select! {
             changed = revision.changed() => {
                 if changed.is_err() {
@@ -367,15 +406,15 @@ mod tests {
         let q = |t: &str| parse_feed(t);
         assert_eq!(
             q("/servers/998").unwrap(),
-            FeedQuery { prefix: b"/servers/".to_vec(), since: 998, follow: false }
+            FeedQuery { prefix: b"/servers/".to_vec(), since: 998, follow: false, name: None }
         );
         assert_eq!(
             q("/servers/").unwrap(),
-            FeedQuery { prefix: b"/servers/".to_vec(), since: 0, follow: false }
+            FeedQuery { prefix: b"/servers/".to_vec(), since: 0, follow: false, name: None }
         );
         assert_eq!(
-            q("/servers/?since=5&follow=true").unwrap(),
-            FeedQuery { prefix: b"/servers/".to_vec(), since: 5, follow: true }
+            q("/servers/?since=5&follow=true&follower=eu%201").unwrap(),
+            FeedQuery { prefix: b"/servers/".to_vec(), since: 5, follow: true, name: Some("eu 1".into()) }
         );
         assert_eq!(q("/servers?since=5").unwrap().prefix, b"/servers/");
         assert_eq!(q("/a%20b/c/7").unwrap().prefix, b"/a b/c/");
@@ -387,5 +426,7 @@ mod tests {
         assert!(q("/servers/1?follow=maybe").is_err());
         assert!(q("/servers/99999999999999999999999").is_err());
         assert!(q("/x%zz/1").is_err());
+        assert!(q("/x/1?follower=%zz").is_err());
+        assert_eq!(q("/x/1?follower=").unwrap().name, None);
     }
 }

@@ -13,6 +13,7 @@
 
 mod body;
 mod feed;
+mod followers;
 mod ops;
 mod options;
 mod write;
@@ -58,6 +59,7 @@ struct Shared {
     /// Connections accepted since the start (never goes down, unlike `sockets`).
     accepted: AtomicU64,
     following: AtomicUsize,
+    followers: followers::Followers,
     requests: AtomicU64,
     records: AtomicU64,
     refused: AtomicU64,
@@ -137,6 +139,7 @@ impl Server {
             sockets: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             following: AtomicUsize::new(0),
+            followers: followers::Followers::default(),
             requests: AtomicU64::new(0),
             records: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -269,6 +272,7 @@ fn head_timeout(o: &ServerOptions) -> Duration {
 
 async fn serve_socket(sh: &Arc<Shared>, tcp: tokio::net::TcpStream) {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let io: Box<dyn Io> = match &sh.tls {
         None => Box::new(tcp),
         Some(acceptor) => match tokio::time::timeout(head_timeout(&sh.opts), acceptor.accept(tcp)).await {
@@ -285,8 +289,11 @@ async fn serve_socket(sh: &Arc<Shared>, tcp: tokio::net::TcpStream) {
         .max_headers(100)
         .keep_alive(true);
     let service_sh = sh.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let sh = service_sh.clone();
+        if let Some(a) = peer {
+            req.extensions_mut().insert(a);
+        }
         async move { Ok::<_, Infallible>(handle(&sh, req).await) }
     });
     let conn = builder.serve_connection(io, service);

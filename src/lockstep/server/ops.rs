@@ -1,4 +1,5 @@
-//! Operator endpoints beside the feeds: `GET /metrics` (Prometheus text), `GET /ui` (the
+//! Operator endpoints beside the feeds: `GET /metrics` (Prometheus text: the store's metrics
+//! and this server's followers with their lag), `GET /ui` (the
 //! status page, one HTML file built into the library), `GET /ui/status` (the JSON it polls),
 //! and the admin actions, `POST /admin/...`, which need the server's `admin_token`.
 //!
@@ -19,6 +20,7 @@ use super::body::{core_error, error_response, Payload};
 use super::{bearer, Shared};
 use crate::error::{Error, Result};
 use crate::lockstep::http::decode_component;
+use crate::metrics;
 use crate::store::Store;
 
 const PAGE: &str = include_str!("ui.html");
@@ -34,17 +36,26 @@ pub(super) async fn route(sh: &Arc<Shared>, req: &Request<Incoming>) -> Option<R
     }
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match path {
-        "/metrics" if get => Some(
-            blocking(sh, |store| store.metrics_text().map(Bytes::from))
-                .await
-                .map_or_else(|e| core_error(&e), |b| full(b, "text/plain; version=0.0.4; charset=utf-8")),
-        ),
+        "/metrics" if get => {
+            let server = sh.clone();
+            let text = blocking(sh, move |store| {
+                let mut families = store.metric_families()?;
+                families.extend(server.followers.families(store.current_revision()));
+                Ok(Bytes::from(metrics::text(&families)))
+            });
+            Some(
+                text.await
+                    .map_or_else(|e| core_error(&e), |b| full(b, "text/plain; version=0.0.4; charset=utf-8")),
+            )
+        }
         "/ui" | "/ui/" if get => Some(full(Bytes::from_static(PAGE.as_bytes()), "text/html; charset=utf-8")),
         "/ui/status" if get => {
             let admin = sh.opts.admin_token.is_some();
-            let server = sh.counters();
+            let counters = sh.counters();
+            let server = sh.clone();
+            let followers = move |current| server.followers.json(current);
             Some(
-                blocking(sh, move |store| status(store, admin, server)).await.map_or_else(
+                blocking(sh, move |store| status(store, admin, counters, followers)).await.map_or_else(
                     |e| core_error(&e),
                     |v| full(Bytes::from(v.to_string()), "application/json"),
                 ),
@@ -73,8 +84,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// What the page shows: the store's status, its metrics, each subscription with its first
-/// parked events, the server's counters, and whether admin actions are on.
-fn status(store: &Store, admin: bool, server: Value) -> Result<Value> {
+/// parked events, the server's counters and followers, and whether admin actions are on.
+fn status(store: &Store, admin: bool, server: Value, followers: impl FnOnce(u64) -> Value) -> Result<Value> {
     let subscriptions: Vec<Value> = store
         .subscription_list()?
         .into_iter()
@@ -100,6 +111,7 @@ fn status(store: &Store, admin: bool, server: Value) -> Result<Value> {
         "store": store.status()?,
         "metrics": store.metrics_json()?,
         "subscriptions": subscriptions,
+        "followers": followers(store.current_revision()),
         "server": server,
         "admin": admin,
     }))
