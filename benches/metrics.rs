@@ -2,7 +2,8 @@
 //! `"metrics": true` (the default) against `false`, in memory and in a directory store with
 //! `sync: "none"` (its write groups take the flush timing). Runs alternate on and off so that
 //! machine noise hits both alike; each figure is the median of the runs with min and max.
-//! Nothing here asserts on time. `TIDEMARK_BENCH_QUICK=1` for a smoke run.
+//! Nothing here asserts on time. `TIDEMARK_BENCH_QUICK=1` for a smoke run;
+//! `TIDEMARK_BENCH_ONE` for one run under callgrind (see `one`).
 //!
 //! Run: `cargo bench --bench metrics`. Results are in `docs/benchmarks.md` ("Metrics").
 
@@ -32,7 +33,23 @@ fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+/// `TIDEMARK_BENCH_ONE=memory|directory,on|off,N`: one run of N puts and nothing else, for
+/// counting instructions under callgrind (run it at two N: the difference divided by the
+/// difference in N is the cost per put, without the store's opening and closing).
+fn one(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [kind, m, n] = parts[..] else { panic!("TIDEMARK_BENCH_ONE=memory|directory,on|off,N") };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    let p = (kind == "directory").then(|| path.to_str().unwrap().to_string());
+    let rate = put_rate(p.as_deref(), m == "on", n.parse().unwrap());
+    println!("{spec}: {rate:.0} puts/s");
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("TIDEMARK_BENCH_ONE") {
+        return one(&spec);
+    }
     let quick = std::env::var_os("TIDEMARK_BENCH_QUICK").is_some();
     let (runs, n) = if quick { (3, 50_000) } else { (9, 300_000) };
     println!("| store | metrics on (puts/s, median [min, max]) | off | on vs off (medians) |");

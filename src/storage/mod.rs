@@ -18,7 +18,7 @@ pub use file::FileLog;
 pub use memory::MemoryLog;
 pub use redis::{is_url as is_redis_url, RedisLog};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::selector::Selector;
 
@@ -138,9 +138,18 @@ pub trait Storage: Send + Sync {
     /// after `last_revision()` (a batch of them; none when there are none), which then count
     /// in `last_revision` and `scan`; returns whether there may be more. The store applies
     /// and publishes them (`Inner::catch_up`), after a refused `append` and whenever its
-    /// `tail` wakes. A private log has none.
+    /// `tail` wakes. `Compacted` when another process compacted the log past this one's
+    /// position (see `reload`). A private log has none.
     fn pull(&mut self, _out: &mut Vec<Vec<Event>>) -> Result<bool> {
         Ok(false)
+    }
+
+    /// A shared log whose `pull` found this process's next revision compacted away by another
+    /// process (`Compacted`): starts again from the log's checkpoint, whose key state it
+    /// applies to `apply` (the caller starts from an empty state); `pull` then goes on after
+    /// it. Private logs never need it.
+    fn reload(&mut self, _apply: &mut dyn FnMut(&Event)) -> Result<()> {
+        Err(Error::InvalidArgument("this log is not shared: nothing to reload".into()))
     }
 
     /// A log shared with other processes: a way to wait for their commits without holding the

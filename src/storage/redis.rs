@@ -190,6 +190,41 @@ impl Location {
     }
 }
 
+/// Reads the store's checkpoint, applies its key state to `apply` and returns the shared
+/// earliest revision, the checkpoint's revision (0 = none) and the revision the log goes on at.
+fn load_checkpoint(
+    loc: &Location,
+    keys: &Keys,
+    link: &Link,
+    apply: &mut dyn FnMut(&Event),
+) -> Result<(u64, u64, u64)> {
+    let (meta, ckpt): (Meta, Option<Vec<u8>>) = link.with("read the store", |c| {
+        ::redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(&keys.meta)
+            .arg("earliest")
+            .arg("ckpt")
+            .cmd("GET")
+            .arg(&keys.ckpt)
+            .query(c)
+    })?;
+    let earliest = meta.0.unwrap_or(1);
+    let mut base = 1;
+    if let Some(bytes) = ckpt {
+        let header = codec::decode_checkpoint(&bytes, &mut |e| apply(&e)).map_err(|why| {
+            Error::Corrupt(format!("the checkpoint of store {} in {}: {why}", loc.name, loc.shown))
+        })?;
+        base = header.revision + 1;
+    } else if earliest > 1 {
+        return Err(Error::Corrupt(format!(
+            "store {} in {} starts at revision {earliest} but has no checkpoint",
+            loc.name, loc.shown
+        )));
+    }
+    Ok((earliest, meta.1.unwrap_or(0), base))
+}
+
 /// A name for this open store among a log's readers: the host's process id and a counter.
 fn reader_name() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -300,17 +335,6 @@ impl RedisLog {
         let loc = parse_url(url)?;
         let keys = Keys::new(&loc.name);
         let link = Link::new(&loc)?;
-        let (meta, ckpt): (Meta, Option<Vec<u8>>) = link.with("read the store", |c| {
-            ::redis::pipe()
-                .atomic()
-                .cmd("HMGET")
-                .arg(&keys.meta)
-                .arg("earliest")
-                .arg("ckpt")
-                .cmd("GET")
-                .arg(&keys.ckpt)
-                .query(c)
-        })?;
         // Servers that refuse CONFIG (managed ones) leave it unknown.
         let config = link
             .with("read the configuration", |c| {
@@ -327,25 +351,13 @@ impl RedisLog {
             (_, Some("no")) => Some("no"),
             _ => None,
         };
-        let earliest = meta.0.unwrap_or(1);
-        let mut base = 1;
-        if let Some(bytes) = ckpt {
-            let header = codec::decode_checkpoint(&bytes, &mut |e| apply(&e)).map_err(|why| {
-                Error::Corrupt(format!("the checkpoint of store {} in {}: {why}", loc.name, loc.shown))
-            })?;
-            base = header.revision + 1;
-        } else if earliest > 1 {
-            return Err(Error::Corrupt(format!(
-                "store {} in {} starts at revision {earliest} but has no checkpoint",
-                loc.name, loc.shown
-            )));
-        }
+        let (earliest, last_checkpoint, base) = load_checkpoint(&loc, &keys, &link, apply)?;
         let mut log = RedisLog {
             keys,
             link,
             cache: MemoryLog::starting_at(base),
             earliest,
-            last_checkpoint: meta.1.unwrap_or(0),
+            last_checkpoint,
             appended_since_checkpoint: 0,
             read_only: opts.read_only,
             closed: false,
@@ -531,16 +543,18 @@ impl Storage for RedisLog {
                 .query(c)
         })?;
         let earliest = earliest.unwrap_or(1);
+        // Another process compacted past this one's position while it was away (it did not
+        // report it for `STALE_S`): the store reloads from the checkpoint (`reload`).
+        let gone = Error::Compacted { requested: last + 1, earliest };
+        if earliest > last + 1 {
+            return Err(gone);
+        }
         let mut next = last + 1;
         for (id, fields) in &entries {
             let mut commit = Vec::new();
             self.decode(id, fields, &mut commit)?;
             if commit[0].revision != next {
-                return Err(Error::Corrupt(format!(
-                    "store {} in {}: this process is at revision {last} but the log goes on at {} \
-                     (compacted by another process while this one was away): reopen the store",
-                    self.loc.name, self.loc.shown, commit[0].revision
-                )));
+                return Err(gone);
             }
             next = commit[commit.len() - 1].revision + 1;
             self.cache.append(&commit)?;
@@ -555,6 +569,18 @@ impl Storage for RedisLog {
             self.cache.compact(keep, &mut |_| {})?;
         }
         Ok(entries.len() == BATCH)
+    }
+
+    fn reload(&mut self, apply: &mut dyn FnMut(&Event)) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let (earliest, last_checkpoint, base) = load_checkpoint(&self.loc, &self.keys, &self.link, apply)?;
+        self.cache = MemoryLog::starting_at(base);
+        self.earliest = earliest;
+        self.last_checkpoint = last_checkpoint;
+        self.appended_since_checkpoint = 0;
+        Ok(())
     }
 
     fn scan(

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::kv::Kv;
 use crate::storage::Tail;
 
 use super::{Inner, State};
@@ -21,7 +23,15 @@ impl Inner {
         let mut commits = Vec::new();
         let mut n = 0;
         loop {
-            let more = st.log.pull(&mut commits)?;
+            let more = match st.log.pull(&mut commits) {
+                Err(Error::Compacted { .. }) => {
+                    self.reload(st)?;
+                    // Counts as progress: the state changed, so a refused write plans again.
+                    n += 1;
+                    continue;
+                }
+                more => more?,
+            };
             n += commits.len();
             self.metrics.add(&self.metrics.tail_commits, commits.len() as u64);
             for commit in commits.drain(..) {
@@ -31,6 +41,26 @@ impl Inner {
                 return Ok(n);
             }
         }
+    }
+}
+
+impl Inner {
+    /// Another process compacted the shared log past this store's position (it was away
+    /// longer than the log waits for a silent reader): the store starts again from the log's
+    /// checkpoint. The commits in between are gone, so every live watch ends with a
+    /// `Compacted` notice at the log's earliest revision, as when a local compaction drops
+    /// events a watch still needed; the key state is the checkpoint's, and `catch_up` goes on
+    /// with the log after it.
+    fn reload(&self, st: &mut State) -> Result<()> {
+        let mut kv = Kv::default();
+        st.log.reload(&mut |e| kv.apply(e))?;
+        st.kv = kv;
+        let earliest = st.log.earliest_revision();
+        for w in st.watches.iter() {
+            w.terminate(Event::notice(EventKind::Compacted, earliest), &self.dispatcher);
+        }
+        self.revision.store(st.log.last_revision(), Ordering::Release);
+        Ok(())
     }
 }
 
