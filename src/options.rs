@@ -68,6 +68,9 @@ pub struct Options {
     pub context_auto_delete: bool,
     /// Whether the write path counts commits, errors and latencies (`Store::metrics`).
     pub metrics: bool,
+    /// One write call and one write group in this many is timed for the latency and group
+    /// size histograms (1 = every one); the counters count every one.
+    pub metrics_sample_every: u64,
 }
 
 pub(crate) const MIN_SEGMENT_SIZE: u64 = 4096;
@@ -91,6 +94,7 @@ impl Default for Options {
             delta_ttl_ms: None,
             context_auto_delete: false,
             metrics: true,
+            metrics_sample_every: 64,
         }
     }
 }
@@ -131,6 +135,8 @@ struct Given {
     context_auto_delete: Option<bool>,
     #[serde(default, deserialize_with = "boolean")]
     metrics: Option<bool>,
+    #[serde(default, deserialize_with = "positive")]
+    metrics_sample_every: Option<u64>,
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
@@ -214,6 +220,7 @@ impl Options {
         opts.delta_ttl_ms = given.delta_ttl_ms;
         opts.context_auto_delete = given.context_auto_delete.unwrap_or(opts.context_auto_delete);
         opts.metrics = given.metrics.unwrap_or(opts.metrics);
+        opts.metrics_sample_every = given.metrics_sample_every.unwrap_or(opts.metrics_sample_every);
         Ok(opts)
     }
 }

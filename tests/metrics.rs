@@ -29,7 +29,7 @@ fn labeled(m: &Value, name: &str, label: &str, value: &str) -> f64 {
 
 #[test]
 fn writes_errors_and_watchers_are_counted() {
-    let s = Store::memory(None).unwrap();
+    let s = Store::memory(Some(r#"{"metrics_sample_every": 1}"#)).unwrap();
     s.put(b"a", b"1").unwrap();
     s.commit(&[tidemark::Op::Put(b"b", b"2"), tidemark::Op::Put(b"c", b"3")]).unwrap();
     assert!(s.put_if(b"a", b"x", 99).is_err());
@@ -52,7 +52,7 @@ fn writes_errors_and_watchers_are_counted() {
 #[test]
 fn a_directory_store_counts_groups_and_syncs() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path().to_str(), None).unwrap();
+    let s = Store::open(dir.path().to_str(), Some(r#"{"metrics_sample_every": 1}"#)).unwrap();
     for i in 0..5u8 {
         s.put(&[b'k', i], b"v").unwrap();
     }
@@ -61,6 +61,32 @@ fn a_directory_store_counts_groups_and_syncs() {
     assert_eq!(m["tidemark_write_group_size"]["buckets"]["1"], 5);
     assert_eq!(m["tidemark_log_sync_duration_seconds"]["count"], 5);
     assert!(m["tidemark_log_sync_duration_seconds"]["sum"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn latencies_and_groups_are_sampled_and_counters_count_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().to_str(), Some(r#"{"sync": "none"}"#)).unwrap();
+    for i in 0..130u8 {
+        s.put(&[b'k', i], b"v").unwrap();
+    }
+    let m = s.metrics_json().unwrap();
+    assert_eq!(number(&m, "tidemark_commits_total"), 130.0);
+    assert_eq!(number(&m, "tidemark_events_total"), 130.0);
+    // The default times the first write call and group, then one in 64: calls 0, 64 and 128.
+    assert_eq!(m["tidemark_commit_duration_seconds"]["count"], 3);
+    assert_eq!(m["tidemark_commit_duration_seconds"]["buckets"]["+Inf"], 3);
+    assert_eq!(m["tidemark_write_group_size"]["count"], 3);
+    assert_eq!(m["tidemark_log_sync_duration_seconds"]["count"], 3);
+    let s = Store::memory(Some(r#"{"metrics_sample_every": 10}"#)).unwrap();
+    for _ in 0..25 {
+        s.put(b"a", b"v").unwrap();
+    }
+    assert_eq!(s.metrics_json().unwrap()["tidemark_commit_duration_seconds"]["count"], 3);
+    for bad in [r#"{"metrics_sample_every": 0}"#, r#"{"metrics_sample_every": "64"}"#] {
+        let e = Store::memory(Some(bad)).err().expect(bad).to_string();
+        assert!(e.contains("metrics_sample_every"), "{e}");
+    }
 }
 
 #[test]

@@ -129,7 +129,7 @@ impl Store {
         let inner = Inner {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             dispatcher: Dispatcher::new(opts.dispatch_threads),
-            metrics: Metrics::new(opts.metrics),
+            metrics: Metrics::new(opts.metrics, opts.metrics_sample_every),
             opts,
             state: RwLock::new(State {
                 kv,

@@ -33,7 +33,7 @@ impl Inner {
                 more => more?,
             };
             n += commits.len();
-            self.metrics.add(&self.metrics.tail_commits, commits.len() as u64);
+            self.metrics.add_locked(&self.metrics.tail_commits, commits.len() as u64);
             for commit in commits.drain(..) {
                 self.publish(st, &commit, true);
             }

@@ -153,8 +153,8 @@ impl Inner {
             }
         }
         st.watches.dispatch(commit, &self.dispatcher);
-        self.metrics.add(&self.metrics.commits, 1);
-        self.metrics.add(&self.metrics.events, commit.len() as u64);
+        self.metrics.add_locked(&self.metrics.commits, 1);
+        self.metrics.add_locked(&self.metrics.events, commit.len() as u64);
         self.revision.store(commit[commit.len() - 1].revision, Ordering::Release);
     }
 
@@ -203,10 +203,10 @@ impl Inner {
             results.push(result);
         }
         if !commits.is_empty() {
-            if self.metrics.enabled {
+            let started = self.metrics.start_group();
+            if started.is_some() {
                 self.metrics.group_size.observe(commits.len() as u64);
             }
-            let started = self.metrics.start();
             let flushed = st.log.flush();
             Metrics::elapsed(&self.metrics.sync_seconds, started);
             match flushed {

@@ -90,3 +90,18 @@ def test_server_metrics_list_each_follower_with_its_lag(store: Store) -> None:
         wait_until(lambda: b'"id":"49"' in _value(mirror, "/s/49"), "the mirror to apply what it was sent")
         follower.stop()
         wait_until(lambda: _scrape(server)[("tidemark_followers", ())] == 0 and not lag(), "py-1 gone")
+
+
+def test_latencies_are_sampled_and_counters_exact() -> None:
+    with Store() as s:
+        for i in range(65):
+            s.put(f"k{i}", "v")
+        m = s.metrics()
+        # One write call in 64 is timed by default, the first included: calls 0 and 64.
+        assert (m["tidemark_commits_total"], m["tidemark_commit_duration_seconds"]["count"]) == (65, 2)
+    with Store(metrics_sample_every=1) as s:
+        for i in range(5):
+            s.put(f"k{i}", "v")
+        assert s.metrics()["tidemark_commit_duration_seconds"]["count"] == 5
+    with pytest.raises(tidemark.InvalidArgumentError, match="metrics_sample_every"):
+        Store(metrics_sample_every=0)
