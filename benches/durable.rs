@@ -53,13 +53,29 @@ fn run(threads: usize, dur: Duration, op: impl Fn(usize, u64) + Sync) -> f64 {
     total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn tidemark_puts(sync: &str, threads: usize, dur: Duration) -> f64 {
+/// Puts per second, and what the store's own metrics say of its write groups.
+fn tidemark_puts(sync: &str, threads: usize, dur: Duration) -> (f64, Groups) {
     let dir = temp();
     let opts = format!(r#"{{"sync":"{sync}"}}"#);
     let s = Store::open(Some(dir.path().to_str().unwrap()), Some(&opts)).unwrap();
-    run(threads, dur, |_, i| {
+    let rate = run(threads, dur, |_, i| {
         s.put(&key(i.wrapping_mul(2654435761)), &VALUE).unwrap();
-    })
+    });
+    let m = s.metrics_json().unwrap();
+    let mean = |name: &str| m[name]["sum"].as_f64().unwrap() / m[name]["count"].as_f64().unwrap().max(1.0);
+    let groups = Groups {
+        size: mean("tidemark_write_group_size"),
+        sync_us: mean("tidemark_log_sync_duration_seconds") * 1e6,
+        commit_us: mean("tidemark_commit_duration_seconds") * 1e6,
+    };
+    (rate, groups)
+}
+
+/// Means over the sampled write groups and calls (`tidemark_write_group_size`, ...).
+struct Groups {
+    size: f64,
+    sync_us: f64,
+    commit_us: f64,
 }
 
 fn sqlite_open(path: &Path) -> rusqlite::Connection {
@@ -111,16 +127,18 @@ fn puts(dur: Duration) {
     let mut rows = Vec::new();
     let mut always = Vec::new();
     let mut sqlite = Vec::new();
+    let mut groups = Vec::new();
     for w in [1usize, 8, 64] {
-        let t = tidemark_puts("always", w, dur);
+        let (t, g) = tidemark_puts("always", w, dur);
         let q = sqlite_puts(w, dur);
         always.push(t);
         sqlite.push(q);
+        groups.push((w, t, g));
         rows.push((format!("sync=always, {w} writer(s)"), t, Some(q)));
     }
-    let none1 = tidemark_puts("none", 1, dur);
-    let none8 = tidemark_puts("none", 8, dur);
-    let interval1 = tidemark_puts("interval", 1, dur);
+    let none1 = tidemark_puts("none", 1, dur).0;
+    let none8 = tidemark_puts("none", 8, dur).0;
+    let interval1 = tidemark_puts("interval", 1, dur).0;
     rows.push(("sync=none, 1 writer".into(), none1, Some(sqlite[0])));
     rows.push(("sync=none, 8 writers".into(), none8, Some(sqlite[1])));
     rows.push(("sync=interval (100 ms), 1 writer".into(), interval1, Some(sqlite[0])));
@@ -141,6 +159,22 @@ fn puts(dur: Duration) {
         );
     }
     println!("64 writers vs SQLite: {:.1}× (target ≥ 30×)\n", always[2] / sqlite[2]);
+    // Where a group's time goes: its sync, and the rest of the cycle (planning, the write,
+    // waking the writers); from the store's own sampled metrics.
+    println!("| sync=always | commits per group | sync per group (µs) | group cycle (µs) | rest of the cycle (µs) | write call (µs) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (w, rate, g) in &groups {
+        let cycle = 1e6 * g.size / rate;
+        println!(
+            "| {w} writer(s) | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            g.size,
+            g.sync_us,
+            cycle,
+            cycle - g.sync_us,
+            g.commit_us
+        );
+    }
+    println!();
 }
 
 fn replay(events: u64) {

@@ -317,6 +317,47 @@ fn damage_in_the_last_segment_depends_on_how_it_was_synced() {
     }
 }
 
+/// With `sync: "always"` a segment grows a MiB ahead of its records, in zeros actually
+/// written (allocated, not a hole), bounded by the segment size; other policies grow it a
+/// block at a time. Either way the file is whole blocks and reopens to the same log.
+#[test]
+fn a_synced_segment_grows_ahead_in_written_zeros() {
+    use std::os::unix::fs::MetadataExt;
+    const MIB: u64 = 1 << 20;
+    for (opts, grown) in [
+        (r#"{"sync":"always"}"#, Some(MIB)),
+        (r#"{"sync":"always","segment_size":65536}"#, Some(65536)),
+        (r#"{"sync":"none"}"#, None),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), opts).unwrap();
+        let value = [b'v'; 100];
+        for i in 0..60u32 {
+            s.put(format!("k{i}").as_bytes(), &value).unwrap();
+        }
+        let seg = segments(dir.path()).pop().unwrap();
+        let meta = fs::metadata(&seg).unwrap();
+        let data = data_end(&fs::read(&seg).unwrap()) as u64;
+        assert!(data > 4096, "{opts}: the records cross a block ({data} bytes)");
+        assert_eq!(meta.len() % 4096, 0, "{opts}: whole blocks");
+        match grown {
+            Some(ahead) => {
+                assert!(
+                    meta.len() >= ahead.min(data + MIB) && meta.len() <= data + MIB + 8192,
+                    "{opts}: {}",
+                    meta.len()
+                );
+                assert!(meta.blocks() * 512 >= meta.len(), "{opts}: the zeros are written, not a hole");
+            }
+            None => assert!(meta.len() <= data.div_ceil(4096) * 4096 + 4096, "{opts}: {}", meta.len()),
+        }
+        drop(s);
+        let s = open(dir.path(), opts).unwrap();
+        assert_eq!((s.current_revision(), s.tail_repair().unwrap()), (60, None), "{opts}");
+        assert_eq!(s.put(b"after", b"reopen").unwrap(), 61);
+    }
+}
+
 #[test]
 fn changing_the_sync_policy_starts_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();

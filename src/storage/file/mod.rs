@@ -61,6 +61,14 @@ const INDEX_STRIDE: u64 = 4096;
 /// Bytes of cache accounted per event besides its key and value.
 const EVENT_OVERHEAD: u64 = 64;
 const READ_CHUNK: usize = 256 * 1024;
+/// How far ahead of its records a segment written with `sync: "always"` grows, with zeros
+/// written rather than a hole: an `fdatasync` that must also record a larger file and newly
+/// allocated extents costs about twice one into space already written (335 against 154 µs
+/// for a 9.6 KB group on the benchmark machine), so that cost is paid once a MiB, not once
+/// a group. Zeros read as the end of the log, as a hole does.
+const GROW_AHEAD: u64 = 1 << 20;
+/// The zeros it writes, a chunk at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 pub struct FileLog {
     fs: Arc<dyn Fs>,
@@ -102,6 +110,18 @@ pub struct FileLog {
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
     Error::io(format!("{what} {}", path.display()), e)
+}
+
+/// Grows a file from `from` to `to` (both whole blocks): its length first, in one step, so
+/// that it is whole blocks at every moment, then zeros over the new hole, so that the disk
+/// space is allocated and written now rather than by the syncs of the commits put there.
+fn grow_with_zeros(file: &dyn FsFile, from: u64, to: u64) -> io::Result<()> {
+    file.set_len(to)?;
+    for off in (from..to).step_by(ZEROS.len()) {
+        let n = (to - off).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], off)?;
+    }
+    Ok(())
 }
 
 /// Zeroes `[off, end)` of a segment file in place, with one write: its length stays whole
@@ -426,12 +446,26 @@ impl Storage for FileLog {
         // new records), so a file whose length is not whole blocks was shortened by someone.
         let need = (base_off + self.staged.len() as u64 + FRAME as u64).div_ceil(codec::BLOCK) * codec::BLOCK;
         if need > self.active_file_len {
-            if let Err(e) = file.set_len(need) {
-                let err = io_err("cannot extend", &seg.path, e);
-                self.discard_staged();
-                return Err(err);
+            let grown = match self.sync {
+                SyncPolicy::Always => {
+                    let limit = self.segment_size.div_ceil(codec::BLOCK) * codec::BLOCK;
+                    let ahead = (need + GROW_AHEAD).min(limit).max(need);
+                    // A disk (or a file size limit) without room for the MiB still takes
+                    // what fits: then the file grows only as far as these records need.
+                    grow_with_zeros(&*file, self.active_file_len, ahead)
+                        .map(|()| ahead)
+                        .or_else(|_| file.set_len(need).map(|()| need))
+                }
+                _ => file.set_len(need).map(|()| need),
+            };
+            match grown {
+                Ok(len) => self.active_file_len = len,
+                Err(e) => {
+                    let err = io_err("cannot extend", &seg.path, e);
+                    self.discard_staged();
+                    return Err(err);
+                }
             }
-            self.active_file_len = need;
         }
         if let Err(e) = file.write_all_at(&self.staged, base_off) {
             // Nothing of a failed write may stay behind, or the next write would follow garbage.

@@ -17,6 +17,8 @@ use crate::store::Store;
 
 const DIR: &str = "/data/store";
 const ALWAYS: &str = r#"{"sync":"always","segment_size":4096,"checkpoint_bytes":6000,"cache_bytes":3000}"#;
+/// Segments larger than a write group, so that `"always"` grows them ahead in written zeros.
+const AHEAD: &str = r#"{"sync":"always","segment_size":65536,"checkpoint_bytes":6000,"cache_bytes":3000}"#;
 const NONE: &str = r#"{"sync":"none","segment_size":4096,"checkpoint_bytes":6000,"cache_bytes":3000}"#;
 
 #[derive(Default)]
@@ -208,6 +210,7 @@ fn power_loss_at_every_cut_point() {
     for (opts, writers, crashes, stride) in [
         (ALWAYS, 1, &[Crash::Process, Crash::Power, Crash::PowerTorn][..], 1),
         (ALWAYS, 3, &[Crash::PowerTorn][..], 2),
+        (AHEAD, 1, &[Crash::Power, Crash::PowerTorn][..], 2),
         (NONE, 1, &[Crash::PowerTorn][..], 3),
     ] {
         // The calls the whole workload makes when nothing stops it.
