@@ -131,14 +131,15 @@ impl Kv {
     }
 
     /// One put, planned and applied with one lookup of its key: its event (at `revision`) is
-    /// pushed to `out` and handed to `store`, and only if that succeeds does the state change.
-    /// The same result as `plan` of `[Op::Put]` followed by `apply`.
+    /// pushed to `out` and handed to `store`, and only if that succeeds and answers true does
+    /// the state change (false: the log placed it elsewhere, and the state gets it from
+    /// there). The same result as `plan` of `[Op::Put]` followed by `apply`.
     pub fn put(
         &mut self,
         (key, value): (&[u8], &[u8]),
         revision: u64,
         out: &mut Vec<Event>,
-        store: impl FnOnce(&[Event]) -> Result<()>,
+        store: impl FnOnce(&[Event]) -> Result<bool>,
     ) -> Result<()> {
         let value: Bytes = Arc::from(value);
         let event = |key: &Bytes, create_revision, version| Event {
@@ -153,7 +154,9 @@ impl Kv {
         match self.map.get_key_value_mut(key) {
             Some((stored, entry)) => {
                 out.push(event(stored, entry.create_revision, entry.version + 1));
-                store(out)?;
+                if !store(out)? {
+                    return Ok(());
+                }
                 entry.version += 1;
                 entry.mod_revision = revision;
                 entry.value = value;
@@ -161,7 +164,9 @@ impl Kv {
             None => {
                 let key: Bytes = Arc::from(key);
                 out.push(event(&key, revision, 1));
-                store(out)?;
+                if !store(out)? {
+                    return Ok(());
+                }
                 self.order.insert(key.clone());
                 self.map.insert(
                     key,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::redis::{unique_name, Server};
 use common::Sink;
-use tidemark::{Error, Event, EventKind, Op, Selector, Store, WatchOptions};
+use tidemark::storage::{Placed, RedisLog, Storage};
+use tidemark::{Error, Event, EventKind, Op, Options, Selector, Store, WatchOptions};
 
 fn from(rev: u64) -> WatchOptions {
     WatchOptions { start_revision: rev, ..WatchOptions::default() }
@@ -21,6 +22,144 @@ fn from(rev: u64) -> WatchOptions {
 
 fn key_events(events: &[Event]) -> Vec<(u64, Vec<u8>)> {
     common::keys(events).iter().map(|e| (e.revision, e.key.to_vec())).collect()
+}
+
+/// An event as the store plans it: a put (`version` > 0, created at `created`) or a delete.
+fn planned(revision: u64, key: &str, version: u64, created: u64) -> Event {
+    Event {
+        revision,
+        kind: if version == 0 { EventKind::Delete } else { EventKind::Put },
+        key: Arc::from(key.as_bytes()),
+        value: Arc::from(if version == 0 { &b""[..] } else { b"v" }),
+        create_revision: created,
+        version,
+        commit_end: true,
+    }
+}
+
+fn pulled(log: &mut RedisLog) -> Vec<Event> {
+    let mut commits = Vec::new();
+    while log.pull(&mut commits).unwrap() {}
+    commits.into_iter().flatten().collect()
+}
+
+/// Server-side placement: a commit planned against an old revision goes after the other
+/// processes' newer commits when none of them touched its keys, with its revisions (and the
+/// creation revision of what it created) moved up; it is refused when one of them wrote,
+/// deleted or was only required on one of its keys; a deleted key's index entry goes with
+/// compaction.
+#[test]
+fn commits_on_other_keys_are_placed_after_newer_ones_and_touched_keys_refuse() {
+    let server = Server::start();
+    let url = server.url(&unique_name("placed"));
+    let opts = Options::default();
+    let mut a = RedisLog::open(&url, &opts, &mut |_| {}).unwrap();
+    let mut b = RedisLog::open(&url, &opts, &mut |_| {}).unwrap();
+    a.append(&[planned(1, "a", 1, 1)]).unwrap();
+    a.append(&[planned(2, "a", 2, 1)]).unwrap();
+    // b is still at 0: its commit of two new keys goes to revisions 3 and 4.
+    let batch = [planned(1, "b", 1, 1), planned(2, "c", 1, 2)];
+    assert_eq!(b.append_after(&batch, &[]).unwrap(), Placed::Later { first: 3 });
+    assert_eq!(b.last_revision(), 0, "not staged: pull brings it");
+    let seen = pulled(&mut b);
+    let got: Vec<_> =
+        seen.iter().map(|e| (e.revision, e.key.to_vec(), e.create_revision, e.version)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, b"a".to_vec(), 1, 1),
+            (2, b"a".to_vec(), 1, 2),
+            (3, b"b".to_vec(), 3, 1),
+            (4, b"c".to_vec(), 4, 1)
+        ]
+    );
+    assert!(!seen[2].commit_end && seen[3].commit_end, "the batch stays one commit");
+    assert_eq!(pulled(&mut a), seen[2..].to_vec(), "every process reads the same events");
+    // A commit on a key someone else changed after the planned revision is refused, and so
+    // is the strict `append` even on other keys.
+    let stale = RedisLog::open(&url, &opts, &mut |_| {}).unwrap();
+    a.append(&[planned(5, "b", 0, 0)]).unwrap();
+    let mut stale = stale;
+    assert!(matches!(stale.append_after(&[planned(5, "b", 2, 3)], &[]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(stale.append_after(&[planned(5, "d", 1, 5)], &[b"b"]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(stale.append(&[planned(5, "d", 1, 5)]), Err(Error::InvalidArgument(_))));
+    assert_eq!(stale.append_after(&[planned(5, "d", 1, 5)], &[b"c"]).unwrap(), Placed::Later { first: 6 });
+    assert_eq!(pulled(&mut stale).last().map(|e| (e.revision, e.create_revision)), Some((6, 6)));
+    // As planned when nothing came between.
+    assert_eq!(stale.append_after(&[planned(7, "e", 1, 7)], &[]).unwrap(), Placed::AsPlanned);
+    assert_eq!(stale.last_revision(), 7);
+    // Compaction drops the index entry of a key deleted below the kept revision.
+    let redis = ::redis::Client::open(format!("redis://127.0.0.1:{}/0", server.port)).unwrap();
+    let mut conn = redis.get_connection().unwrap();
+    let idx = format!("tidemark:{{{}}}:idx", url.rsplit('=').next().unwrap());
+    let hlen = |c: &mut ::redis::Connection| ::redis::cmd("HLEN").arg(&idx).query::<u64>(c).unwrap();
+    assert_eq!(hlen(&mut conn), 5, "a b c d e");
+    for mut log in [a, b, stale] {
+        log.close(); // open readers hold compaction back
+    }
+    let s = Store::open(Some(&url), None).unwrap();
+    s.compact(7).unwrap();
+    assert_eq!(hlen(&mut conn), 4, "b was deleted at 5 < 7");
+}
+
+/// Stores writing different keys at once (puts, and batches that require their own keys)
+/// are placed after each other by the server (they need not refuse each other): every write
+/// is acknowledged at a revision of its own, and every store, and a new one, reads the same
+/// gap-free log with the right creation revisions and versions.
+#[test]
+fn writers_of_different_keys_share_one_log() {
+    let server = Server::start();
+    let url = server.url(&unique_name("disjoint"));
+    let stores: Vec<Arc<Store>> = (0..3).map(|_| Arc::new(Store::open(Some(&url), None).unwrap())).collect();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let s = stores[t % 3].clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..60u32 {
+                    let key = format!("t{t}/{}", i % 7);
+                    let rev = if i % 3 == 2 {
+                        let mine = s.get(key.as_bytes()).map_or(0, |e| e.mod_revision);
+                        let other = format!("t{t}/batch");
+                        let r = s
+                            .commit(&[Op::Require(key.as_bytes(), mine), Op::Put(other.as_bytes(), b"b")])
+                            .unwrap();
+                        acked.push((r, other));
+                        continue;
+                    } else {
+                        s.put(key.as_bytes(), &i.to_be_bytes()).unwrap()
+                    };
+                    acked.push((rev, key));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked: Vec<(u64, String)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    acked.sort();
+    let total = acked.len() as u64;
+    assert_eq!(acked.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    let fresh = Store::open(Some(&url), None).unwrap();
+    let log = fresh.changes(&Selector::All, 1, 0, usize::MAX).unwrap().events;
+    assert_eq!(
+        log.iter().map(|e| (e.revision, String::from_utf8_lossy(&e.key).into_owned())).collect::<Vec<_>>(),
+        acked
+    );
+    // Creation revisions and versions follow from the log itself.
+    let mut seen: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    for e in &log {
+        let (created, version) = seen.entry(e.key.to_vec()).or_insert((e.revision, 0));
+        *version += 1;
+        assert_eq!((e.create_revision, e.version), (*created, *version), "{e:?}");
+    }
+    for s in &stores {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.current_revision() < total && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(s.changes(&Selector::All, 1, 0, usize::MAX).unwrap().events, log);
+        assert_eq!(s.range(&Selector::All, 0).unwrap().0, fresh.range(&Selector::All, 0).unwrap().0);
+    }
 }
 
 #[test]

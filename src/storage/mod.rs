@@ -75,6 +75,17 @@ pub struct TailRepair {
 /// Revisions are consecutive from 1; an event's revision is its position in the log. A
 /// commit is one or more events written atomically: after any failure or crash it is
 /// wholly there or wholly absent.
+/// Where `Storage::append_after` put a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// Right after `last_revision()`, as planned: the caller applies and publishes it.
+    AsPlanned,
+    /// After commits of other processes that touched none of its keys, its revisions moved
+    /// up to start at `first`. Not staged here: the caller catches up (`pull`), which brings
+    /// those commits and then this one, as the log has them.
+    Later { first: u64 },
+}
+
 pub trait Storage: Send + Sync {
     /// Stages one atomic commit. `commit[0].revision` must be `last_revision() + 1` and the
     /// revisions consecutive, or it is `InvalidArgument` and nothing is staged; a backend
@@ -82,6 +93,14 @@ pub trait Storage: Send + Sync {
     /// revision is never handed out twice. A staged commit is not yet durable nor readable
     /// through `scan`, but `last_revision` counts it.
     fn append(&mut self, commit: &[Event]) -> Result<()>;
+
+    /// `append` for a commit planned by the store (`required`: the keys it only required):
+    /// a shared log may put it after other processes' newer commits when none of them
+    /// changed a key the commit touches (`Placed::Later`), so that writers of different keys
+    /// do not refuse each other. A private log always places it as planned.
+    fn append_after(&mut self, commit: &[Event], _required: &[&[u8]]) -> Result<Placed> {
+        self.append(commit).map(|()| Placed::AsPlanned)
+    }
 
     /// Makes every staged commit durable (as the backend's sync policy promises) and
     /// readable. On an error none of them is: they are forgotten and `last_revision` goes

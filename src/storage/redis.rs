@@ -15,21 +15,28 @@
 //!   keeps what a live reader has not seen yet, so that no open store falls into a gap; a
 //!   reader silent for `STALE_S` (a killed process) no longer counts.
 //!
+//! - `tidemark:{NAME}:idx` (hash: each key's last change, `rev` for a put and `-rev` for a
+//!   delete, from the meta hash's `seq_from` on) and `tidemark:{NAME}:tomb` (sorted set: the
+//!   deleted keys by revision, so that compaction can drop their entries).
+//!
 //! Every change is one server-side script, so it is atomic on the server and in its AOF:
-//! append checks `last` (compare-and-append), a checkpoint only replaces an older one, and
-//! compaction trims only what a checkpoint covers (several processes may compact at once).
+//! append checks `last` (compare-and-append) or, when other processes appended since the
+//! commit was planned, that none of them changed a key the commit touches, and then puts the
+//! commit after theirs; a checkpoint only replaces an older one, and compaction trims only
+//! what a checkpoint covers (several processes may compact at once).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ::redis::{Client, Connection, RedisError, Script};
 use parking_lot::Mutex;
 
 use super::codec::{self, Frame};
 use super::memory::MemoryLog;
-use super::{StateVisitor, Storage, StorageStats, Tail};
+use super::{Placed, StateVisitor, Storage, StorageStats, Tail};
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::options::Options;
 use crate::selector::Selector;
 
@@ -46,6 +53,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Seconds after which a reader that did not report its position is taken for gone (it
 /// reports about every second, from its tail thread).
 const STALE_S: u64 = 15;
+/// How often `pull` reads the log itself rather than the entries the tail read, so that the
+/// position is reported (well within `STALE_S`) and a compaction by another process is seen.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long the tail rests between reads while the log is busy.
+const BUSY_PAUSE: Duration = Duration::from_micros(250);
 
 /// Reports a reader's position: KEYS readers, seen; ARGV position, reader.
 const SEEN: &str = "
@@ -53,12 +65,63 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], redis.call('TIME')[1])
 ";
 
+/// Appends a commit planned against revision `planned`: KEYS log, meta, idx, tomb; ARGV
+/// planned, the commit's last revision as planned, the record, whether it may move (1/0),
+/// the largest move whose entries the reply carries, then pairs of a key the commit touches
+/// and what it does there (`p<n>` / `d<n>`: put or delete at `planned + n`; `r`: only
+/// required). When the log is at `planned` the commit goes
+/// there. When other processes appended since, it may still go after their commits if none
+/// of them changed a touched key (the key index, complete from `seq_from` on, and after the
+/// earliest revision since compaction drops deleted keys' entries below it): its revisions
+/// move up by `shift`, stored beside the record (field `s`). Returns {1, first revision}
+/// (and, when it moved, the entries after `planned`, its own the last, so that the process
+/// catches up without another round trip), or {0, the log's last revision} when refused.
 const APPEND: &str = r"
-local last = redis.call('HGET', KEYS[2], 'last') or '0'
-if last ~= ARGV[1] then return {0, last} end
-redis.call('XADD', KEYS[1], ARGV[2] .. '-0', 'c', ARGV[3])
-redis.call('HSET', KEYS[2], 'last', ARGV[2])
-return {1, ARGV[2]}
+local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
+local planned = tonumber(ARGV[1])
+local shift = 0
+if last ~= planned then
+  if last < planned or ARGV[4] ~= '1' then return {0, last, false} end
+  local from = tonumber(redis.call('HGET', KEYS[2], 'seq_from') or '0')
+  local earliest = tonumber(redis.call('HGET', KEYS[2], 'earliest') or '1')
+  if planned < from or planned + 1 < earliest then return {0, last, false} end
+  for i = 6, #ARGV, 2 do
+    local m = redis.call('HGET', KEYS[3], ARGV[i])
+    if m and math.abs(tonumber(m)) > planned then return {0, last, false} end
+  end
+  shift = last - planned
+end
+local id = string.format('%d-0', tonumber(ARGV[2]) + shift)
+if shift == 0 then
+  redis.call('XADD', KEYS[1], id, 'c', ARGV[3])
+else
+  redis.call('XADD', KEYS[1], id, 'c', ARGV[3], 's', string.format('%d', shift))
+end
+redis.call('HSET', KEYS[2], 'last', string.format('%d', tonumber(ARGV[2]) + shift))
+for i = 6, #ARGV, 2 do
+  local what = string.sub(ARGV[i + 1], 1, 1)
+  if what ~= 'r' then
+    local rev = planned + shift + tonumber(string.sub(ARGV[i + 1], 2))
+    if what == 'p' then
+      local old = redis.call('HGET', KEYS[3], ARGV[i])
+      if old and tonumber(old) < 0 then redis.call('ZREM', KEYS[4], ARGV[i]) end
+      redis.call('HSET', KEYS[3], ARGV[i], string.format('%d', rev))
+    else
+      redis.call('HSET', KEYS[3], ARGV[i], string.format('%d', -rev))
+      redis.call('ZADD', KEYS[4], rev, ARGV[i])
+    end
+  end
+end
+if shift == 0 or shift > tonumber(ARGV[5]) then return {1, planned + 1, false} end
+return {1, planned + shift + 1, redis.call('XRANGE', KEYS[1], string.format('(%d-0', planned), '+')}
+";
+
+/// Starts the key index of a store that has none (a new one: from revision 0; one written
+/// by an earlier version: from its last revision, before which commits never move). KEYS meta.
+const SEQ_FROM: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'seq_from') == 0 then
+  redis.call('HSET', KEYS[1], 'seq_from', redis.call('HGET', KEYS[1], 'last') or '0')
+end
 ";
 
 const CHECKPOINT: &str = r"
@@ -69,8 +132,9 @@ redis.call('HSET', KEYS[1], 'ckpt', ARGV[1])
 return 1
 ";
 
-/// KEYS log, meta, readers, seen; ARGV keep, stale seconds, the caller (who has seen all it
-/// compacts). Returns {dropped, new earliest}.
+/// KEYS log, meta, readers, seen, tomb, idx; ARGV keep, stale seconds, the caller (who has
+/// seen all it compacts). Returns {dropped, new earliest}. Deleted keys' index entries below
+/// `keep` go too: a key without one was last changed before the earliest revision.
 const COMPACT: &str = r"
 local keep = tonumber(ARGV[1])
 local ckpt = tonumber(redis.call('HGET', KEYS[2], 'ckpt') or '0')
@@ -91,6 +155,12 @@ local earliest = tonumber(redis.call('HGET', KEYS[2], 'earliest') or '1')
 if keep <= earliest then return {0, earliest} end
 redis.call('XTRIM', KEYS[1], 'MINID', keep .. '-0')
 redis.call('HSET', KEYS[2], 'earliest', keep)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. keep)
+for i = 1, #gone do
+  local m = tonumber(redis.call('HGET', KEYS[6], gone[i]) or '0')
+  if m < 0 and -m < keep then redis.call('HDEL', KEYS[6], gone[i]) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. keep)
 return {keep - earliest, keep}
 ";
 
@@ -113,6 +183,11 @@ pub(crate) struct Location {
 
 /// How long a commit waits for `replicas=N` without `wait_ms=`.
 const WAIT_MS: u64 = 1000;
+
+/// The last revision of a log entry's commit: its id is `<revision>-0`.
+fn entry_revision(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(rev, _)| rev.parse().ok())
+}
 
 /// True when `path` names a Redis store rather than a directory.
 pub fn is_url(path: &str) -> bool {
@@ -248,6 +323,8 @@ struct Keys {
     ckpt: String,
     readers: String,
     seen: String,
+    idx: String,
+    tomb: String,
 }
 
 impl Keys {
@@ -258,6 +335,8 @@ impl Keys {
             ckpt: format!("tidemark:{{{name}}}:ckpt"),
             readers: format!("tidemark:{{{name}}}:readers"),
             seen: format!("tidemark:{{{name}}}:seen"),
+            idx: format!("tidemark:{{{name}}}:idx"),
+            tomb: format!("tidemark:{{{name}}}:tomb"),
         }
     }
 }
@@ -321,6 +400,13 @@ pub struct RedisLog {
     append: Script,
     checkpoint: Script,
     compact_script: Script,
+    /// Entries after this process's last revision that the reply of an append it made carried
+    /// (others' commits, then its own), for the next `pull`.
+    placed: Entries,
+    /// Entries the tail's last wait read, for the next `pull` (shared with the tail).
+    prefetched: Arc<Mutex<Entries>>,
+    /// When `pull` last read the log itself (and reported this process's position).
+    reported: Instant,
 }
 
 /// `XRANGE` entries: id and fields.
@@ -351,6 +437,9 @@ impl RedisLog {
             (_, Some("no")) => Some("no"),
             _ => None,
         };
+        if !opts.read_only {
+            link.with("open the store", |c| Script::new(SEQ_FROM).key(&keys.meta).invoke::<()>(c))?;
+        }
         let (earliest, last_checkpoint, base) = load_checkpoint(&loc, &keys, &link, apply)?;
         let mut log = RedisLog {
             keys,
@@ -366,6 +455,9 @@ impl RedisLog {
             append: Script::new(APPEND),
             checkpoint: Script::new(CHECKPOINT),
             compact_script: Script::new(COMPACT),
+            placed: Vec::new(),
+            prefetched: Arc::default(),
+            reported: Instant::now(),
             loc,
         };
         let mut commits = Vec::new();
@@ -387,6 +479,8 @@ impl RedisLog {
             key: self.keys.log.clone(),
             client_id: Mutex::new(None),
             stop: AtomicBool::new(false),
+            prefetched: self.prefetched.clone(),
+            busy: AtomicBool::new(false),
         })
     }
 
@@ -420,16 +514,52 @@ impl RedisLog {
     fn decode(&self, id: &str, fields: &[Vec<u8>], out: &mut Vec<Event>) -> Result<()> {
         let bad =
             || Error::Corrupt(format!("log entry {id} of store {} in {}", self.loc.name, self.loc.shown));
-        let record = match fields {
-            [name, record] if name == b"c" => record,
+        let (record, shift) = match fields {
+            [name, record] if name == b"c" => (record, 0),
+            [name, record, s, shift] if name == b"c" && s == b"s" => {
+                let shift = std::str::from_utf8(shift).ok().and_then(|v| v.parse::<u64>().ok());
+                (record, shift.ok_or_else(bad)?)
+            }
             _ => return Err(bad()),
         };
         match codec::read_frame(record) {
             Frame::Record(payload, n) if n == record.len() => {
-                codec::decode_commit(payload, out).ok_or_else(bad)
+                codec::decode_commit(payload, out).ok_or_else(bad)?;
+                // A commit the server put after others' (`APPEND`): its revisions, and the
+                // creation revision of the keys it created, move up by `shift`.
+                if shift > 0 {
+                    let first = out[0].revision;
+                    for e in out.iter_mut() {
+                        e.revision += shift;
+                        if e.create_revision >= first {
+                            e.create_revision += shift;
+                        }
+                    }
+                }
+                Ok(())
             }
             _ => Err(bad()),
         }
+    }
+
+    /// Takes the commits of `entries` that follow this process's last revision (older ones
+    /// are skipped) into the copy and `out`; `None` when one does not follow (a gap).
+    fn take(&mut self, entries: &Entries, out: &mut Vec<Vec<Event>>) -> Result<Option<usize>> {
+        let mut n = 0;
+        for (id, fields) in entries {
+            if entry_revision(id).is_some_and(|rev| rev <= self.last_revision()) {
+                continue;
+            }
+            let mut commit = Vec::new();
+            self.decode(id, fields, &mut commit)?;
+            if commit[0].revision != self.last_revision() + 1 {
+                return Ok(None);
+            }
+            self.cache.append(&commit)?;
+            out.push(commit);
+            n += 1;
+        }
+        Ok(Some(n))
     }
 
     /// `WAIT`s (on the connection that appended) for `replicas=N` to acknowledge the commit
@@ -462,6 +592,58 @@ impl RedisLog {
         Ok(())
     }
 
+    /// Appends a commit planned against this process's last revision. With `may_move` (the
+    /// keys it only required), the server may put it after other processes' newer commits
+    /// that changed none of its keys (`Placed::Later`); without, it is compare-and-append.
+    fn append_commit(&mut self, commit: &[Event], may_move: Option<&[&[u8]]>) -> Result<Placed> {
+        self.refuse_writes()?;
+        let last = self.last_revision();
+        let new_last = commit.last().map_or(0, |e| e.revision);
+        if commit.first().map(|e| e.revision) != Some(last + 1) || new_last < last + 1 {
+            return Err(Error::InvalidArgument(format!("commit must start at revision {}", last + 1)));
+        }
+        let mut record = Vec::new();
+        codec::encode_commit(commit, &mut record)?;
+        let (keys, script) = (&self.keys, &self.append);
+        let (ok, remote, gap): (i64, u64, Option<Entries>) = self.link.with("append to the log", |c| {
+            let mut call = script.prepare_invoke();
+            call.key(&keys.log).key(&keys.meta).key(&keys.idx).key(&keys.tomb);
+            call.arg(last).arg(new_last).arg(record).arg(u8::from(may_move.is_some())).arg(BATCH);
+            for e in commit {
+                let what = if e.kind == EventKind::Delete { 'd' } else { 'p' };
+                call.arg(&e.key[..]).arg(format!("{what}{}", e.revision - last));
+            }
+            for key in may_move.unwrap_or_default() {
+                call.arg(*key).arg("r");
+            }
+            call.invoke(c)
+        })?;
+        if ok == 1 {
+            let moved = remote != last + 1;
+            if self.loc.replicas > 0 {
+                self.wait_for_replicas(new_last + (remote - last - 1))?;
+            }
+            self.appended_since_checkpoint += commit.len() as u64;
+            if moved {
+                // Others' commits come first: `pull` brings them, then this one (from the
+                // entries the reply carried, when it did).
+                self.placed = gap.unwrap_or_default();
+                return Ok(Placed::Later { first: remote });
+            }
+            self.cache.append(commit)?;
+            return Ok(Placed::AsPlanned);
+        }
+        if remote < last {
+            return Err(Error::Corrupt(format!(
+                "store {} in {} ends at revision {remote} but this process has seen {last}: Redis lost \
+                 acknowledged writes (run it with appendonly yes, appendfsync always)",
+                self.loc.name, self.loc.shown
+            )));
+        }
+        // The store catches up (`pull`) and plans again.
+        Err(Error::InvalidArgument(format!("another process appended revision {} first", last + 1)))
+    }
+
     fn write_checkpoint(&mut self, state: StateVisitor<'_>) -> Result<()> {
         let rev = self.last_revision();
         if rev <= self.last_checkpoint {
@@ -480,35 +662,14 @@ impl RedisLog {
 
 impl Storage for RedisLog {
     fn append(&mut self, commit: &[Event]) -> Result<()> {
-        self.refuse_writes()?;
-        let last = self.last_revision();
-        let new_last = commit.last().map_or(0, |e| e.revision);
-        if commit.first().map(|e| e.revision) != Some(last + 1) || new_last < last + 1 {
-            return Err(Error::InvalidArgument(format!("commit must start at revision {}", last + 1)));
+        match self.append_commit(commit, None)? {
+            Placed::AsPlanned => Ok(()),
+            Placed::Later { .. } => unreachable!("a commit that may not move never moves"),
         }
-        let mut record = Vec::new();
-        codec::encode_commit(commit, &mut record)?;
-        let (keys, script) = (&self.keys, &self.append);
-        let (ok, remote): (i64, u64) = self.link.with("append to the log", |c| {
-            script.key(&keys.log).key(&keys.meta).arg(last).arg(new_last).arg(record).invoke(c)
-        })?;
-        if ok == 1 {
-            if self.loc.replicas > 0 {
-                self.wait_for_replicas(new_last)?;
-            }
-            self.cache.append(commit)?;
-            self.appended_since_checkpoint += commit.len() as u64;
-            return Ok(());
-        }
-        if remote < last {
-            return Err(Error::Corrupt(format!(
-                "store {} in {} ends at revision {remote} but this process has seen {last}: Redis lost \
-                 acknowledged writes (run it with appendonly yes, appendfsync always)",
-                self.loc.name, self.loc.shown
-            )));
-        }
-        // The store catches up (`pull`) and plans again.
-        Err(Error::InvalidArgument(format!("another process appended revision {} first", last + 1)))
+    }
+
+    fn append_after(&mut self, commit: &[Event], required: &[&[u8]]) -> Result<Placed> {
+        self.append_commit(commit, Some(required))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -518,6 +679,18 @@ impl Storage for RedisLog {
     fn pull(&mut self, out: &mut Vec<Vec<Event>>) -> Result<bool> {
         if self.closed {
             return Err(Error::Closed);
+        }
+        // Entries at hand first: those an append's reply carried, else those the tail's wait
+        // read, as long as the log itself was read (and the position reported) within
+        // `REPORT_EVERY`.
+        let mut at_hand = std::mem::take(&mut self.placed);
+        if at_hand.is_empty() && self.reported.elapsed() < REPORT_EVERY {
+            at_hand = std::mem::take(&mut *self.prefetched.lock());
+        }
+        // All of them followed on (or were had already: the tail may read this process's
+        // own commit before its append returns): nothing is known to be missing.
+        if !at_hand.is_empty() && self.take(&at_hand, out)?.is_some() {
+            return Ok(false);
         }
         let last = self.last_revision();
         let (keys, reader) = (&self.keys, &self.reader);
@@ -542,23 +715,13 @@ impl Storage for RedisLog {
                 .arg("earliest")
                 .query(c)
         })?;
+        self.reported = Instant::now();
         let earliest = earliest.unwrap_or(1);
         // Another process compacted past this one's position while it was away (it did not
         // report it for `STALE_S`): the store reloads from the checkpoint (`reload`).
         let gone = Error::Compacted { requested: last + 1, earliest };
-        if earliest > last + 1 {
+        if earliest > last + 1 || self.take(&entries, out)?.is_none() {
             return Err(gone);
-        }
-        let mut next = last + 1;
-        for (id, fields) in &entries {
-            let mut commit = Vec::new();
-            self.decode(id, fields, &mut commit)?;
-            if commit[0].revision != next {
-                return Err(gone);
-            }
-            next = commit[commit.len() - 1].revision + 1;
-            self.cache.append(&commit)?;
-            out.push(commit);
         }
         if earliest > self.earliest {
             self.earliest = earliest;
@@ -650,6 +813,8 @@ impl Storage for RedisLog {
                 .key(&keys.meta)
                 .key(&keys.readers)
                 .key(&keys.seen)
+                .key(&keys.tomb)
+                .key(&keys.idx)
                 .arg(keep)
                 .arg(STALE_S)
                 .arg(&self.reader)
@@ -715,6 +880,10 @@ pub struct RedisTail {
     /// The connection's id, for `CLIENT UNBLOCK`.
     client_id: Mutex<Option<i64>>,
     stop: AtomicBool,
+    /// What the last wait read, for the log's next `pull`.
+    prefetched: Arc<Mutex<Entries>>,
+    /// The last wait read more than one entry: the log is busy.
+    busy: AtomicBool,
 }
 
 impl Tail for RedisTail {
@@ -722,11 +891,19 @@ impl Tail for RedisTail {
         if self.stop.load(Ordering::Acquire) {
             return Ok(None);
         }
+        // A busy log's commits are taken a few at a time rather than one wake-up each (each
+        // costs the server a read and this process CPU its writers want); the pause adds at
+        // most `BUSY_PAUSE` to the time another process's commit takes to be seen.
+        if self.busy.load(Ordering::Relaxed) {
+            std::thread::sleep(BUSY_PAUSE);
+        }
         // The reply: [[log, [[id, fields]]]], or nil after the timeout.
-        type Reply = Option<Vec<(String, Vec<(String, ::redis::Value)>)>>;
-        let reply: Reply = self.link.with("wait for the log", |c| {
-            let id: i64 = ::redis::cmd("CLIENT").arg("ID").query(c)?;
-            *self.client_id.lock() = Some(id);
+        type Reply = Option<Vec<(String, Entries)>>;
+        let reply: Result<Reply> = self.link.with("wait for the log", |c| {
+            if self.client_id.lock().is_none() {
+                let id: i64 = ::redis::cmd("CLIENT").arg("ID").query(c)?;
+                *self.client_id.lock() = Some(id);
+            }
             // The interrupt may have come before the id was known.
             if self.stop.load(Ordering::Acquire) {
                 return Ok(None);
@@ -735,15 +912,22 @@ impl Tail for RedisTail {
                 .arg("BLOCK")
                 .arg(1000)
                 .arg("COUNT")
-                .arg(1)
+                .arg(BATCH)
                 .arg("STREAMS")
                 .arg(&self.key)
                 .arg(format!("{after}-0"))
                 .query(c)
-        })?;
+        });
+        if reply.is_err() {
+            // A new connection has a new id.
+            *self.client_id.lock() = None;
+        }
+        let entries: Entries = reply?.into_iter().flatten().flat_map(|(_, entries)| entries).collect();
         // An entry's id is `<the last revision of its commit>-0`.
-        let reached = reply.into_iter().flatten().flat_map(|(_, entries)| entries).last();
-        Ok(reached.and_then(|(id, _)| id.split_once('-').and_then(|(rev, _)| rev.parse().ok())))
+        let reached = entries.last().and_then(|(id, _)| entry_revision(id));
+        self.busy.store(entries.len() > 1, Ordering::Relaxed);
+        *self.prefetched.lock() = entries;
+        Ok(reached)
     }
 
     fn interrupt(&self) {

@@ -79,6 +79,8 @@ const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 /// At least this often the tail catches up (which reports the store's position to the log's
 /// compactors) even when only the store's own commits woke it.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long the tail rests after a wake-up for this store's own commit.
+const OWN_PAUSE: Duration = Duration::from_micros(250);
 
 impl Follower {
     /// Starts following `tail` for the store `inner` (held weakly: the store may go away).
@@ -119,6 +121,10 @@ fn follow(weak: &Weak<Inner>, tail: &dyn Tail, stop: &(Mutex<bool>, Condvar)) {
             // This store's own commit woke the tail: nothing to catch up on (but report the
             // position now and then, which `catch_up` does).
             if reached.is_some_and(|r| r <= inner.revision()) && last_catch_up.elapsed() < REPORT_EVERY {
+                // A busy writer's next commits then wake the tail once, not once each (the
+                // wake-ups take CPU from the writer); another process's commit waits that
+                // much longer to be seen.
+                std::thread::sleep(OWN_PAUSE);
                 return Ok(0);
             }
             last_catch_up = Instant::now();

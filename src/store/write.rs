@@ -10,6 +10,7 @@ use crate::ns;
 use crate::op::Op;
 use crate::selector::Selector;
 use crate::storage::group::{WriteGroup, Writer};
+use crate::storage::Placed;
 
 use super::{check_key, Inner, State, Store};
 use std::sync::atomic::Ordering;
@@ -80,20 +81,23 @@ impl Inner {
     }
 
     /// Plans `ops` against the key state and appends the commit. On a log shared with other
-    /// processes the state may be behind: when the append is refused because they appended
-    /// first, or the plan fails or writes nothing (a verdict on this state only), the store
-    /// catches up on their commits and, if there were any, plans again. So conditions are
-    /// checked against the whole log.
+    /// processes the state may be behind: the log may put the commit after their newer
+    /// commits when none of them touched its keys (the store then catches up, which brings
+    /// theirs and then this one); when the append is refused because they changed one of its
+    /// keys first, or the plan fails or writes nothing (a verdict on this state only), the
+    /// store catches up on their commits and, if there were any, plans again. So conditions
+    /// are checked against the whole log.
     fn plan_and_append(&self, st: &mut State, ops: &[Op<'_>], commit: &mut Vec<Event>) -> Result<u64> {
         loop {
             let first = st.log.last_revision() + 1;
             commit.clear();
+            let mut placed = Placed::AsPlanned;
             let appended = match *ops {
                 // The common write: one lookup of the key plans and applies it.
-                [Op::Put(key, value)] => st
-                    .kv
-                    .put((key, value), first, commit, |c| st.log.append(c))
-                    .map(|()| self.publish(st, commit, false)),
+                [Op::Put(key, value)] => st.kv.put((key, value), first, commit, |c| {
+                    placed = st.log.append_after(c, &[])?;
+                    Ok(placed == Placed::AsPlanned)
+                }),
                 _ => {
                     let planned = st.kv.plan(ops, first, commit);
                     if planned.is_err() || commit.is_empty() {
@@ -102,24 +106,41 @@ impl Inner {
                         }
                         continue;
                     }
-                    st.log.append(commit).map(|()| self.publish(st, commit, true))
+                    let required: Vec<&[u8]> = ops
+                        .iter()
+                        .filter_map(|op| match *op {
+                            Op::Require(key, _) => Some(key),
+                            _ => None,
+                        })
+                        .collect();
+                    st.log.append_after(commit, &required).map(|p| placed = p)
                 }
             };
-            match appended {
-                Ok(()) => {
-                    let kv = &st.kv;
-                    // Best effort: the commit is in the log either way.
-                    let _ = st.log.checkpoint_if_due(&mut |visit| {
-                        kv.range(&Selector::every_key(), 0, visit);
-                    });
+            match (appended, placed) {
+                (Ok(()), Placed::AsPlanned) => {
+                    self.publish(st, commit, !matches!(*ops, [Op::Put(..)]));
+                    self.checkpoint_if_due(st);
+                    return Ok(first);
+                }
+                (Ok(()), Placed::Later { first }) => {
+                    self.catch_up(st)?;
+                    self.checkpoint_if_due(st);
                     return Ok(first);
                 }
                 // A shared log refused the append (another process wrote first): catch up, plan again.
                 // Not after an I/O error: the commit may be in the log, and the tail finds it there.
-                Err(e) if matches!(e, Error::Io(_)) || self.catch_up(st)? == 0 => return Err(e),
-                Err(_) => {}
+                (Err(e), _) if matches!(e, Error::Io(_)) || self.catch_up(st)? == 0 => return Err(e),
+                (Err(_), _) => {}
             }
         }
+    }
+
+    /// Best effort: the commit is in the log either way.
+    fn checkpoint_if_due(&self, st: &mut State) {
+        let kv = &st.kv;
+        let _ = st.log.checkpoint_if_due(&mut |visit| {
+            kv.range(&Selector::every_key(), 0, visit);
+        });
     }
 
     fn check_limits(&self, op: &Op<'_>) -> Result<()> {
