@@ -65,9 +65,10 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], redis.call('TIME')[1])
 ";
 
-/// Appends a commit planned against revision `planned`: KEYS log, meta, idx, tomb; ARGV
-/// planned, the commit's last revision as planned, the record, whether it may move (1/0),
-/// the largest move whose entries the reply carries, then pairs of a key the commit touches
+/// Appends a commit planned against revision `planned`: KEYS log, meta, idx, tomb, readers,
+/// seen; ARGV planned, the commit's last revision as planned, the record, whether it may
+/// move (1/0), the largest move whose entries the reply carries, the reader (whose position,
+/// `planned`, it reports as `SEEN` does), then pairs of a key the commit touches
 /// and what it does there (`p<n>` / `d<n>`: put or delete at `planned + n`; `r`: only
 /// required). When the log is at `planned` the commit goes
 /// there. When other processes appended since, it may still go after their commits if none
@@ -85,7 +86,7 @@ if last ~= planned then
   local from = tonumber(redis.call('HGET', KEYS[2], 'seq_from') or '0')
   local earliest = tonumber(redis.call('HGET', KEYS[2], 'earliest') or '1')
   if planned < from or planned + 1 < earliest then return {0, last, false} end
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     local m = redis.call('HGET', KEYS[3], ARGV[i])
     if m and math.abs(tonumber(m)) > planned then return {0, last, false} end
   end
@@ -98,7 +99,9 @@ else
   redis.call('XADD', KEYS[1], id, 'c', ARGV[3], 's', string.format('%d', shift))
 end
 redis.call('HSET', KEYS[2], 'last', string.format('%d', tonumber(ARGV[2]) + shift))
-for i = 6, #ARGV, 2 do
+redis.call('ZADD', KEYS[5], planned, ARGV[6])
+redis.call('HSET', KEYS[6], ARGV[6], redis.call('TIME')[1])
+for i = 7, #ARGV, 2 do
   local what = string.sub(ARGV[i + 1], 1, 1)
   if what ~= 'r' then
     local rev = planned + shift + tonumber(string.sub(ARGV[i + 1], 2))
@@ -607,8 +610,18 @@ impl RedisLog {
         let (keys, script) = (&self.keys, &self.append);
         let (ok, remote, gap): (i64, u64, Option<Entries>) = self.link.with("append to the log", |c| {
             let mut call = script.prepare_invoke();
-            call.key(&keys.log).key(&keys.meta).key(&keys.idx).key(&keys.tomb);
-            call.arg(last).arg(new_last).arg(record).arg(u8::from(may_move.is_some())).arg(BATCH);
+            call.key(&keys.log)
+                .key(&keys.meta)
+                .key(&keys.idx)
+                .key(&keys.tomb)
+                .key(&keys.readers)
+                .key(&keys.seen);
+            call.arg(last)
+                .arg(new_last)
+                .arg(record)
+                .arg(u8::from(may_move.is_some()))
+                .arg(BATCH)
+                .arg(&self.reader);
             for e in commit {
                 let what = if e.kind == EventKind::Delete { 'd' } else { 'p' };
                 call.arg(&e.key[..]).arg(format!("{what}{}", e.revision - last));
@@ -687,9 +700,7 @@ impl Storage for RedisLog {
         if at_hand.is_empty() && self.reported.elapsed() < REPORT_EVERY {
             at_hand = std::mem::take(&mut *self.prefetched.lock());
         }
-        // All of them followed on (or were had already: the tail may read this process's
-        // own commit before its append returns): nothing is known to be missing.
-        if !at_hand.is_empty() && self.take(&at_hand, out)?.is_some() {
+        if self.take(&at_hand, out)?.is_some_and(|n| n > 0) {
             return Ok(false);
         }
         let last = self.last_revision();

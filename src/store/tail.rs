@@ -120,18 +120,22 @@ fn follow(weak: &Weak<Inner>, tail: &dyn Tail, stop: &(Mutex<bool>, Condvar)) {
         let result = tail.wait(after).and_then(|reached| {
             // This store's own commit woke the tail: nothing to catch up on (but report the
             // position now and then, which `catch_up` does).
-            if reached.is_some_and(|r| r <= inner.revision()) && last_catch_up.elapsed() < REPORT_EVERY {
+            let own = |last_catch_up: Instant| {
+                reached.is_some_and(|r| r <= inner.revision()) && last_catch_up.elapsed() < REPORT_EVERY
+            };
+            if own(last_catch_up) {
                 // A busy writer's next commits then wake the tail once, not once each (the
                 // wake-ups take CPU from the writer); another process's commit waits that
                 // much longer to be seen.
                 std::thread::sleep(OWN_PAUSE);
                 return Ok(0);
             }
-            last_catch_up = Instant::now();
             let mut st = inner.state.write();
-            if inner.closed.load(Ordering::Acquire) {
+            // The store's own commit may have been read before its append returned.
+            if inner.closed.load(Ordering::Acquire) || own(last_catch_up) {
                 return Ok(0);
             }
+            last_catch_up = Instant::now();
             inner.catch_up(&mut st)
         });
         drop(inner);

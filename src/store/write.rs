@@ -123,7 +123,9 @@ impl Inner {
                     return Ok(first);
                 }
                 (Ok(()), Placed::Later { first }) => {
-                    self.catch_up(st)?;
+                    // Read your writes: the state gets this commit before the call returns.
+                    let end = first + commit.len() as u64 - 1;
+                    while st.log.last_revision() < end && self.catch_up(st)? > 0 {}
                     self.checkpoint_if_due(st);
                     return Ok(first);
                 }
