@@ -174,12 +174,18 @@ impl WriteGroup {
         std::mem::take(&mut q.waiting)
     }
 
-    /// The leader is done with its group of `size` writers: the oldest waiting writer, if
-    /// any, leads next.
-    pub fn hand_off(&self, size: usize) {
+    /// The leader's group of `size` writers is committed: records the cycle (its length and
+    /// the writers active in it) before they are woken, so that those who queue again at
+    /// once are not counted twice.
+    pub fn ended(&self, size: usize) {
         let mut q = self.queue.lock();
         q.last_commit = q.started.elapsed();
         q.active = size + q.waiting.len();
+    }
+
+    /// After `ended`: the oldest waiting writer, if any, leads next.
+    pub fn hand_off(&self) {
+        let mut q = self.queue.lock();
         match q.waiting.first() {
             Some(next) => {
                 next.state.store(LEAD, Ordering::Release);
@@ -217,7 +223,8 @@ mod tests {
         let me = writer();
         assert!(g.join(&me));
         assert_eq!(g.take().len(), 1);
-        g.hand_off(1);
+        g.ended(1);
+        g.hand_off();
         assert_eq!(g.queue.lock().active, 1);
         assert!(!g.queue.lock().leading);
     }
@@ -240,7 +247,8 @@ mod tests {
         // Returns when both have queued (woken by the last), not at the hour's bound.
         let group = g.take();
         assert_eq!(group.len(), 3);
-        g.hand_off(group.len());
+        g.ended(group.len());
+        g.hand_off();
         for (i, w) in group.iter().enumerate() {
             w.finish(Ok(i as u64 + 1));
         }
@@ -258,7 +266,8 @@ mod tests {
         let me = writer();
         assert!(g.join(&me));
         assert_eq!(g.take().len(), 1);
-        g.hand_off(1);
+        g.ended(1);
+        g.hand_off();
         let mut q = g.queue.lock();
         assert_eq!(q.active, 1);
         q.last_commit = Duration::from_secs(3600);

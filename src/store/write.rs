@@ -192,7 +192,8 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { st.log.check_writable() };
         if let Err(e) = refused {
             drop(guard);
-            group.hand_off(writers.len());
+            group.ended(writers.len());
+            group.hand_off();
             for w in writers {
                 w.finish(Err(e.clone()));
             }
@@ -251,12 +252,15 @@ impl Inner {
                 }
             }
         }
-        drop(guard);
-        // The next group may start its sync while this one's writers are being woken.
-        group.hand_off(writers.len());
+        // The writers are woken while the lock is still held (what they return is published,
+        // and a read they make waits for the lock), so that they queue again while it is
+        // released and the next group forms.
+        group.ended(writers.len());
         for (w, r) in writers.iter().zip(results) {
             w.finish(r);
         }
+        drop(guard);
+        group.hand_off();
     }
 }
 
