@@ -19,7 +19,7 @@ unreachable_test() ->
 
 shared_store_test_() ->
     {setup, fun start_server/0, fun stop_server/1,
-     fun({_, Port, _}) -> ?_test(two_handles(Port)) end}.
+     fun({_, Port, _}) -> [?_test(two_handles(Port)), ?_test(own_keys(Port))] end}.
 
 two_handles(Port) ->
     Url = "redis://127.0.0.1:" ++ integer_to_list(Port) ++ "/0?store=erl",
@@ -34,6 +34,34 @@ two_handles(Port) ->
     ?assertEqual([1, 2, 3], [R || #{revision := R} <- [next(Ref) || _ <- [1, 2, 3]]]),
     ok = tidemark:close(A),
     ok = tidemark:close(B).
+
+%% Erlang processes on two handles writing keys of their own at once: the server places each
+%% commit after the others' (they touch different keys), so every write gets a revision of its
+%% own, the log is gap-free, and creation revisions and versions follow from it.
+own_keys(Port) ->
+    Url = "redis://127.0.0.1:" ++ integer_to_list(Port) ++ "/0?store=erl-own",
+    {ok, A} = tidemark:open(Url, #{}),
+    {ok, B} = tidemark:open(Url, #{}),
+    Parent = self(),
+    Writers = [{S, N} || {S, N} <- [{A, 0}, {A, 1}, {B, 2}, {B, 3}]],
+    [spawn_link(fun() ->
+                    Key = fun(I) -> iolist_to_binary(io_lib:format("w~b/~b", [N, I rem 5])) end,
+                    Revs = [begin {ok, R} = tidemark:put(S, Key(I), integer_to_binary(I)), R end
+                            || I <- lists:seq(1, 40)],
+                    Parent ! {done, Revs}
+                end) || {S, N} <- Writers],
+    Revs = lists:sort(lists:append([receive {done, R} -> R after 30000 -> error(timeout) end
+                                    || _ <- Writers])),
+    ?assertEqual(lists:seq(1, 160), Revs),
+    {ok, C} = tidemark:open(Url, #{}),
+    {ok, #{events := Log, has_more := false}} = tidemark:changes(C, 1, 0, #{limit => 1000}),
+    ?assertEqual(lists:seq(1, 160), [R || #{revision := R} <- Log]),
+    lists:foldl(fun(#{key := K, revision := R, create_revision := Cr, version := V}, Seen) ->
+                        {First, N} = maps:get(K, Seen, {R, 0}),
+                        ?assertEqual({First, N + 1}, {Cr, V}),
+                        Seen#{K => {First, N + 1}}
+                end, #{}, Log),
+    [ok = tidemark:close(S) || S <- [A, B, C]].
 
 next(Ref) ->
     receive {tidemark_event, Ref, Body} -> Body

@@ -1,6 +1,7 @@
 """The Redis backend from Python: URL errors, an unreachable server, and two OS processes
 (Python children) incrementing one counter with put_if on one store: no lost update, no
-revision twice, every watcher sees the same gap-free sequence."""
+revision twice, every watcher sees the same gap-free sequence; and three processes writing
+keys of their own at once (puts and batches), which the server places after each other."""
 
 from __future__ import annotations
 
@@ -76,3 +77,40 @@ def test_two_processes_share_one_store(redis_server: str) -> None:
         assert s.revision == len(seen)
         with pytest.raises(ConflictError):
             s.put_if("ctr", "x", 1)
+
+
+DISJOINT = r"""
+import json, sys
+import tidemark
+url, me = sys.argv[1], sys.argv[2]
+with tidemark.Store(url) as s:
+    acked = []
+    for i in range(60):
+        key = f"{me}/{i % 7}"
+        if i % 3 == 2:
+            with s.batch() as b:
+                b.put(f"{me}/batch/{i}", "a")
+                b.put(key, "b")
+            acked += [[b.revision, f"{me}/batch/{i}"], [b.revision + 1, key]]
+        else:
+            acked.append([s.put(key, str(i)), key])
+    print(json.dumps(acked))
+"""
+
+
+def test_processes_writing_their_own_keys_share_one_log(redis_server: str) -> None:
+    url = f"{redis_server}/0?store=py-disjoint"
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    procs = [subprocess.Popen([sys.executable, "-c", DISJOINT, url, f"p{i}"], stdout=subprocess.PIPE, env=env)
+             for i in range(3)]
+    acked = sorted(tuple(a) for p in procs for a in json.loads(p.communicate(timeout=120)[0]))
+    assert all(p.returncode == 0 for p in procs)
+    assert [a[0] for a in acked] == list(range(1, len(acked) + 1)), "gap-free, no revision twice"
+    with tidemark.Store(url) as s:
+        log = s.changes(1, limit=10_000).events
+        assert [(e.revision, e.key.decode()) for e in log] == [(r, k) for r, k in acked]
+        first, count = {}, {}
+        for e in log:
+            first.setdefault(e.key, e.revision)
+            count[e.key] = count.get(e.key, 0) + 1
+            assert (e.create_revision, e.version) == (first[e.key], count[e.key]), e
